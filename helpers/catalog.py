@@ -1,0 +1,285 @@
+"""The model catalogue: every VQGAN, CLIP and test model Dreamframe knows, with its mirrors.
+
+Each file lists its sources in the order they are tried: the original host where it still
+serves, Hugging Face Hub mirrors, GitHub release mirrors, then hosts reported dead (kept last
+in case they come back). A sha256 is given only where a public source states it (PyTTI
+Portable's checked mirror list); elsewhere it is None and `helpers.download` records the hash
+of the first download and checks the file against it afterwards.
+
+Nothing here does I/O: the catalogue is a tuple of frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+KINDS = ("vqgan", "clip", "diffusion")
+SOURCE_KINDS = ("url", "gdrive", "hub")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a file can be downloaded from."""
+
+    kind: str  # "url": a plain http(s) URL; "gdrive": a Google Drive file id; "hub": a Hub repo
+    location: str  # the URL, the Drive id, or the Hub repo id ("owner/name")
+    filename: str | None = None  # hub only: the file's path inside the repo
+    revision: str | None = None  # hub only: branch, tag or commit (None: the default branch)
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"Source.kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
+        if not self.location:
+            raise ValueError(f"Source.location is empty for a {self.kind!r} source")
+
+    def describe(self) -> str:
+        """A short human-readable form of the source, for messages."""
+        if self.kind == "gdrive":
+            return f"Google Drive id {self.location}"
+        if self.kind == "hub":
+            where = f"{self.location}/{self.filename}" if self.filename else self.location
+            return f"Hugging Face Hub {where}" + (f"@{self.revision}" if self.revision else "")
+        return self.location
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model, saved under `name` in the model's cache folder."""
+
+    name: str  # local file name, e.g. "model.ckpt"
+    sources: tuple[Source, ...]  # mirrors, tried in order
+    size: int | None = None  # exact size in bytes, where a source states it
+    sha256: str | None = None  # lowercase hex digest, where a source states it
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model of the catalogue: its files (or a whole Hub repo), licence and description."""
+
+    name: str
+    kind: str  # "vqgan" | "clip" | "diffusion"
+    description: str
+    licence: str
+    files: tuple[ModelFile, ...] = ()  # downloaded one by one into the model's cache folder
+    hub_repo: str | None = None  # or: a snapshot of this whole Hub repo (CLIP, diffusers)
+    revision: str | None = None  # hub_repo's branch, tag or commit (None: default branch)
+    allow_patterns: tuple[str, ...] | None = None  # hub_repo files to get (configs, tokenizer)
+    weights: tuple[str, ...] = ()  # hub_repo weight files, the first one present is fetched
+    approx_size: int | None = None  # bytes, where exact file sizes are unknown
+    test: bool = False  # a tiny random-weight model built locally by helpers.testing
+
+    @property
+    def size(self) -> int | None:
+        """Download size in bytes: exact where every file size is known, else approximate."""
+        sizes = [f.size for f in self.files]
+        if sizes and all(s is not None for s in sizes):
+            return sum(sizes)
+        return self.approx_size
+
+
+def _url(*urls: str) -> tuple[Source, ...]:
+    return tuple(Source("url", u) for u in urls)
+
+
+def _hub(repo: str, filename: str) -> Source:
+    return Source("hub", repo, filename)
+
+
+def _vqgan(name: str, description: str, licence: str, config: ModelFile, ckpt: ModelFile,
+           approx_size: int | None = None) -> Model:
+    return Model(name, "vqgan", description, licence, (config, ckpt), approx_size=approx_size)
+
+
+HEIBOX = "https://heibox.uni-heidelberg.de"
+PYTTI_MIRROR = "pxlpshr/pytti-models"  # PyTTI Portable's Hub mirror; sha256s from its list
+PIXRAY = "https://github.com/pixray/pixray/releases/download/v1.7.1"
+ELEIBER = "https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1"
+FEED_FORWARD = "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1"
+IO_MIRROR = "http://mirror.io.community/blob/vqgan"  # the classic notebooks' mirror, reported dead
+TAMING = "taming-transformers: MIT licence (code; the weights carry no separate licence)"
+
+VQGANS = (
+    _vqgan(
+        "vqgan_imagenet_f16_1024",
+        "VQGAN trained on ImageNet, 1024-code codebook, f=16 (taming-transformers).",
+        TAMING + ". Trained on ImageNet: its terms allow non-commercial research use.",
+        ModelFile("model.yaml", _url(
+            f"{HEIBOX}/d/8088892a516d4e3baf92/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
+            f"{IO_MIRROR}/vqgan_imagenet_f16_1024.yaml")),
+        ModelFile("model.ckpt", _url(
+            f"{HEIBOX}/d/8088892a516d4e3baf92/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
+            f"{IO_MIRROR}/vqgan_imagenet_f16_1024.ckpt")),
+        approx_size=958_000_000,
+    ),
+    _vqgan(
+        "vqgan_imagenet_f16_16384",
+        "VQGAN trained on ImageNet, 16384-code codebook, f=16: the classic VQGAN+CLIP default.",
+        TAMING + ". Trained on ImageNet: its terms allow non-commercial research use.",
+        ModelFile("model.yaml", (
+            *_url(f"{HEIBOX}/d/a7530b09fed84f80a887/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
+                  f"{HEIBOX}/f/274fb24ed38341bfa753/?dl=1"),
+            _hub(PYTTI_MIRROR, "vqgan/imagenet.yaml"),
+            *_url(f"{FEED_FORWARD}/vqgan_imagenet_f16_16384.yaml",
+                  f"{IO_MIRROR}/vqgan_imagenet_f16_16384.yaml"),
+        ), 692, "00e2c6189926f1d89ecfef73e9598db77981c1982f0555fbade963ffd16143c7"),
+        ModelFile("model.ckpt", (
+            *_url(f"{HEIBOX}/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
+                  f"{HEIBOX}/f/867b05fc8c4841768640/?dl=1"),
+            _hub(PYTTI_MIRROR, "vqgan/imagenet.ckpt"),
+            *_url(f"{FEED_FORWARD}/vqgan_imagenet_f16_16384.ckpt",
+                  f"{IO_MIRROR}/vqgan_imagenet_f16_16384.ckpt"),
+        ), 980_092_370, "845a68805098cb666420d5db93df53f3a3b6dd443e6dd85c05759c5b998cd663"),
+    ),
+    _vqgan(
+        "vqgan_gumbel_f8_8192",
+        "Gumbel-quantised VQGAN trained on Open Images, 8192 codes, f=8 (the 'openimages' one).",
+        TAMING + ". Trained on Open Images (annotations CC BY 4.0, images listed as CC BY 2.0).",
+        ModelFile("model.yaml", (
+            *_url(f"{HEIBOX}/d/2e5662443a6b4307b470/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1"),
+            _hub(PYTTI_MIRROR, "vqgan/openimages.yaml"),
+        ), 745, "91110bab325067b37f85d1e75895a837d59c292bae4f3097f80c518714d5caff"),
+        ModelFile("model.ckpt", (
+            *_url(f"{HEIBOX}/d/2e5662443a6b4307b470/files/?p=%2Fckpts%2Flast.ckpt&dl=1"),
+            _hub(PYTTI_MIRROR, "vqgan/openimages.ckpt"),
+        ), 376_581_823, "5cd6c74810ab97e00e942c25403f73afc081e8b19987b31ec0d9ff5b68e7ab14"),
+    ),
+    _vqgan(
+        "wikiart_1024",
+        "VQGAN trained on WikiArt paintings, 1024 codes, f=16.",
+        TAMING + ". Trained on WikiArt images, whose copyright stays with the artists.",
+        ModelFile("model.yaml", _url(f"{PIXRAY}/vqgan_wikiart_1024.yaml",
+                                     f"{ELEIBER}/wikiart_1024.yaml", f"{IO_MIRROR}/wikiart.yaml")),
+        ModelFile("model.ckpt", _url(f"{PIXRAY}/vqgan_wikiart_1024.ckpt",
+                                     f"{ELEIBER}/wikiart_1024.ckpt", f"{IO_MIRROR}/wikiart.ckpt")),
+        approx_size=958_000_000,
+    ),
+    _vqgan(
+        "wikiart_16384",
+        "VQGAN trained on WikiArt paintings, 16384 codes, f=16 (wikiart_f16_16384_8145600).",
+        TAMING + ". Trained on WikiArt images, whose copyright stays with the artists.",
+        ModelFile("model.yaml", (
+            _hub(PYTTI_MIRROR, "vqgan/wikiart.yaml"),
+            *_url(f"{PIXRAY}/vqgan_wikiart_16384.yaml",
+                  "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.yaml",
+                  f"{IO_MIRROR}/wikiart_16384.yaml"),
+        ), 920, "6e78241d2828ff35b8381839ce249c24a6c468ed429760d33a25e98e7f24499a"),
+        ModelFile("model.ckpt", (
+            _hub(PYTTI_MIRROR, "vqgan/wikiart.ckpt"),
+            *_url(f"{PIXRAY}/vqgan_wikiart_16384.ckpt",
+                  "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.ckpt",
+                  f"{IO_MIRROR}/wikiart_16384.ckpt"),
+        ), 1_005_327_541, "bd08bb46301f98be1712bb2be9f8868cea30b53137cd985d4d6e8da8b3e02c36"),
+    ),
+    _vqgan(
+        "coco",
+        "First stage (the VQGAN) of taming's COCO-Stuff transformer, f=16; 0.3 GB instead of "
+        "the 8 GB full checkpoint (see coco_transformer).",
+        TAMING + ". Trained on COCO (Flickr images under their own licences; COCO-Stuff "
+        "annotations CC BY 4.0).",
+        ModelFile("model.yaml", (
+            *_url("https://batbot.ai/models/VQGAN/coco_first_stage.yaml"),
+            _hub(PYTTI_MIRROR, "vqgan/coco_first_stage.yaml"),
+        ), 458, "17d0c2d9fda59eccade2a6070d833804b759dc817da42c2268be8cf1eb047676"),
+        ModelFile("model.ckpt", (
+            *_url("https://batbot.ai/models/VQGAN/coco_first_stage.ckpt"),
+            _hub(PYTTI_MIRROR, "vqgan/coco_first_stage.ckpt"),
+            *_url("http://batbot.tv/ai/models/VQGAN/coco_first_stage.ckpt"),
+        ), 296_030_214, "106cc20fde571df14afc4349d62218d8213cf47177c682ecaa78a8c28b12f9de"),
+    ),
+    _vqgan(
+        "coco_transformer",
+        "taming's whole COCO-Stuff transformer checkpoint, as the classic notebooks downloaded "
+        "it; only its first stage (the VQGAN) is used.",
+        TAMING + ". Trained on COCO (Flickr images under their own licences; COCO-Stuff "
+        "annotations CC BY 4.0).",
+        ModelFile("model.yaml", _url("https://dl.nmkd.de/ai/clip/coco/coco.yaml")),
+        ModelFile("model.ckpt", _url("https://dl.nmkd.de/ai/clip/coco/coco.ckpt")),
+        approx_size=8_400_000_000,
+    ),
+    _vqgan(
+        "faceshq",
+        "taming's FacesHQ transformer checkpoint (faces, f=16); its first stage is the VQGAN.",
+        TAMING + ". Trained on CelebA-HQ (non-commercial research only) and FFHQ "
+        "(CC BY-NC-SA 4.0).",
+        ModelFile("model.yaml", (Source("gdrive", "1fHwGx_hnBtC8nsq7hesJvs-Klv-P0gzT"),)),
+        ModelFile("model.ckpt", _url(
+            "https://app.koofr.net/content/links/a04deec9-0c59-4673-8b37-3d696fe63a5d/files/get/"
+            "last.ckpt?path=%2F2020-11-13T21-41-45_faceshq_transformer%2Fcheckpoints%2Flast.ckpt")),
+        approx_size=4_000_000_000,
+    ),
+    _vqgan(
+        "sflckr",
+        "taming's S-FLCKR landscape transformer checkpoint, f=16; its first stage is the VQGAN.",
+        TAMING + ". Trained on S-FLCKR (Flickr and Reddit images, not redistributable).",
+        ModelFile("model.yaml", (
+            *_url(f"{HEIBOX}/d/73487ab6e5314cb5adba/files/"
+                  "?p=%2Fconfigs%2F2020-11-09T13-31-51-project.yaml&dl=1"),
+            _hub(PYTTI_MIRROR, "vqgan/sflckr.yaml"),
+        ), 1603, "c27f012996f3f1f02580f063be47fd60bdd8528efb04d7318b2cbe8a86505b1b"),
+        ModelFile("model.ckpt", (
+            *_url(f"{HEIBOX}/d/73487ab6e5314cb5adba/files/?p=%2Fcheckpoints%2Flast.ckpt&dl=1"),
+            _hub(PYTTI_MIRROR, "vqgan/sflckr.ckpt"),
+        ), 4_263_525_412, "8a8adea3da8dab412675772831370dd948e0aa97bb11a9488a2f328b58dbc929"),
+    ),
+)
+
+# transformers format: configs and tokenizer, then the first weight file the repo has
+CLIP_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "vocab.json", "merges.txt")
+CLIP_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+OPENAI = "MIT licence (OpenAI CLIP); OpenAI's model card rules out deployed and surveillance use."
+
+
+def _clip(name: str, description: str, licence: str, approx_size: int) -> Model:
+    return Model(name, "clip", description, licence, hub_repo=name, allow_patterns=CLIP_FILES,
+                 weights=CLIP_WEIGHTS, approx_size=approx_size)
+
+
+CLIPS = (
+    _clip("openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32: fast, the classic default.",
+          OPENAI, 605_000_000),
+    _clip("openai/clip-vit-base-patch16", "OpenAI CLIP ViT-B/16: finer detail than B/32.",
+          OPENAI, 600_000_000),
+    _clip("openai/clip-vit-large-patch14", "OpenAI CLIP ViT-L/14: best OpenAI CLIP at 224 px.",
+          OPENAI, 1_710_000_000),
+    _clip("openai/clip-vit-large-patch14-336", "OpenAI CLIP ViT-L/14 at 336 px.",
+          OPENAI, 1_710_000_000),
+    _clip("laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+          "LAION's ViT-B/32 trained on LAION-2B (open_clip; this repo also has the "
+          "transformers format used here).",
+          "MIT licence (LAION); trained on LAION-2B, web images under their own licences.",
+          605_000_000),
+)
+
+_TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
+_NOT_ART = "random-weight test model that makes noise, not art; built locally for tests and CI"
+
+TEST_MODELS = (
+    Model("test-tiny-vqgan", "vqgan", f"Tiny VQGAN: a {_NOT_ART}.", _TEST_LICENCE, test=True),
+    Model("test-tiny-clip", "clip", f"Tiny CLIP: a {_NOT_ART}.", _TEST_LICENCE, test=True),
+    Model("test-tiny-sd", "diffusion", f"Tiny Stable Diffusion: a {_NOT_ART}.", _TEST_LICENCE,
+          test=True),
+)
+
+MODELS: tuple[Model, ...] = VQGANS + CLIPS + TEST_MODELS
+
+
+def list_models(kind: str | None = None) -> list[Model]:
+    """All catalogue models, or those of one kind ("vqgan", "clip", "diffusion")."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
+    return [m for m in MODELS if kind is None or m.kind == kind]
+
+
+def get_model(name: str) -> Model:
+    """The catalogue model called `name`; a ValueError suggests close names for a typo."""
+    for model in MODELS:
+        if model.name == name:
+            return model
+    close = difflib.get_close_matches(name, [m.name for m in MODELS], n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"unknown model {name!r}.{hint} See all models with `python -m helpers models`; "
+        "a local path, URL, Google Drive id or Hugging Face Hub id works too."
+    )

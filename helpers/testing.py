@@ -1,0 +1,198 @@
+"""Tiny offline models with random weights, for tests, CI and offline demos.
+
+Each builder makes a model in seconds on CPU from a small config and a fixed seed, and saves it in
+the same format as the real model (a taming `.ckpt` + `.yaml`; a transformers / diffusers folder),
+so the real loading code runs on it. Random weights: they make noise, not art.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MARKER = ".complete"  # written last: a folder without it is not a finished build
+TEXT_HIDDEN = 32  # hidden size of the tiny CLIP text model (and the tiny SD's cross-attention)
+PROJECTION_DIM = 16  # tiny CLIP's joint text / image embedding size
+VISION_SIZE = 32  # tiny CLIP's input image size
+MAX_LENGTH = 77  # CLIP's context length, as in the real models
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU RNG inside the block; the caller's RNG state is restored afterwards."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def tiny_vqgan(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight f16 VQGAN as taming's model.ckpt + model.yaml; makes noise, not art.
+
+    64x64 images -> 4x4 latents, codebook 64 x 16. Returns the .ckpt path.
+    """
+    import torch
+    from diffusers import VQModel
+
+    from helpers.vqgan import taming_config, to_taming_state_dict, vqmodel_config, write_taming_yaml
+
+    config = taming_config(ch=32, ch_mult=[1, 1, 1, 1, 2], num_res_blocks=1,
+                           attn_resolutions=[16], z_channels=16, embed_dim=16, n_embed=64)
+    params = config["model"]["params"]
+    with _seeded(seed):
+        model = VQModel(**vqmodel_config(params["ddconfig"], params["embed_dim"],
+                                         params["n_embed"]))
+        torch.nn.init.normal_(model.quantize.embedding.weight)  # codes spread like a trained book
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "model.ckpt"
+    torch.save({"state_dict": to_taming_state_dict(model), "global_step": 0}, ckpt)
+    write_taming_yaml(ckpt.with_suffix(".yaml"), config)
+    return ckpt
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 symbols byte-level BPE (GPT-2 / CLIP) uses for bytes 0..255."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    others = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(others)) for b in range(256)]
+
+
+def _write_tokenizer(folder: Path):
+    """A character-level CLIP tokenizer (every byte, with and without `</w>`, no merges)."""
+    from transformers import CLIPTokenizer
+
+    symbols = _byte_symbols()
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": 256 + i for i, s in enumerate(symbols)})
+    vocab.update({"<|startoftext|>": 512, "<|endoftext|>": 513})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                              model_max_length=MAX_LENGTH)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def _text_config(tokenizer) -> dict:
+    return {"vocab_size": len(tokenizer), "hidden_size": TEXT_HIDDEN, "intermediate_size": 37,
+            "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": MAX_LENGTH, "projection_dim": PROJECTION_DIM,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
+def _image_processor():
+    """CLIP's image preprocessing at the tiny vision size (PIL backend where there is one)."""
+    try:
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x
+        from transformers import CLIPImageProcessor as Processor
+    return Processor(size={"shortest_edge": VISION_SIZE},
+                     crop_size={"height": VISION_SIZE, "width": VISION_SIZE})
+
+
+def tiny_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight CLIPModel + tokenizer + processor folder; makes noise, not art.
+
+    Text: hidden 32, 2 layers; vision: 32x32 images, patch 8; projection_dim 16.
+    """
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder)
+    vision = {"image_size": VISION_SIZE, "patch_size": 8, "hidden_size": 32,
+              "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "projection_dim": PROJECTION_DIM}
+    config = CLIPConfig(text_config=_text_config(tokenizer), vision_config=vision,
+                        projection_dim=PROJECTION_DIM)
+    with _seeded(seed):
+        model = CLIPModel(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor = _image_processor()
+    processor.save_pretrained(folder)
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def tiny_sd(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight Stable Diffusion folder (diffusers layout); makes noise, not art.
+
+    VAE factor 8 like SD (64x64 images -> 8x8x4 latents), UNet (32, 64), tiny CLIP text encoder,
+    PNDM scheduler with SD 1.5's values, no safety checker.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8)
+        vae = AutoencoderKL(
+            block_out_channels=(32, 32, 32, 64), layers_per_block=1, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            sample_size=64)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(tokenizer)))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, skip_prk_steps=True,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "test-tiny-vqgan": tiny_vqgan,
+    "test-tiny-clip": tiny_clip,
+    "test-tiny-sd": tiny_sd,
+}
+
+
+def _result(folder: Path) -> Path:
+    """What a finished build at `folder` returns (the .ckpt for a VQGAN, else the folder)."""
+    return folder / (folder / MARKER).read_text(encoding="utf-8").strip()
+
+
+def build_test_model(name: str, folder: str | os.PathLike) -> Path:
+    """Build tiny model `name` into `folder` once (random weights, for tests / CI / demos).
+
+    Builds in a temporary sibling folder and renames it into place with a `.complete` marker,
+    so an interrupted build never looks finished; a finished folder is returned as it is.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"test model name: unknown {name!r}; expected one of {sorted(BUILDERS)}")
+    folder = Path(folder)
+    if (folder / MARKER).is_file():
+        return _result(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        built = BUILDERS[name](tmp)
+        (tmp / MARKER).write_text(str(built.relative_to(tmp)) + "\n", encoding="utf-8")
+        if folder.exists() and not (folder / MARKER).is_file():  # unfinished leftover: replace
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / MARKER).is_file():  # not a concurrent build that finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _result(folder)

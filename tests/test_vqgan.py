@@ -1,0 +1,301 @@
+"""helpers.vqgan against taming-transformers' own modules, plus safety, errors and the cache."""
+
+from __future__ import annotations
+
+import enum
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import vqgan as vq
+from helpers.vqgan import load_vqgan, taming_config, write_taming_yaml
+
+# Real configs with channels scaled down; structure (levels, attention placement, blocks) kept.
+F16 = {"ch": 32, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16],
+       "z_channels": 32, "embed_dim": 16, "n_embed": 64}
+GUMBEL_F8 = {"ch": 32, "ch_mult": [1, 1, 2, 4], "num_res_blocks": 2, "attn_resolutions": [32],
+             "z_channels": 32, "embed_dim": 32, "n_embed": 128}
+
+
+class Reference(nn.Module):
+    """taming's VQModel / GumbelVQ, assembled from taming's modules (no pytorch-lightning)."""
+
+    def __init__(self, cfg: dict, gumbel: bool):
+        super().__init__()
+        from taming.modules.diffusionmodules.model import Decoder, Encoder
+        from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
+
+        dd = taming_config(**cfg, gumbel=gumbel)["model"]["params"]["ddconfig"]
+        z, e, n = cfg["z_channels"], cfg["embed_dim"], cfg["n_embed"]
+        self.encoder, self.decoder = Encoder(**dd), Decoder(**dd)
+        if gumbel:
+            self.quantize = GumbelQuantize(z, e, n_embed=n)
+        else:
+            self.quantize = VectorQuantizer2(n, e, beta=0.25)
+        self.quant_conv = nn.Conv2d(z, e, 1)
+        self.post_quant_conv = nn.Conv2d(e, z, 1)
+        codebook = self.quantize.embed if gumbel else self.quantize.embedding
+        nn.init.normal_(codebook.weight)  # spread out, so nearest-neighbour is not all one code
+
+
+def _reference(cfg: dict, gumbel: bool, seed: int = 0) -> Reference:
+    torch.manual_seed(seed)
+    return Reference(cfg, gumbel).eval()
+
+
+def _save(folder: Path, ref: Reference, cfg: dict, *, gumbel=False, prefix="", yaml=None) -> Path:
+    """Save a reference as a lightning-like taming checkpoint with loss / transformer extras."""
+    sd = {prefix + k: v for k, v in ref.state_dict().items()}
+    sd[prefix + "loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
+    sd[prefix + "loss.perceptual_loss.net.slice1.0.weight"] = torch.randn(8, 3, 3, 3)
+    if prefix:
+        sd["transformer.tok_emb.weight"] = torch.randn(cfg["n_embed"], 8)
+        sd["cond_stage_model.encoder.conv_in.weight"] = torch.randn(8, 3, 3, 3)
+    ckpt = folder / "model.ckpt"
+    torch.save({"state_dict": sd, "global_step": 1, "epoch": 0}, ckpt)
+    config = yaml or taming_config(**cfg, gumbel=gumbel)
+    write_taming_yaml(ckpt.with_suffix(".yaml"), config)
+    return ckpt
+
+
+def _transformer_yaml(cfg: dict) -> dict:
+    first = taming_config(**cfg)["model"]
+    return {"model": {"target": vq.TRANSFORMER_TARGET, "params": {
+        "cond_stage_key": "segmentation",
+        "transformer_config": {"target": "taming.modules.transformer.mingpt.GPT",
+                               "params": {"vocab_size": cfg["n_embed"], "block_size": 16}},
+        "first_stage_config": first,
+        "cond_stage_config": first}}}
+
+
+def _nearest(z: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour quantisation as the VQGAN+CLIP notebooks write it (for Gumbel models)."""
+    flat = z.movedim(1, -1)
+    d = flat.pow(2).sum(-1, keepdim=True) + book.pow(2).sum(1) - 2 * flat @ book.T
+    return book[d.argmin(-1)].movedim(-1, 1)
+
+
+def _assert_equivalent(model: vq.VQGAN, ref: Reference, gumbel: bool) -> None:
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z_ref = ref.quant_conv(ref.encoder(x))
+        if gumbel:
+            zq_ref = _nearest(z_ref, ref.quantize.embed.weight)
+            logits_ref = ref.quantize.proj(z_ref)
+        else:
+            zq_ref = ref.quantize(z_ref)[0]
+        img_ref = ref.decoder(ref.post_quant_conv(zq_ref))
+        z = model.encode(x)
+        z_q = model.quantize(z_ref)
+        img = model.decode(zq_ref)
+    torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(z_q, zq_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(img, img_ref, atol=1e-4, rtol=1e-4)
+    if gumbel:
+        torch.testing.assert_close(model.gumbel_logits(z_ref), logits_ref, atol=1e-5, rtol=1e-5)
+    assert z.shape[-1] == 64 // model.factor
+
+
+def test_f16_vqmodel_matches_taming(tmp_path):
+    ref = _reference(F16, gumbel=False)
+    model = load_vqgan(_save(tmp_path, ref, F16))
+    _assert_equivalent(model, ref, gumbel=False)
+    assert (model.factor, model.e_dim, model.n_embed) == (16, 16, 64)
+    assert not model.gumbel
+    torch.testing.assert_close(model.codebook, ref.quantize.embedding.weight)
+
+
+def test_gumbel_f8_matches_taming_nearest_neighbour(tmp_path):
+    ref = _reference(GUMBEL_F8, gumbel=True)
+    model = load_vqgan(_save(tmp_path, ref, GUMBEL_F8, gumbel=True))
+    _assert_equivalent(model, ref, gumbel=True)
+    assert (model.factor, model.e_dim, model.n_embed) == (8, 32, 128)
+    assert model.gumbel
+    torch.testing.assert_close(model.codebook, ref.quantize.embed.weight)
+
+
+def test_transformer_checkpoint_loads_its_first_stage(tmp_path):
+    ref = _reference(F16, gumbel=False, seed=3)
+    ckpt = _save(tmp_path, ref, F16, prefix="first_stage_model.", yaml=_transformer_yaml(F16))
+    _assert_equivalent(load_vqgan(ckpt), ref, gumbel=False)
+
+
+def test_quantize_passes_gradient_straight_through(tmp_path):
+    model = load_vqgan(_save(tmp_path, _reference(F16, False), F16))
+    z = torch.randn(1, 16, 2, 2, requires_grad=True)
+    model.quantize(z).sum().backward()
+    torch.testing.assert_close(z.grad, torch.ones_like(z))
+
+
+@pytest.mark.parametrize(("cfg", "gumbel"), [(F16, False), (GUMBEL_F8, True)])
+def test_reverse_mapping_round_trips_the_taming_layout(tmp_path, cfg, gumbel):
+    ref = _reference(cfg, gumbel=gumbel)
+    model = load_vqgan(_save(tmp_path, ref, cfg, gumbel=gumbel))
+    back = vq.to_taming_state_dict(model)
+    expected = ref.state_dict()
+    assert back.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(back[key], value, msg=key)
+
+
+def test_truncated_checkpoint_is_named_in_the_error(tmp_path):
+    ckpt = _save(tmp_path, _reference(F16, False), F16)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated or corrupt checkpoint: .*model\.ckpt"):
+        load_vqgan(ckpt)
+
+
+@pytest.mark.parametrize(("field", "value", "piece"), [
+    ("n_embed", 32, "quantize.embedding.weight"),
+    ("ch", 64, "encoder.conv_in.weight"),
+    ("num_res_blocks", 1, "encoder.down.0.block.1"),
+])
+def test_yaml_that_does_not_match_checkpoint_is_rejected(tmp_path, field, value, piece):
+    wrong = taming_config(**{**F16, field: value})
+    ckpt = _save(tmp_path, _reference(F16, False), F16, yaml=wrong)
+    with pytest.raises(ValueError, match="does not match") as err:
+        load_vqgan(ckpt)
+    assert str(ckpt) in str(err.value)
+    assert piece in str(err.value)
+
+
+def test_unknown_target_is_rejected(tmp_path):
+    config = taming_config(**F16)
+    config["model"]["target"] = "taming.models.dummy_cond_stage.DummyCondStage"
+    ckpt = _save(tmp_path, _reference(F16, False), F16, yaml=config)
+    with pytest.raises(ValueError, match=r"DummyCondStage.*not a VQGAN"):
+        load_vqgan(ckpt)
+
+
+def test_missing_yaml_is_reported(tmp_path):
+    ckpt = _save(tmp_path, _reference(F16, False), F16)
+    ckpt.with_suffix(".yaml").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.yaml"):
+        load_vqgan(ckpt)
+
+
+class _Exploit:
+    """Pickles as a call to os.system that would create a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class _Callback:
+    """Stands for a pytorch-lightning object that weights_only refuses."""
+
+    def __init__(self):
+        self.best_model_score = 0.5
+
+
+def test_pickled_code_never_runs_and_weights_still_load(tmp_path):
+    ref = _reference(F16, gumbel=False)
+    ckpt = _save(tmp_path, ref, F16)
+    marker = tmp_path / "pwned"
+    payload = torch.load(ckpt, weights_only=True)
+    payload["callbacks"] = {"ModelCheckpoint": _Callback(), "evil": _Exploit(marker)}
+    torch.save(payload, ckpt)
+    model = load_vqgan(ckpt)
+    assert not marker.exists()
+    _assert_equivalent(model, ref, gumbel=False)
+
+
+class _AttributeDict(dict):
+    """Like lightning's hyper-parameter dict: a dict subclass weights_only refuses."""
+
+
+class _Stage(enum.Enum):
+    FIT = "fit"
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_lightning_like_objects_are_stubbed_in_both_pickle_formats(tmp_path, zip_format):
+    path = tmp_path / "lightning.ckpt"
+    weights = {"w": torch.randn(3, 3)}
+    payload = {"state_dict": weights, "hyper_parameters": _AttributeDict(lr=1e-4),
+               "loops": {_Stage.FIT: _Callback()}, "score": np.float64(0.5)}
+    torch.save(payload, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    loaded = vq.safe_torch_load(path)
+    torch.testing.assert_close(loaded["state_dict"]["w"], weights["w"])
+    assert loaded["hyper_parameters"].stub_items == {"lr": 1e-4}
+    assert all(isinstance(v, vq._Stub) for v in loaded["loops"].values())
+
+
+def test_restricted_unpickler_stubs_unknown_globals(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"x": torch.ones(2), "evil": _Exploit(marker)}, path)
+    loaded = vq.safe_torch_load(path)
+    assert not marker.exists()
+    torch.testing.assert_close(loaded["x"], torch.ones(2))
+    assert isinstance(loaded["evil"], vq._Stub)
+
+
+def test_cache_is_used_instead_of_the_pickle(tmp_path, monkeypatch):
+    ref = _reference(F16, gumbel=False)
+    ckpt = _save(tmp_path, ref, F16)
+    load_vqgan(ckpt)
+    assert ckpt.with_suffix(".safetensors").is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load called although the cache is valid")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    _assert_equivalent(load_vqgan(ckpt), ref, gumbel=False)
+    ckpt.unlink()
+    ckpt.with_suffix(".yaml").unlink()
+    _assert_equivalent(load_vqgan(ckpt), ref, gumbel=False)
+
+
+def test_cache_is_rebuilt_when_checkpoint_changes(tmp_path):
+    first = _reference(F16, gumbel=False, seed=0)
+    ckpt = _save(tmp_path, first, F16)
+    load_vqgan(ckpt)
+    second = _reference(F16, gumbel=False, seed=5)
+    _save(tmp_path, second, F16)
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    _assert_equivalent(load_vqgan(ckpt), second, gumbel=False)
+
+
+def test_cached_safetensors_loads_by_its_own_path(tmp_path):
+    ref = _reference(GUMBEL_F8, gumbel=True)
+    ckpt = _save(tmp_path, ref, GUMBEL_F8, gumbel=True)
+    load_vqgan(ckpt)
+    ckpt.unlink()
+    _assert_equivalent(load_vqgan(ckpt.with_suffix(".safetensors")), ref, gumbel=True)
+
+
+def test_checkpoint_without_vqgan_weights_is_rejected(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"transformer.tok_emb.weight": torch.randn(4, 4)}}, ckpt)
+    write_taming_yaml(ckpt.with_suffix(".yaml"), taming_config(**F16))
+    with pytest.raises(ValueError, match=r"no VQGAN weights .*encoder"):
+        load_vqgan(ckpt)
+
+
+def test_corrupt_cache_falls_back_to_the_checkpoint(tmp_path):
+    ref = _reference(F16, gumbel=False)
+    ckpt = _save(tmp_path, ref, F16)
+    load_vqgan(ckpt)
+    ckpt.with_suffix(".safetensors").write_bytes(b"not safetensors")
+    _assert_equivalent(load_vqgan(ckpt), ref, gumbel=False)
+
+
+def test_loaded_model_is_frozen_and_in_eval_mode(tmp_path):
+    model = load_vqgan(_save(tmp_path, _reference(F16, False), F16))
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+
