@@ -60,6 +60,104 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vqgan_clip(args: argparse.Namespace) -> int:
+    """Run VQGAN+CLIP; print the run folder as the last line."""
+    from helpers.render import render_vqgan_clip
+    from helpers.settings import VQGANClipSettings
+
+    settings = None
+    if args.resume is None:
+        settings = VQGANClipSettings(**_given(args, VQGAN_CLIP_FLAGS))
+    bar = _progress(args)
+    run_dir = render_vqgan_clip(settings, resume=args.resume, iterations=args.iterations,
+                                cache=args.cache, on_step=bar, log=_log)
+    bar.close()
+    print(run_dir)
+    return 0
+
+
+# flag destination -> settings field, for flags whose names differ from the field
+VQGAN_CLIP_FLAGS = {
+    "prompt": "prompt", "image_prompt": "image_prompts", "noise_prompt": "noise_prompts",
+    "init_image": "init_image", "init_weight": "init_weight", "init_noise": "init_noise",
+    "iterations": "iterations", "save_every": "save_every", "story_every": "story_every",
+    "seed": "seed", "vqgan": "vqgan", "clip": "clip", "cutn": "cutn", "cut_pow": "cut_pow",
+    "cut_method": "cut_method", "augment": "augments", "optimizer": "optimizer", "lr": "lr",
+    "precision": "precision", "device": "device", "out": "out",
+}
+
+
+def _given(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, object]:
+    """Settings fields for the flags the user gave; the dataclass holds every default."""
+    values = {field: getattr(args, dest) for dest, field in flags.items()}
+    values = {k: v for k, v in values.items() if v is not None}
+    if getattr(args, "size", None):
+        values["width"], values["height"] = args.size
+    return values
+
+
+class _Bar:
+    """A tqdm progress bar on stderr, fed by step callbacks."""
+
+    def __init__(self, disable: bool):
+        self.disable, self.bar = disable, None
+
+    def __call__(self, step, run_dir) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(initial=step.i - 1, disable=self.disable, file=sys.stderr,
+                            unit="it", desc="vqgan-clip")
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{step.loss:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(args: argparse.Namespace) -> _Bar:
+    return _Bar(disable=args.quiet)
+
+
+def _augments(text: str) -> tuple[str, ...]:
+    """`affine,jitter` or `none` -> a tuple of names."""
+    names = [n.strip() for n in text.replace(" ", ",").split(",") if n.strip()]
+    return () if names == ["none"] else tuple(names)
+
+
+def _add_vqgan_clip(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vqgan-clip", help="generate with VQGAN+CLIP",
+                       description="Optimise a VQGAN image so CLIP agrees with weighted prompts.")
+    add = p.add_argument
+    add("--prompt", help='weighted prompts, e.g. "desert:50 | snow:25" ("^" between story sets)')
+    add("--image-prompt", metavar="TEXT", help='target images, "a.png:1 | https://x/b.jpg:0.5"')
+    add("--noise-prompt", metavar="TEXT", help='seeded noise targets, "seed:weight | ..."')
+    add("--init-image", metavar="PATH|URL", help="start from this image")
+    add("--init-weight", type=float, metavar="X", help="pull towards the init image's latent")
+    add("--init-noise", choices=["pixels", "gradient"], help="start from a noise image")
+    add("--size", type=int, nargs=2, metavar=("W", "H"), help="image size in pixels")
+    add("--iterations", type=int, metavar="N", help="optimisation steps")
+    add("--save-every", type=int, metavar="K", help="save a frame every K iterations")
+    add("--story-every", type=int, metavar="N", help="switch story prompt sets every N steps")
+    add("--seed", type=int, metavar="S", help="random seed (default: random, recorded)")
+    add("--vqgan", metavar="NAME|PATH", help="catalogue name or .ckpt path")
+    add("--clip", metavar="TEXT", help='CLIP models with weights, "name:1 | name:0.5"')
+    add("--cutn", type=int, metavar="N", help="cutouts per step")
+    add("--cut-pow", type=float, metavar="X", help="cutout size exponent")
+    add("--cut-method", choices=["classic", "pooled"], help="how cutouts are made")
+    add("--augment", type=_augments, metavar="NAMES", help="comma-separated augmentations, or none")
+    add("--optimizer", metavar="NAME", help="Adam, AdamW, Adamax, Adagrad, RAdam or RMSprop")
+    add("--lr", type=float, metavar="X", help="learning rate")
+    add("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="arithmetic precision")
+    add("--device", metavar="DEVICE", help="auto, cuda, mps, cpu, cuda:1 ...")
+    add("--out", metavar="DIR", help="workspace folder (runs go in DIR/runs/)")
+    add("--resume", metavar="RUN", help="continue a stopped run folder")
+    add("--quiet", action="store_true", help="no progress bar")
+    _add_cache(p)
+    p.set_defaults(handler=cmd_vqgan_clip)
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -90,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache(p)
     p.set_defaults(handler=cmd_download)
+
+    _add_vqgan_clip(sub)
 
     p = sub.add_parser("info", help="print the settings stored in images")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG files made by Dreamframe")

@@ -67,7 +67,7 @@ def parse_clip_spec(spec: str) -> list[tuple[str, float]]:
         if p.stop != float("-inf"):
             raise ValueError(f"clip: a model takes a weight, not a stop value ({p.text!r})")
         if p.weight <= 0:
-            raise ValueError(f"clip: model weights must be positive (got {p.weight} for {p.text!r})")
+            raise ValueError(f"clip: weights must be positive (got {p.weight} for {p.text!r})")
     return [(p.text, p.weight) for p in pieces]
 
 

@@ -8,6 +8,7 @@ the prompt losses. `run` is a generator of `Step`s: it never prints, saves or di
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,11 +211,11 @@ def run(settings: VQGANClipSettings, models: Models, inputs: Inputs | None = Non
     z = initial_z(settings, models, inputs.init).requires_grad_(True)
     z_orig = z.detach().clone()
     opt = _optimizer(settings, z)
+    losses_of = _loss_fn(settings, models, inputs)  # image targets draw cutouts: before restore
     start = _restore(resume, z, opt) if resume else 0
     book = vqgan.codebook
     z_min = book.min(0).values.view(1, -1, 1, 1).float()
     z_max = book.max(0).values.view(1, -1, 1, 1).float()
-    losses_of = _loss_fn(settings, models, inputs)
     dtype = autocast_dtype(settings.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
     for i in range(start + 1, settings.iterations + 1):
@@ -229,7 +230,7 @@ def run(settings: VQGANClipSettings, models: Models, inputs: Inputs | None = Non
         scaler.update()
         with torch.no_grad():
             z.copy_(z.maximum(z_min).minimum(z_max))
-        yield Step(i, image.detach().float().cpu(), [float(v) for v in losses],
+        yield Step(i, image.detach().float().cpu(), [float(v.detach()) for v in losses],
                    _snapshot(i, z, opt))
 
 
@@ -265,29 +266,36 @@ def _loss_fn(settings: VQGANClipSettings, models: Models, inputs: Inputs):
     return losses
 
 
-def estimate_memory(settings: VQGANClipSettings) -> int:
+def estimate_memory(settings: VQGANClipSettings, mixed: bool = False) -> int:
     """A rough estimate, in bytes, of the accelerator memory a run of this size needs.
 
     Measured on the f16 VQGAN decoder's activations kept for the backward pass, which dominate:
     about 33 kB per output pixel in fp32 (the classic notebook fills 16 GB near 700x700),
     half that with mixed precision, plus ~1 GB of weights and CLIP cutouts.
     """
-    per_pixel = 33_000 if settings.precision == "fp32" else 17_000
+    per_pixel = 17_000 if mixed else 33_000
     cutouts = settings.cutn * 3 * 224 * 224 * 4 * 40
     return settings.width * settings.height * per_pixel + cutouts + 1_000_000_000
 
 
 def check_fits(settings: VQGANClipSettings, device: torch.device) -> None:
     """Raise `ValueError` with the estimate when a run would not fit the device's memory."""
-    if device.type != "cuda":
-        return
-    free, _ = torch.cuda.mem_get_info(device)
-    need = estimate_memory(settings)
-    if need > free:
+    need = estimate_memory(settings, autocast_dtype(settings.precision, device) is not None)
+    free = _free_memory(device)
+    if free is not None and need > free:
+        where = "GPU memory" if device.type == "cuda" else "memory"
         raise ValueError(
-            f"size: {settings.width}x{settings.height} needs about {need / 1e9:.1f} GB of GPU "
-            f"memory, {free / 1e9:.1f} GB is free; use a smaller size or fewer cutouts"
+            f"size: {settings.width}x{settings.height} needs about {need / 1e9:.1f} GB of "
+            f"{where}, {free / 1e9:.1f} GB is free; use a smaller size or fewer cutouts"
         )
+
+
+def _free_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return None
 
 
 def frame_due(settings: VQGANClipSettings, i: int) -> bool:

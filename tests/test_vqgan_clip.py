@@ -1,0 +1,279 @@
+"""The VQGAN+CLIP engine on the tiny offline models: loop, resume, CLI and bad input."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import runs
+from helpers.cli import main
+from helpers.clip import load_clips, parse_clip_spec
+from helpers.guidance import (
+    Cutouts,
+    Target,
+    clamp_with_grad,
+    noise_target,
+    prompt_loss,
+    spherical_distance,
+)
+from helpers.render import load_models, render_vqgan_clip
+from helpers.settings import VQGANClipSettings
+from helpers.vqgan_clip import autocast_dtype, prompt_sets, run
+
+TINY = {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"}
+
+
+def tiny(**changes) -> VQGANClipSettings:
+    base = {"prompt": "desert:50 | snow:25", "width": 64, "height": 64, "seed": 3, "cutn": 4,
+            "iterations": 6, "save_every": 2, "device": "cpu", **TINY}
+    return VQGANClipSettings(**{**base, **changes})
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    return load_models(tiny(), log=quiet)
+
+
+# --- guidance pieces ------------------------------------------------------------------------
+
+
+def test_spherical_distance_is_half_the_squared_angle():
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    y = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    angle = torch.arccos((x * y).sum(-1))
+    assert torch.allclose(spherical_distance(x, y), angle**2 / 2, atol=1e-5)
+
+
+def test_clamp_keeps_only_gradients_that_push_back_into_range():
+    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+    y = clamp_with_grad(x)
+    assert y.tolist() == [0.0, 0.5, 1.0]
+    y.backward(torch.tensor([1.0, 1.0, 1.0]))  # descent moves every value down
+    assert x.grad.tolist() == [0.0, 1.0, 1.0]  # -0.5 would go further out: no gradient
+    x.grad = None
+    clamp_with_grad(x).backward(torch.tensor([-1.0, -1.0, -1.0]))  # descent moves values up
+    assert x.grad.tolist() == [-1.0, -1.0, 0.0]
+
+
+def test_prompt_loss_sign_weight_and_stop():
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1).requires_grad_(True)
+    target = torch.nn.functional.normalize(torch.randn(1, 8), dim=-1)
+    base = spherical_distance(image.unsqueeze(1), target.unsqueeze(0)).mean()
+    assert torch.isclose(prompt_loss(image, Target(target, 2.0)), 2 * base)
+    assert torch.isclose(prompt_loss(image, Target(target, -0.5)), -0.5 * base)
+    floored = prompt_loss(image, Target(target, 1.0, stop=10.0))  # every distance below stop
+    assert torch.isclose(floored, base)  # the value is kept ...
+    floored.backward()
+    assert torch.count_nonzero(image.grad) == 0  # ... but it no longer pulls
+
+
+def test_noise_targets_are_seeded_unit_vectors():
+    a, b, c = noise_target(1, 16), noise_target(1, 16), noise_target(2, 16)
+    assert torch.equal(a.embeds, b.embeds) and not torch.equal(a.embeds, c.embeds)
+    assert math.isclose(float(a.embeds.norm()), 1.0, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["classic", "pooled"])
+def test_cutouts_have_clip_input_size(method):
+    cut = Cutouts(32, cutn=5, cut_pow=1.0, augments=("affine", "jitter"), method=method)
+    out = cut(torch.rand(1, 3, 80, 48))
+    assert out.shape == (5, 3, 32, 32)
+
+
+def test_unknown_augment_is_named():
+    with pytest.raises(ValueError, match="wobble"):
+        Cutouts(32, 2, augments=("wobble",))
+
+
+def test_clip_spec_weights_and_errors():
+    assert parse_clip_spec("a/b:1 | c/d:0.5") == [("a/b", 1.0), ("c/d", 0.5)]
+    with pytest.raises(ValueError, match="positive"):
+        parse_clip_spec("a/b:-1")
+
+
+def test_clip_losses_sum_over_models_with_their_weights(tiny_models):
+    single = tiny(cut_method="pooled", augments=(), iterations=1)
+    one = load_models(single, log=quiet)
+    both = load_models(single, log=quiet)
+    both.clips = load_clips("test-tiny-clip:1 | test-tiny-clip:0.5")
+    loss_one = next(run(single, one)).loss
+    loss_both = next(run(single, both)).loss
+    assert loss_both == pytest.approx(1.5 * loss_one, rel=1e-5)
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def test_loop_lowers_the_prompt_loss(tiny_models):
+    settings = tiny(prompt="desert", width=128, height=128, iterations=30, seed=0,
+                    cut_method="pooled", augments=())
+    losses = [step.loss for step in run(settings, load_models(settings, log=quiet))]
+    assert len(losses) == 30
+    assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3])
+
+
+def test_steps_yield_images_in_range_and_never_write(models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    steps = list(run(tiny(), models))
+    assert [s.i for s in steps] == [1, 2, 3, 4, 5, 6]
+    assert steps[-1].image.shape == (1, 3, 64, 64)
+    assert float(steps[-1].image.min()) >= 0 and float(steps[-1].image.max()) <= 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_seed_same_images(models):
+    a = [s.image for s in run(tiny(), models)]
+    b = [s.image for s in run(tiny(), models)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_story_mode_switches_prompt_sets():
+    settings = tiny(prompt="desert ^ snow:2 ^ sea", story_every=10)
+    sets = prompt_sets(settings)
+    assert [[p.text for p in s] for s in sets] == [["desert"], ["snow"], ["sea"]]
+
+
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16"):
+        autocast_dtype("fp16", cpu)
+
+
+def test_bf16_autocast_runs_close_to_fp32(models):
+    fp32 = [s.loss for s in run(tiny(precision="fp32", augments=()), models)]
+    bf16 = [s.loss for s in run(tiny(precision="bf16", augments=()), models)]
+    assert all(math.isfinite(v) for v in bf16)
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.05)
+
+
+# --- runs and resume ------------------------------------------------------------------------
+
+
+def frames_by_step(run_dir) -> dict[str, np.ndarray]:
+    out = {}
+    for frame in runs.list_frames(run_dir):
+        info = runs.parse_infotext(runs.read_image_info(frame)[0])
+        out[info["Steps"]] = np.asarray(Image.open(frame))
+    return out
+
+
+def test_resumed_run_makes_the_same_frames_as_an_uninterrupted_one(tiny_models, tmp_path):
+    settings = tiny(iterations=12, save_every=4, out=str(tmp_path / "a"))
+    whole = render_vqgan_clip(settings, log=quiet)
+
+    def stop_at_6(step, _run_dir):
+        if step.i == 6:
+            raise KeyboardInterrupt
+
+    broken = render_vqgan_clip(settings.replace(out=str(tmp_path / "b")), on_step=stop_at_6,
+                               log=quiet)
+    assert sorted(frames_by_step(broken)) == ["4", "6"]  # the interrupted step was saved too
+    assert render_vqgan_clip(resume=broken, log=quiet) == broken
+    expected, got = frames_by_step(whole), frames_by_step(broken)
+    assert sorted(expected) == ["12", "4", "8"]
+    for step, image in expected.items():
+        assert np.array_equal(image, got[step]), f"frame of step {step} differs"
+    # the latent itself (continuous, so any difference in the RNG or optimiser state shows)
+    assert torch.equal(runs.load_state(whole, "state.pt")["z"], runs.load_state(broken)["z"])
+
+
+def test_resume_of_a_finished_run_asks_for_more_iterations(tiny_models, tmp_path):
+    run_dir = render_vqgan_clip(tiny(iterations=2, out=str(tmp_path)), log=quiet)
+    with pytest.raises(ValueError, match="iterations"):
+        render_vqgan_clip(resume=run_dir, log=quiet)
+    render_vqgan_clip(resume=run_dir, iterations=4, log=quiet)
+    assert len(runs.list_frames(run_dir)) == 2
+
+
+def test_cli_makes_a_run_folder_with_four_frames(tiny_models, tmp_path, capsys):
+    code = main(["vqgan-clip", "--prompt", "desert:50 | snow:25", "--vqgan", "test-tiny-vqgan",
+                 "--clip", "test-tiny-clip", "--iterations", "20", "--save-every", "5",
+                 "--size", "64", "64", "--cutn", "4", "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    frames = runs.list_frames(run_dir)
+    assert len(frames) == 4
+    text, saved = runs.read_image_info(frames[-1])
+    info = runs.parse_infotext(text)
+    assert info["Prompt"] == "desert:50 | snow:25" and info["Steps"] == "20"
+    assert saved["iterations"] == 20 and saved["vqgan"] == "test-tiny-vqgan"
+
+
+# --- bad input: one line, nothing written ---------------------------------------------------
+
+
+def assert_fails_cleanly(tmp_path, capsys, *flags, match: str) -> None:
+    out = tmp_path / "ws"
+    args = ["vqgan-clip", "--vqgan", "test-tiny-vqgan", "--clip", "test-tiny-clip",
+            "--iterations", "2", "--size", "64", "64", "--out", str(out), "--quiet", *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and match in err[-1], err
+    assert not out.exists()
+
+
+def test_bad_prompt_syntax(tiny_models, tmp_path, capsys):
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a || b", match="prompt")
+
+
+def test_size_below_one_latent_token(tiny_models, tmp_path, capsys):
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--size", "8", "64",
+                         match="smaller than one latent token")
+
+
+def test_size_beyond_memory_gives_an_estimate(tiny_models, tmp_path, capsys):
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--size", "4096", "4096",
+                         match="GB of memory")
+
+
+def test_missing_init_image(tiny_models, tmp_path, capsys):
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--init-image",
+                         str(tmp_path / "nope.png"), match="init_image: file not found")
+
+
+def test_unreadable_image_prompt(tiny_models, tmp_path, capsys):
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    assert_fails_cleanly(tmp_path, capsys, "--image-prompt", str(fake),
+                         match="image_prompts: cannot read")
+
+
+def test_unknown_model_suggests_close_names(tiny_models, tmp_path, capsys):
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--vqgan", "vqgan_imagenet_f16_1638",
+                         match="vqgan_imagenet_f16_16384")
+
+
+def test_truncated_checkpoint(tiny_models, tmp_path, capsys):
+    ckpt = tmp_path / "broken.ckpt"
+    data = (tiny_models["test-tiny-vqgan"]).read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    shutil.copy(tiny_models["test-tiny-vqgan"].with_suffix(".yaml"), ckpt.with_suffix(".yaml"))
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--vqgan", str(ckpt),
+                         match="truncated or corrupt")
+
+
+def test_yaml_that_does_not_match_its_checkpoint(tiny_models, tmp_path, capsys):
+    import yaml
+
+    source = tiny_models["test-tiny-vqgan"]
+    ckpt = tmp_path / "other.ckpt"
+    shutil.copy(source, ckpt)
+    config = yaml.safe_load(source.with_suffix(".yaml").read_text())
+    config["model"]["params"]["n_embed"] = 128
+    ckpt.with_suffix(".yaml").write_text(yaml.safe_dump(config))
+    assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--vqgan", str(ckpt),
+                         match="does not match")
