@@ -56,3 +56,29 @@ def test_models_lists_catalogue_of_a_kind(kind, tmp_path, capsys):
     for model in list_models(kind):
         assert model.name in out
     assert str(tmp_path) in out
+
+
+def test_download_builds_a_test_model_and_models_shows_it_cached(tmp_path, capsys):
+    assert main(["download", "test-tiny-vqgan", "--cache", str(tmp_path), "--quiet"]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert str(tmp_path) in path
+    assert main(["models", "--kind", "vqgan", "--cache", str(tmp_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("test-tiny-vqgan"))
+    assert " yes " in line
+
+
+def test_info_prints_infotext_and_settings(tmp_path, capsys):
+    from PIL import Image
+
+    from helpers import runs
+    from helpers.settings import VQGANClipSettings
+
+    settings = VQGANClipSettings(prompt="desert:50 | snow:25", seed=5)
+    run_dir = runs.new_run(tmp_path, settings.prompt, settings.to_json())
+    text = runs.format_infotext(settings.prompt, "", {"Steps": 20, "Seed": 5, "Size": "64x64"})
+    frame = runs.save_frame(run_dir, 1, Image.new("RGB", (8, 8)), text, settings.to_json())
+    assert main(["info", str(frame)]) == 0
+    out = capsys.readouterr().out
+    assert "desert:50 | snow:25\nSteps: 20, Seed: 5, Size: 64x64" in out
+    assert '"kind": "vqgan-clip"' in out
+    assert main(["info", str(tmp_path / "missing.png")]) == 2
