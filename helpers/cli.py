@@ -13,20 +13,11 @@ from collections.abc import Callable, Sequence
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _human_size(size: int | None) -> str:
-    if not size:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return "?"
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     """List the catalogue with sizes and whether each model is in the cache."""
     from helpers.catalog import list_models
     from helpers.download import cache_dir, is_cached
+    from helpers.download.messages import human
 
     models = list_models(args.kind)
     width = max(len(m.name) for m in models)
@@ -34,7 +25,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for m in models:
         cached = "yes" if is_cached(m, args.cache) else "no"
         note = f"[test model: random weights] {m.description}" if m.test else m.description
-        print(f"{m.name:<{width}}  {m.kind:<9}  {_human_size(m.size):>8}  {cached:<6}  {note}")
+        size = human(m.size) if m.size else "?"
+        print(f"{m.name:<{width}}  {m.kind:<9}  {size:>8}  {cached:<6}  {note}")
     print(f"cache: {cache_dir(args.cache)}")
     return 0
 

@@ -2,7 +2,7 @@
 
 A taming checkpoint (`.ckpt`, a pickle) and its `.yaml` become a `VQGAN`: encode, quantize, decode.
 VQModel (f16 1024 / 16384), GumbelVQ (f8 8192) and the first stage of Net2NetTransformer
-checkpoints (coco, faceshq, sflckr) are understood. The pickle is never allowed to run code, and
+checkpoints (coco, faceshq, sflckr) are understood. The pickle never runs code (`safeload`), and
 the converted weights are cached next to the checkpoint as `<stem>.safetensors`, so it is read once.
 """
 
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import tempfile
-import types
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.files import atomic_write_text
+from helpers.safeload import safe_torch_load
 
 VQ_TARGET = "taming.models.vqgan.VQModel"
 GUMBEL_TARGET = "taming.models.vqgan.GumbelVQ"
@@ -270,76 +269,7 @@ def _empty_vqgan(vq_config: Mapping[str, Any], gumbel: bool) -> VQGAN:
     return VQGAN(model, proj)
 
 
-# ----------------------------------------------------------------------------- safe pickles
-
-
-class _Stub:
-    """Stands in for any class a checkpoint names outside the allow-list; never runs its code."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Stub:
-        self = super().__new__(cls)
-        self.stub_args, self.stub_items = args, {}
-        return self
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.stub_state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:  # pickled dict subclasses
-        self.stub_items[key] = value
-
-    def append(self, item: Any) -> None:  # pickled list subclasses
-        self.stub_items[len(self.stub_items)] = item
-
-    def extend(self, items: Any) -> None:
-        for item in items:
-            self.append(item)
-
-
-_ALLOWED = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch", "Size"),
-    ("torch", "device"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only tensor-rebuilding globals; everything else becomes a stub."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        return type(name, (_Stub,), {"__module__": f"stub.{module}"})
-
-
-_restricted_pickle = types.ModuleType("dreamframe_restricted_pickle")
-_restricted_pickle.Unpickler = _RestrictedUnpickler
-_restricted_pickle.load = lambda file, **kw: _RestrictedUnpickler(file, **kw).load()
-
-
-def safe_torch_load(path: str | os.PathLike) -> Any:
-    """torch.load that never runs code: weights_only, else a stubbing restricted unpickler."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # lightning callbacks, numpy scalars, ... or a broken file: try stubs
-        pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_restricted_pickle)
-    except Exception as err:
-        raise ValueError(f"truncated or corrupt checkpoint: {path} ({err})") from err
+# ----------------------------------------------------------------------------- loading
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -350,9 +280,6 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: expected a taming checkpoint (a dict with a state_dict), "
                          f"found {type(obj).__name__}")
     return {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-
-
-# ----------------------------------------------------------------------------- loading
 
 
 def _convert(ckpt: Path, yaml_path: Path) -> tuple[VQGAN, dict[str, Any]]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 import os
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from test_safeload import Callback, Exploit
 from torch import nn
 
 from helpers import vqgan as vq
@@ -181,66 +179,16 @@ def test_missing_yaml_is_reported(tmp_path):
         load_vqgan(ckpt)
 
 
-class _Exploit:
-    """Pickles as a call to os.system that would create a marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-class _Callback:
-    """Stands for a pytorch-lightning object that weights_only refuses."""
-
-    def __init__(self):
-        self.best_model_score = 0.5
-
-
 def test_pickled_code_never_runs_and_weights_still_load(tmp_path):
     ref = _reference(F16, gumbel=False)
     ckpt = _save(tmp_path, ref, F16)
     marker = tmp_path / "pwned"
     payload = torch.load(ckpt, weights_only=True)
-    payload["callbacks"] = {"ModelCheckpoint": _Callback(), "evil": _Exploit(marker)}
+    payload["callbacks"] = {"ModelCheckpoint": Callback(), "evil": Exploit(marker)}
     torch.save(payload, ckpt)
     model = load_vqgan(ckpt)
     assert not marker.exists()
     _assert_equivalent(model, ref, gumbel=False)
-
-
-class _AttributeDict(dict):
-    """Like lightning's hyper-parameter dict: a dict subclass weights_only refuses."""
-
-
-class _Stage(enum.Enum):
-    FIT = "fit"
-
-
-@pytest.mark.parametrize("zip_format", [True, False])
-def test_lightning_like_objects_are_stubbed_in_both_pickle_formats(tmp_path, zip_format):
-    path = tmp_path / "lightning.ckpt"
-    weights = {"w": torch.randn(3, 3)}
-    payload = {"state_dict": weights, "hyper_parameters": _AttributeDict(lr=1e-4),
-               "loops": {_Stage.FIT: _Callback()}, "score": np.float64(0.5)}
-    torch.save(payload, path, _use_new_zipfile_serialization=zip_format)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path, weights_only=True)
-    loaded = vq.safe_torch_load(path)
-    torch.testing.assert_close(loaded["state_dict"]["w"], weights["w"])
-    assert loaded["hyper_parameters"].stub_items == {"lr": 1e-4}
-    assert all(isinstance(v, vq._Stub) for v in loaded["loops"].values())
-
-
-def test_restricted_unpickler_stubs_unknown_globals(tmp_path):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pt"
-    torch.save({"x": torch.ones(2), "evil": _Exploit(marker)}, path)
-    loaded = vq.safe_torch_load(path)
-    assert not marker.exists()
-    torch.testing.assert_close(loaded["x"], torch.ones(2))
-    assert isinstance(loaded["evil"], vq._Stub)
 
 
 def test_cache_is_used_instead_of_the_pickle(tmp_path, monkeypatch):

@@ -1,0 +1,98 @@
+"""The Hugging Face Hub through `huggingface_hub`: repo snapshots and single files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from helpers.catalog import Model, Source
+from helpers.download.errors import DownloadError, Failure, describe
+from helpers.download.messages import Log, advice, human
+
+
+def hub_snapshot(model: Model, hub: Path) -> Path | None:
+    """The model's complete snapshot folder in the Hub cache, resolved offline, or None."""
+    patterns = list(model.allow_patterns) if model.allow_patterns else None
+    try:
+        path = _snapshot(model, hub, patterns, local_files_only=True)
+    except OSError:  # LocalEntryNotFoundError, IncompleteSnapshotError
+        return None
+    if model.weights and not any((path / w).is_file() for w in model.weights):
+        return None
+    return path
+
+
+def fetch_hub_model(model: Model, hub: Path, progress: bool, log: Log) -> Path:
+    """Snapshot a Hub repo (its allowed files and the first weight file it has)."""
+    cached = hub_snapshot(model, hub)
+    if cached is not None:
+        return cached
+    where = f"Hugging Face Hub {model.hub_repo}"
+    try:
+        for weights in model.weights or (None,):
+            patterns = [*(model.allow_patterns or ()), *([weights] if weights else [])]
+            log(f"downloading {model.name} ({human(model.approx_size)}) from {where}")
+            with hub_progress(progress):
+                path = _snapshot(model, hub, patterns or None)
+            if weights is None or (path / weights).is_file():
+                return path
+    except Exception as exc:
+        raise DownloadError(_hub_message(model, describe(exc, where), hub)) from exc
+    raise DownloadError(f"{where} has none of the weight files {', '.join(model.weights)}. "
+                        + advice(model.kind, None))
+
+
+def hub_file(source: Source, staging: Path, progress: bool) -> None:
+    """Download one file of a Hub repo to `staging` (the Hub client resumes its own part)."""
+    from huggingface_hub import hf_hub_download
+
+    local_dir = staging.with_name(staging.name + ".hub")
+    with hub_progress(progress):
+        got = hf_hub_download(source.location, source.filename or "", revision=source.revision,
+                              local_dir=local_dir)
+    os.replace(got, staging)
+    shutil.rmtree(local_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def hub_progress(enabled: bool) -> Iterator[None]:
+    """Hide huggingface_hub's progress bars while downloading when `enabled` is False."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    if enabled or are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()
+
+
+def _snapshot(model: Model, hub: Path, patterns: list[str] | None, **kwargs: object) -> Path:
+    """snapshot_download of the model's repo and revision into the Hub cache `hub`."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model.hub_repo, revision=model.revision, cache_dir=hub,
+                                  allow_patterns=patterns, **kwargs))
+
+
+def _hub_message(model: Model, failure: Failure, hub: Path) -> str:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        head = (f"{model.hub_repo} is not in the cache at {hub}, and the Hugging Face Hub is "
+                "offline (HF_HUB_OFFLINE is set): unset HF_HUB_OFFLINE to download it.")
+    elif failure.unreachable:
+        head = (f"no network connection: could not reach the Hugging Face Hub for "
+                f"{model.hub_repo} ({failure.reason}). Check the internet connection.")
+    else:
+        head = f"could not download {model.hub_repo} from the Hugging Face Hub: {failure.reason}."
+    return f"{head}\n{advice(model.kind, None)}"
