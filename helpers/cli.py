@@ -73,6 +73,7 @@ VQGAN_CLIP_FLAGS = {
     "prompt": "prompt", "image_prompt": "image_prompts", "noise_prompt": "noise_prompts",
     "init_image": "init_image", "init_weight": "init_weight", "init_noise": "init_noise",
     "iterations": "iterations", "save_every": "save_every", "story_every": "story_every",
+    "prompt_schedule": "prompt_schedule",
     "seed": "seed", "vqgan": "vqgan", "clip": "clip", "cutn": "cutn", "cut_pow": "cut_pow",
     "cut_method": "cut_method", "augment": "augments", "optimizer": "optimizer", "lr": "lr",
     "precision": "precision", "device": "device", "out": "out",
@@ -112,6 +113,11 @@ def _progress(args: argparse.Namespace) -> _Bar:
     return _Bar(disable=args.quiet)
 
 
+def _lines(text: str) -> str:
+    r"""A literal `\n` typed in a shell becomes a line break."""
+    return text.replace("\\n", "\n")
+
+
 def _augments(text: str) -> tuple[str, ...]:
     """`affine,jitter` or `none` -> a tuple of names."""
     names = [n.strip() for n in text.replace(" ", ",").split(",") if n.strip()]
@@ -132,6 +138,8 @@ def _add_vqgan_clip(sub: argparse._SubParsersAction) -> None:
     add("--iterations", type=int, metavar="N", help="optimisation steps")
     add("--save-every", type=int, metavar="K", help="save a frame every K iterations")
     add("--story-every", type=int, metavar="N", help="switch story prompt sets every N steps")
+    add("--prompt-schedule", metavar="TEXT", type=_lines,
+        help='keyframes by iteration, "0: desert\\n100: sea" (overrides --prompt)')
     add("--seed", type=int, metavar="S", help="random seed (default: random, recorded)")
     add("--vqgan", metavar="NAME|PATH", help="catalogue name or .ckpt path")
     add("--clip", metavar="TEXT", help='CLIP models with weights, "name:1 | name:0.5"')

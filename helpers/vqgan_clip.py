@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +18,18 @@ import torch.nn.functional as F
 
 from helpers.clip import Clip
 from helpers.guidance import Cutouts, Target, clamp_with_grad, noise_target, prompt_loss
-from helpers.prompts import Prompt, parse_prompts, parse_story, story_prompts
+from helpers.prompts import (
+    Prompt,
+    parse_prompt_schedule,
+    parse_prompts,
+    parse_story,
+    prompts_at,
+    story_prompts,
+)
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan import VQGAN
+
+PromptsAt = Callable[[int], list[Prompt]]
 
 
 @dataclass
@@ -143,18 +152,20 @@ def _move(target: Target, device: torch.device) -> Target:
     return Target(target.embeds.to(device), target.weight, target.stop)
 
 
-def prompt_sets(settings: VQGANClipSettings) -> list[list[Prompt]]:
-    """The text prompt sets: one, or several in story mode ("^" between sets)."""
+def prompt_plan(settings: VQGANClipSettings) -> tuple[list[list[Prompt]], PromptsAt]:
+    """The text prompt sets of a run and a function giving the set of iteration i (1-based).
+
+    A keyframed `prompt_schedule` (keys are iterations), story mode ("^" between sets, switching
+    every `story_every` iterations), or one set.
+    """
+    if settings.prompt_schedule.strip():
+        schedule = parse_prompt_schedule(settings.prompt_schedule)
+        return list(schedule.values()), lambda i: prompts_at(schedule, i - 1)
     if settings.story_every:
-        return parse_story(settings.prompt)
-    return [parse_prompts(settings.prompt)] if settings.prompt.strip() else [[]]
-
-
-def _story_set(settings: VQGANClipSettings, sets: list[list[Prompt]], i: int) -> int:
-    if not settings.story_every:
-        return 0
-    chosen = story_prompts(sets, i - 1, settings.story_every)
-    return next(k for k, s in enumerate(sets) if s is chosen)
+        story = parse_story(settings.prompt)
+        return story, lambda i: story_prompts(story, i - 1, settings.story_every)
+    sets = [parse_prompts(settings.prompt) if settings.prompt.strip() else []]
+    return sets, lambda i: sets[0]
 
 
 def _optimizer(settings: VQGANClipSettings, z: torch.Tensor) -> torch.optim.Optimizer:
@@ -242,7 +253,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 def _loss_fn(settings: VQGANClipSettings, models: Models, inputs: Inputs):
     """A function (image, i) -> list of loss terms, summed over the CLIP models."""
-    sets = prompt_sets(settings)
+    sets, prompts_for = prompt_plan(settings)
     noise = parse_prompts(settings.noise_prompts) if settings.noise_prompts.strip() else []
     vqgan = models.vqgan
     size = tuple(n * vqgan.factor for n in latent_shape(settings, vqgan.factor))
@@ -252,15 +263,15 @@ def _loss_fn(settings: VQGANClipSettings, models: Models, inputs: Inputs):
                           settings.cut_method)
         fixed = image_targets(clip, cutouts, inputs.image_prompts, size)
         fixed += noise_targets(clip, noise)
-        texts = [text_targets(clip, s) for s in sets]
+        texts = {id(s): text_targets(clip, s) for s in sets}  # embedded once per set
         per_clip.append((clip, cutouts, fixed, texts))
 
     def losses(image: torch.Tensor, i: int) -> list[torch.Tensor]:
-        k = _story_set(settings, sets, i)
+        key = id(prompts_for(i))
         terms = []
         for clip, cutouts, fixed, texts in per_clip:
             embeds = clip.encode_image(cutouts(image))
-            terms += [clip.weight * prompt_loss(embeds, t) for t in texts[k] + fixed]
+            terms += [clip.weight * prompt_loss(embeds, t) for t in texts[key] + fixed]
         return terms
 
     return losses

@@ -23,7 +23,7 @@ from helpers.guidance import (
 )
 from helpers.render import load_models, render_vqgan_clip
 from helpers.settings import VQGANClipSettings
-from helpers.vqgan_clip import autocast_dtype, prompt_sets, run
+from helpers.vqgan_clip import autocast_dtype, initial_z, noise_image, prompt_plan, run
 
 TINY = {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"}
 
@@ -138,10 +138,56 @@ def test_same_seed_same_images(models):
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_story_mode_switches_prompt_sets():
+def texts_by_iteration(settings, iterations) -> list[list[str]]:
+    _, prompts_for = prompt_plan(settings)
+    return [[p.text for p in prompts_for(i)] for i in iterations]
+
+
+def test_story_mode_switches_prompt_sets_every_n_iterations():
     settings = tiny(prompt="desert ^ snow:2 ^ sea", story_every=10)
-    sets = prompt_sets(settings)
-    assert [[p.text for p in s] for s in sets] == [["desert"], ["snow"], ["sea"]]
+    got = texts_by_iteration(settings, [1, 10, 11, 20, 21, 500])
+    assert got == [["desert"], ["desert"], ["snow"], ["snow"], ["sea"], ["sea"]]
+
+
+def test_prompt_schedule_keyframes_by_iteration():
+    settings = tiny(prompt="", prompt_schedule="0: desert | snow:2\n50: sea")
+    got = texts_by_iteration(settings, [1, 50, 51, 300])
+    assert got == [["desert", "snow"], ["desert", "snow"], ["sea"], ["sea"]]
+    with pytest.raises(ValueError, match="prompt_schedule"):
+        tiny(prompt_schedule="0: a\n0: b")
+
+
+def test_story_sets_change_the_loss_targets(models):
+    story = tiny(prompt="desert ^ sea", story_every=2, augments=(), cut_method="pooled")
+    plain = tiny(prompt="desert", augments=(), cut_method="pooled")
+    a = [s.loss for s in run(story, models)]
+    b = [s.loss for s in run(plain, models)]
+    assert a[:2] == b[:2] and a[2] != b[2]  # same until the set changes at iteration 3
+
+
+def test_init_image_is_encoded(models, tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    z = initial_z(tiny(), models, image)
+    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
+    assert torch.allclose(z, models.vqgan.encode(pixels * 2 - 1), atol=1e-5)
+
+
+def test_noise_start_images():
+    torch.manual_seed(0)
+    pixels = noise_image("pixels", 16, 24, torch.device("cpu"))
+    gradient = noise_image("gradient", 16, 24, torch.device("cpu"))
+    assert pixels.shape == gradient.shape == (1, 3, 16, 24)
+    assert float(pixels.min()) >= 0 and float(pixels.max()) <= 1
+    steps = [gradient.diff(dim=d) for d in (2, 3)]  # a gradient changes along one axis only
+    assert sum(bool(torch.count_nonzero(s)) for s in steps) == 1
+
+
+def test_init_weight_adds_a_pull_towards_the_start(models):
+    plain = next(run(tiny(augments=()), models))
+    pulled = list(run(tiny(augments=(), init_weight=2.0, iterations=2), models))
+    assert len(pulled[0].losses) == len(plain.losses) + 1
+    assert pulled[0].losses[-1] == 0  # z starts at the initial latent
+    assert pulled[1].losses[-1] > 0
 
 
 def test_precision_choices():
