@@ -75,8 +75,10 @@ def settings_for(size: int, cutn: int, iterations: int, precision: str) -> VQGAN
                              precision=precision)
 
 
-def largest_square(models: Models, precision: str, budget: int = 16 * GB) -> int:
+def largest_square(models: Models, precision: str, checkpointing: bool,
+                   budget: int = 16 * GB) -> int:
     """The largest multiple-of-64 square size whose peak memory stays within `budget`."""
+    models.vqgan.checkpointing = checkpointing
     best, size = 0, 512
     while size <= 2048:
         try:
@@ -88,6 +90,7 @@ def largest_square(models: Models, precision: str, budget: int = 16 * GB) -> int
         if peak > budget:
             break
         best, size = size, size + 64
+    models.vqgan.checkpointing = False
     return best
 
 
@@ -118,8 +121,10 @@ def main() -> None:
           f"difference {abs(a - b) / a * 100:.2f}% (target <= 2%)")
     if not args.skip_largest:
         for precision in ("fp32", mixed_name):
-            print(f"  largest square within 16 GB, {precision}: "
-                  f"{largest_square(models, precision)} px (target >= 1024)")
+            for ckpt in (False, True):
+                size = largest_square(models, precision, ckpt)
+                print(f"  largest square within 16 GB, {precision}, decoder checkpointing "
+                      f"{'on' if ckpt else 'off'}: {size} px (target >= 1024)")
 
 
 if __name__ == "__main__":

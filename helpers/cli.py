@@ -77,6 +77,7 @@ VQGAN_CLIP_FLAGS = {
     "seed": "seed", "vqgan": "vqgan", "clip": "clip", "cutn": "cutn", "cut_pow": "cut_pow",
     "cut_method": "cut_method", "augment": "augments", "optimizer": "optimizer", "lr": "lr",
     "precision": "precision", "device": "device", "out": "out",
+    "checkpointing": "checkpointing",
 }
 
 
@@ -151,6 +152,8 @@ def _add_vqgan_clip(sub: argparse._SubParsersAction) -> None:
     add("--lr", type=float, metavar="X", help="learning rate")
     add("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="arithmetic precision")
     add("--device", metavar="DEVICE", help="auto, cuda, mps, cpu, cuda:1 ...")
+    add("--checkpointing", choices=["auto", "on", "off"],
+        help="recompute the decoder in the backward pass: less memory, ~25%% slower")
     add("--out", metavar="DIR", help="workspace folder (runs go in DIR/runs/)")
     add("--resume", metavar="RUN", help="continue a stopped run folder")
     add("--quiet", action="store_true", help="no progress bar")

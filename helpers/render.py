@@ -86,12 +86,15 @@ def load_models(settings: VQGANClipSettings, cache: str | Path | None = None,
     """Load the VQGAN and the CLIP models of a run onto the chosen device."""
     from helpers.clip import load_clips, parse_clip_spec
     from helpers.vqgan import load_vqgan
-    from helpers.vqgan_clip import Models, check_fits
+    from helpers.vqgan_clip import Models, plan_memory
 
     parse_clip_spec(settings.clip)  # a bad spec fails before anything downloads
     device = pick_device(settings.device, log)
-    check_fits(settings, device)
+    checkpointing = plan_memory(settings, device)
+    if checkpointing and settings.checkpointing == "auto":
+        log("decoder checkpointing on: this size needs it to fit in memory (about 25% slower)")
     vqgan = load_vqgan(vqgan_checkpoint(settings.vqgan, cache, log), device=device)
+    vqgan.checkpointing = checkpointing
     clips = load_clips(settings.clip, device=device, cache=cache)
     return Models(vqgan, clips, device)
 

@@ -40,6 +40,7 @@ class VQGAN(nn.Module):
         super().__init__()
         self.model = model
         self.gumbel_proj = gumbel_proj  # GumbelQuantize.proj: z -> n_embed logits (Gumbel only)
+        self.checkpointing = False  # recompute decoder blocks in backward: far less memory
 
     @property
     def gumbel(self) -> bool:
@@ -89,7 +90,19 @@ class VQGAN(nn.Module):
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Quantised latent -> image, about [-1, 1] (post_quant_conv, then decoder; not clamped)."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return self._decode_checkpointed(z_q)
         return self.model.decode(z_q, force_not_quantize=True).sample
+
+    def _decode_checkpointed(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The same decode, keeping only block inputs for the backward pass (Chen et al. 2016)."""
+        from torch.utils.checkpoint import checkpoint
+
+        dec = self.model.decoder
+        h = dec.conv_in(self.model.post_quant_conv(z_q))
+        for block in (dec.mid_block, *dec.up_blocks):
+            h = checkpoint(block, h, None, use_reentrant=False)
+        return dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))
 
     def gumbel_logits(self, z: torch.Tensor) -> torch.Tensor:
         """GumbelQuantize's logits over the codebook at each position of z (Gumbel models only)."""

@@ -8,7 +8,6 @@ the prompt losses. `run` is a generator of `Step`s: it never prints, saves or di
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,36 +276,44 @@ def _loss_fn(settings: VQGANClipSettings, models: Models, inputs: Inputs):
     return losses
 
 
-def estimate_memory(settings: VQGANClipSettings, mixed: bool = False) -> int:
-    """A rough estimate, in bytes, of the accelerator memory a run of this size needs.
+def estimate_memory(settings: VQGANClipSettings, mixed: bool = False,
+                    checkpointing: bool = False) -> int:
+    """A rough estimate, in bytes, of the memory a run of this size needs.
 
-    Measured on the f16 VQGAN decoder's activations kept for the backward pass, which dominate:
-    about 33 kB per output pixel in fp32 (the classic notebook fills 16 GB near 700x700),
-    half that with mixed precision, plus ~1 GB of weights and CLIP cutouts.
+    The f16 VQGAN decoder's activations kept for the backward pass dominate: measured at about
+    27 kB per output pixel in fp32 (33 kB with the rest of the step; the classic notebook fills
+    16 GB near 700x700), 12 kB with decoder checkpointing, half with mixed precision; plus
+    about 1 GB of weights and CLIP cutouts.
     """
-    per_pixel = 17_000 if mixed else 33_000
+    per_pixel = 14_000 if checkpointing else 33_000
+    if mixed:
+        per_pixel //= 2
     cutouts = settings.cutn * 3 * 224 * 224 * 4 * 40
     return settings.width * settings.height * per_pixel + cutouts + 1_000_000_000
 
 
-def check_fits(settings: VQGANClipSettings, device: torch.device) -> None:
-    """Raise `ValueError` with the estimate when a run would not fit the device's memory."""
-    need = estimate_memory(settings, autocast_dtype(settings.precision, device) is not None)
-    free = _free_memory(device)
+def plan_memory(settings: VQGANClipSettings, device: torch.device) -> bool:
+    """Whether to checkpoint the decoder; `ValueError` with the estimate if nothing fits."""
+    from helpers.memory import free_memory
+
+    mixed = autocast_dtype(settings.precision, device) is not None
+    free = free_memory(device)
+    if settings.checkpointing == "auto":
+        use = free is not None and estimate_memory(settings, mixed) > free
+    else:
+        use = settings.checkpointing == "on"
+    need = estimate_memory(settings, mixed, use)
     if free is not None and need > free:
-        where = "GPU memory" if device.type == "cuda" else "memory"
-        raise ValueError(
-            f"size: {settings.width}x{settings.height} needs about {need / 1e9:.1f} GB of "
-            f"{where}, {free / 1e9:.1f} GB is free; use a smaller size or fewer cutouts"
-        )
+        _too_big(settings, device, need, free)
+    return use
 
 
-def _free_memory(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu" and hasattr(os, "sysconf"):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    return None
+def _too_big(settings: VQGANClipSettings, device: torch.device, need: int, free: int) -> None:
+    where = "GPU memory" if device.type == "cuda" else "memory"
+    raise ValueError(
+        f"size: {settings.width}x{settings.height} needs about {need / 1e9:.1f} GB of "
+        f"{where}, {free / 1e9:.1f} GB is free; use a smaller size or fewer cutouts"
+    )
 
 
 def frame_due(settings: VQGANClipSettings, i: int) -> bool:

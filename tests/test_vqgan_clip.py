@@ -168,7 +168,7 @@ def test_story_sets_change_the_loss_targets(models):
 def test_init_image_is_encoded(models, tmp_path):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
     z = initial_z(tiny(), models, image)
-    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     assert torch.allclose(z, models.vqgan.encode(pixels * 2 - 1), atol=1e-5)
 
 
@@ -323,3 +323,53 @@ def test_yaml_that_does_not_match_its_checkpoint(tiny_models, tmp_path, capsys):
     ckpt.with_suffix(".yaml").write_text(yaml.safe_dump(config))
     assert_fails_cleanly(tmp_path, capsys, "--prompt", "a", "--vqgan", str(ckpt),
                          match="does not match")
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def saved_bytes(fn, *args) -> tuple[int, torch.Tensor]:
+    """Bytes autograd keeps for the backward pass while running fn."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    return total, out
+
+
+def test_checkpointed_decode_matches_and_keeps_less_for_backward(models):
+    vqgan = models.vqgan
+    z = torch.randn(1, vqgan.e_dim, 8, 8, requires_grad=True)
+    plain_bytes, plain = saved_bytes(vqgan.decode, z)
+    (plain_grad,) = torch.autograd.grad(plain.square().sum(), z)
+    vqgan.checkpointing = True
+    try:
+        ckpt_bytes, ckpt = saved_bytes(vqgan.decode, z)
+        (ckpt_grad,) = torch.autograd.grad(ckpt.square().sum(), z)
+    finally:
+        vqgan.checkpointing = False
+    assert torch.allclose(plain, ckpt, atol=1e-6)
+    assert torch.allclose(plain_grad, ckpt_grad, atol=1e-5)
+    assert ckpt_bytes < plain_bytes / 2
+
+
+def test_checkpointing_auto_turns_on_only_when_needed(monkeypatch):
+    import helpers.memory
+    from helpers.vqgan_clip import estimate_memory, plan_memory
+
+    cpu = torch.device("cpu")
+    settings = tiny(width=1024, height=1024)
+    plain, saving = estimate_memory(settings), estimate_memory(settings, checkpointing=True)
+    for free, expected in ((plain + 1, False), ((plain + saving) // 2, True)):
+        monkeypatch.setattr(helpers.memory, "free_memory", lambda _d, f=free: f)
+        assert plan_memory(settings, cpu) is expected
+    with pytest.raises(ValueError, match="needs about"):  # forced off, it does not fit
+        plan_memory(settings.replace(checkpointing="off"), cpu)
+    monkeypatch.setattr(helpers.memory, "free_memory", lambda _d: saving - 1)
+    with pytest.raises(ValueError, match="needs about"):
+        plan_memory(settings, cpu)
