@@ -167,6 +167,7 @@ class VQGANClipSettings(RunSettings):
     iterations: int = 300  # optimisation steps
     save_every: int = 50  # save a frame every N iterations (and the last one)
     story_every: int = 0  # with "^"-separated prompt sets: switch every N iterations; 0 = off
+    prompt_schedule: str = ""  # keyframes by iteration, a line each: "0: desert\n100: snow"
     vqgan: str = "vqgan_imagenet_f16_16384"  # catalogue name or path to a .ckpt
     clip: str = "openai/clip-vit-base-patch32"  # "name:weight | name:weight": several CLIPs
     cutn: int = 32  # cutouts per step
@@ -177,6 +178,7 @@ class VQGANClipSettings(RunSettings):
     lr: float = 0.1  # learning rate (step size)
     precision: str = "auto"  # "auto" (fastest that keeps quality), "fp32", "bf16" or "fp16"
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), or a torch device string
+    checkpointing: str = "auto"  # decoder recomputed in backward: "auto" (when needed), on, off
 
     def _parse_prompt(self) -> object:
         from helpers.prompts import parse_prompts, parse_story
@@ -186,8 +188,11 @@ class VQGANClipSettings(RunSettings):
     def validate(self) -> None:
         """Raise `ValueError` naming the field and value of the first bad setting."""
         super().validate()
-        if not self.prompt.strip() and not self.image_prompts.strip() and not self.init_image:
+        aims = (self.prompt, self.image_prompts, self.init_image, self.prompt_schedule)
+        if not any(a.strip() for a in aims):
             _fail("prompt", self.prompt, "give a prompt, an image prompt or an init image")
+        if self.prompt_schedule.strip():
+            _check_schedule(self)
         positive = {
             "iterations": self.iterations,
             "save_every": self.save_every,
@@ -206,6 +211,7 @@ class VQGANClipSettings(RunSettings):
             _fail("init_weight", self.init_weight, "must be zero or positive")
         _choice("init_noise", self.init_noise, INIT_NOISE)
         _choice("cut_method", self.cut_method, CUT_METHODS)
+        _choice("checkpointing", self.checkpointing, ("auto", "on", "off"))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("precision", self.precision, PRECISIONS)
         for augment in self.augments:
@@ -213,6 +219,17 @@ class VQGANClipSettings(RunSettings):
         for name in ("vqgan", "clip"):
             if not getattr(self, name).strip():
                 _fail(name, getattr(self, name), "must name a model")
+
+
+def _check_schedule(settings: VQGANClipSettings) -> None:
+    from helpers.prompts import parse_prompt_schedule
+
+    if settings.story_every:
+        _fail("prompt_schedule", settings.prompt_schedule, "cannot be combined with story_every")
+    try:
+        parse_prompt_schedule(settings.prompt_schedule)
+    except ValueError as e:
+        raise ValueError(f"prompt_schedule: {e}") from None
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -239,6 +256,7 @@ __all__ = [
     "AUGMENTS",
     "OPTIMIZERS",
     "PRECISIONS",
+    "DiffusionSettings",
     "RunSettings",
     "VQGANClipSettings",
     "settings_from_json",
