@@ -65,14 +65,15 @@ def slugify(prompt: str, max_chars: int = SLUG_MAX_CHARS) -> str:
     return slug or "untitled"
 
 
-def _check_settings_json(settings_json: str) -> None:
-    """Raise ValueError unless `settings_json` is a JSON object."""
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    """Parse `text` as a JSON object; a `ValueError` naming `what` otherwise."""
     try:
-        value = json.loads(settings_json)
+        value = json.loads(text)
     except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"settings_json is not valid JSON: {e}") from None
+        raise ValueError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"settings_json must be a JSON object, got {type(value).__name__}")
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _make_unique_dir(parent: Path, base: str) -> Path:
@@ -89,7 +90,7 @@ def _make_unique_dir(parent: Path, base: str) -> Path:
 
 def new_run(workspace: Path, prompt: str, settings_json: str, now: datetime | None = None) -> Path:
     """Create a fresh `runs/<time>-<slug>/` folder with `frames/` and `settings.json`."""
-    _check_settings_json(settings_json)
+    _json_object(settings_json, "settings_json")
     runs = Path(workspace) / RUNS_FOLDER
     runs.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -165,7 +166,7 @@ def save_frame(
         raise FileNotFoundError(f"run folder does not exist: {run_dir}")
     if not isinstance(infotext, str):
         raise ValueError(f"infotext must be a string, got {type(infotext).__name__}")
-    _check_settings_json(settings_json)
+    _json_object(settings_json, "settings_json")
     if path.exists() and not overwrite:
         raise FileExistsError(f"frame {index} already exists: {path} (pass overwrite=True)")
     data = encode_png(image, infotext, settings_json)  # fully encoded before touching the disk
@@ -295,12 +296,7 @@ def read_image_info(path: Path) -> tuple[str | None, dict[str, Any] | None]:
     raw = chunks.get(SETTINGS_CHUNK)
     if raw is None:
         return (parameters if isinstance(parameters, str) else None), None
-    try:
-        settings = json.loads(raw)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: the {SETTINGS_CHUNK!r} chunk is not valid JSON: {e}") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"{path}: the {SETTINGS_CHUNK!r} chunk is not a JSON object")
+    settings = _json_object(raw, f"{path}: the {SETTINGS_CHUNK!r} chunk")
     return (parameters if isinstance(parameters, str) else None), settings
 
 
