@@ -256,7 +256,6 @@ __all__ = [
     "AUGMENTS",
     "OPTIMIZERS",
     "PRECISIONS",
-    "DiffusionSettings",
     "RunSettings",
     "VQGANClipSettings",
     "settings_from_json",
