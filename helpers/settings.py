@@ -221,6 +221,89 @@ class VQGANClipSettings(RunSettings):
                 _fail(name, getattr(self, name), "must name a model")
 
 
+@dataclass(frozen=True)
+class DiffusionSettings(RunSettings):
+    """A latent-diffusion run (Stable Diffusion family through diffusers): txt2img or img2img."""
+
+    kind: ClassVar[str] = "diffusion"
+    PROMPT_MODES: ClassVar[tuple[str, ...]] = ("composable", "blend")
+    SEED_MODES: ClassVar[tuple[str, ...]] = ("iter", "fixed", "random")
+    PREVIEW_MODES: ClassVar[tuple[str, ...]] = ("fast", "vae")
+    SWITCHES: ClassVar[tuple[str, ...]] = ("auto", "on", "off")
+    MAX_CLIP_SKIP: ClassVar[int] = 12
+
+    negative_prompt: str = ""  # the unconditional side; weighted pieces too ("blurry | text:0.5")
+    model: str = "sd-1.5"  # catalogue name, Hub id, diffusers folder, or .safetensors / .ckpt file
+    model_config: str = ""  # single-file models: diffusers folder or Hub id with its configs;
+    #                          "" = chosen from the file's keys (SD 1.x, SD 2.x or SDXL)
+    vae: str = ""  # VAE override: Hub id, diffusers folder or single file; "" = the model's own
+    sampler: str = "Euler a"  # web UI sampler name ("DPM++ 2M Karras", ...; see diffusion/samplers)
+    steps: int = 20  # denoising steps; img2img runs about steps * strength of them
+    cfg_scale: float = 7.0  # classifier-free guidance scale; <= 1 turns guidance off (Turbo: 0)
+    prompt_mode: str = "composable"  # "composable": a noise prediction per piece; "blend": one
+    #                                   prediction on the weighted mean of the text embeddings
+    clip_skip: int = 1  # web UI meaning: 1 = last CLIP layer, 2 = the one before (= diffusers 1)
+    init_image: str = ""  # img2img: path of the start image (resized to width x height)
+    strength: float = 0.75  # img2img denoising strength in (0, 1]; 1 = keep nothing of the image
+    batch_count: int = 1  # batches run one after another
+    batch_size: int = 1  # images per batch (generated together)
+    seed_mode: str = "iter"  # "iter": seed, seed+1, ...; "fixed": one seed for all; "random"
+    preview_every: int = 0  # call the preview callback every N steps; 0 = no previews
+    preview_mode: str = "fast"  # "fast": linear latent-to-RGB approximation; "vae": full decode
+    save_trajectory: bool = False  # save each step's image under trajectory/<image>/ for videos
+    sdxl_original_size: tuple[int, ...] = ()  # SDXL only: size conditioning (W, H); () = output
+    precision: str = "auto"  # "auto" (fp16 on CUDA, fp32 elsewhere), "fp32", "bf16" or "fp16"
+    device: str = "auto"  # "auto" (cuda, then mps, then cpu), or a torch device string
+    attention_slicing: str = "auto"  # "auto" (from free GPU memory), "on" or "off"
+    vae_slicing: str = "auto"  # decode the images of a batch one at a time
+    vae_tiling: str = "auto"  # decode large images in overlapping tiles
+    cpu_offload: str = "auto"  # model CPU offload: each model on the GPU only while it runs
+
+    def _parse_prompt(self) -> object:
+        from helpers.diffusion.conditioning import positive_pieces
+
+        return positive_pieces(self.prompt)
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the field and value of the first bad setting."""
+        super().validate()
+        from helpers.diffusion.conditioning import negative_pieces
+        from helpers.diffusion.samplers import SAMPLER_NAMES
+
+        for name in ("width", "height"):
+            if getattr(self, name) < 8:
+                _fail(name, getattr(self, name), "must be at least 8 pixels")
+        if self.negative_prompt.strip():
+            try:
+                negative_pieces(self.negative_prompt)
+            except ValueError as e:
+                raise ValueError(f"negative_prompt: {e}") from None
+        for name in ("steps", "batch_count", "batch_size"):
+            if getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "must be at least 1")
+        if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+            _fail("cfg_scale", self.cfg_scale, "must be a number >= 0")
+        if not (0 < self.strength <= 1):
+            _fail("strength", self.strength, "must be in (0, 1]")
+        if not 1 <= self.clip_skip <= self.MAX_CLIP_SKIP:
+            _fail("clip_skip", self.clip_skip, f"must be between 1 and {self.MAX_CLIP_SKIP}")
+        if self.preview_every < 0:
+            _fail("preview_every", self.preview_every, "must be 0 (off) or positive")
+        if self.sdxl_original_size and (len(self.sdxl_original_size) != 2
+                                        or min(self.sdxl_original_size) < 1):
+            _fail("sdxl_original_size", self.sdxl_original_size, "must be () or (width, height)")
+        _choice("sampler", self.sampler, SAMPLER_NAMES)
+        _choice("prompt_mode", self.prompt_mode, self.PROMPT_MODES)
+        _choice("seed_mode", self.seed_mode, self.SEED_MODES)
+        _choice("preview_mode", self.preview_mode, self.PREVIEW_MODES)
+        _choice("precision", self.precision, PRECISIONS)
+        for name in ("attention_slicing", "vae_slicing", "vae_tiling", "cpu_offload"):
+            _choice(name, getattr(self, name), self.SWITCHES)
+        for name in ("model", "device"):
+            if not getattr(self, name).strip():
+                _fail(name, getattr(self, name), "must not be empty")
+
+
 def _check_schedule(settings: VQGANClipSettings) -> None:
     from helpers.prompts import parse_prompt_schedule
 
@@ -240,6 +323,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 SETTINGS_KINDS: dict[str, type[RunSettings]] = {
     VQGANClipSettings.kind: VQGANClipSettings,
+    DiffusionSettings.kind: DiffusionSettings,
 }
 
 
@@ -256,6 +340,7 @@ __all__ = [
     "AUGMENTS",
     "OPTIMIZERS",
     "PRECISIONS",
+    "DiffusionSettings",
     "RunSettings",
     "VQGANClipSettings",
     "settings_from_json",

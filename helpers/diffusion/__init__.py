@@ -1,0 +1,42 @@
+"""Latent diffusion (the Stable Diffusion family) through diffusers.
+
+Modules: `samplers` (web-UI sampler names -> schedulers), `conditioning` (weighted prompts,
+composable / blend, 77-token chunks, clip skip), `models` (what a model spec is, single files),
+`loading` (pipelines, precision, VAE, memory options), `loop` (the batch loop, previews) and
+`runner` (a run end to end: checks, run folder, saved images with infotext).
+
+The public API is importable from here; it loads lazily, so importing `helpers.diffusion` (or
+its light `samplers` / `conditioning` modules, as settings validation does) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "generate": "runner",
+    "settings_from_image": "runner",
+    "check_inputs": "runner",
+    "prepare": "runner",
+    "load_pipeline": "loading",
+    "Loaded": "loading",
+    "run": "loop",
+    "plan_prompts": "conditioning",
+    "encode_plan": "conditioning",
+    "ComposedUNet": "conditioning",
+    "composed_unet": "conditioning",
+    "SAMPLER_NAMES": "samplers",
+    "get_sampler": "samplers",
+    "make_scheduler": "samplers",
+    "resolve_model": "models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'helpers.diffusion' has no attribute {name!r}")
+    module = importlib.import_module(f"helpers.diffusion.{_EXPORTS[name]}")
+    return getattr(module, name)

