@@ -161,6 +161,76 @@ def _add_vqgan_clip(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_vqgan_clip)
 
 
+def cmd_diffusion(args: argparse.Namespace) -> int:
+    """Run latent diffusion; print the run folder as the last line."""
+    from helpers.diffusion import generate, settings_from_image
+    from helpers.settings import DiffusionSettings
+
+    values = _given(args, DIFFUSION_FLAGS)
+    if args.from_image:
+        settings = settings_from_image(args.from_image, **values)
+    else:
+        settings = DiffusionSettings(**values)
+    preview = None if args.quiet else _preview_log
+    print(generate(settings, cache=args.cache, log=_log, on_preview=preview))
+    return 0
+
+
+def _preview_log(step: int, total: int, _image: object) -> None:
+    _log(f"step {step}/{total}")
+
+
+DIFFUSION_FLAGS = {
+    "prompt": "prompt", "negative": "negative_prompt", "model": "model",
+    "model_config": "model_config", "vae": "vae", "sampler": "sampler", "steps": "steps",
+    "cfg": "cfg_scale", "seed": "seed", "init_image": "init_image", "strength": "strength",
+    "batch_count": "batch_count", "batch_size": "batch_size", "seed_mode": "seed_mode",
+    "prompt_mode": "prompt_mode", "clip_skip": "clip_skip", "preview_every": "preview_every",
+    "preview_mode": "preview_mode", "save_trajectory": "save_trajectory",
+    "sdxl_original_size": "sdxl_original_size", "precision": "precision", "device": "device",
+    "attention_slicing": "attention_slicing", "vae_slicing": "vae_slicing",
+    "vae_tiling": "vae_tiling", "cpu_offload": "cpu_offload", "out": "out",
+}
+
+
+def _add_diffusion(sub: argparse._SubParsersAction) -> None:
+    from helpers.diffusion.samplers import SAMPLER_NAMES
+
+    p = sub.add_parser("diffusion", help="generate with Stable Diffusion (diffusers)",
+                       description="txt2img / img2img with weighted prompts and web-UI samplers.")
+    add = p.add_argument
+    add("--prompt", help='weighted prompts, "desert:50 | snow:25"; negative weights push away')
+    add("--negative", metavar="TEXT", help="negative prompt")
+    add("--model", metavar="NAME|PATH", help="catalogue name, Hub id, folder or .safetensors file")
+    add("--model-config", metavar="ID|DIR", help="configs for a single-file model")
+    add("--vae", metavar="NAME|PATH", help="VAE override")
+    add("--sampler", choices=SAMPLER_NAMES, metavar="NAME", help=", ".join(SAMPLER_NAMES))
+    add("--steps", type=int, metavar="N", help="denoising steps")
+    add("--cfg", type=float, metavar="X", help="CFG scale")
+    add("--seed", type=int, metavar="S", help="random seed (default: random, recorded)")
+    add("--size", type=int, nargs=2, metavar=("W", "H"), help="image size (multiple of 8)")
+    add("--init-image", metavar="PATH", help="img2img start image")
+    add("--strength", type=float, metavar="X", help="img2img denoising strength in (0, 1]")
+    add("--batch-count", type=int, metavar="N", help="batches, one after another")
+    add("--batch-size", type=int, metavar="N", help="images per batch")
+    add("--seed-mode", choices=["iter", "fixed", "random"], help="seeds across images")
+    add("--prompt-mode", choices=["composable", "blend"], help="how weighted pieces combine")
+    add("--clip-skip", type=int, metavar="N", help="web-UI meaning: 1 = last layer, 2 = one before")
+    add("--preview-every", type=int, metavar="N", help="preview every N steps")
+    add("--preview-mode", choices=["fast", "vae"], help="latent approximation or full decode")
+    add("--save-trajectory", action="store_true", default=None, help="save every step's image")
+    add("--sdxl-original-size", type=int, nargs=2, metavar=("W", "H"), help="SDXL conditioning")
+    add("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="arithmetic precision")
+    add("--device", metavar="DEVICE", help="auto, cuda, mps, cpu ...")
+    for name in ("attention-slicing", "vae-slicing", "vae-tiling", "cpu-offload"):
+        add(f"--{name}", choices=["auto", "on", "off"], help="memory option (auto: from free VRAM)")
+    add("--out", metavar="DIR", help="workspace folder (runs go in DIR/runs/)")
+    add("--from-image", metavar="PNG", help="re-run with the settings stored in an image")
+    add("--quiet", action="store_true", help="no step messages")
+    _add_cache(p)
+    p.set_defaults(handler=cmd_diffusion)
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -193,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_download)
 
     _add_vqgan_clip(sub)
+    _add_diffusion(sub)
 
     p = sub.add_parser("info", help="print the settings stored in images")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG files made by Dreamframe")

@@ -269,11 +269,9 @@ def choose_memory(settings: DiffusionSettings, family: str, device_type: str,
 
 def free_gpu_bytes(device: Any) -> float | None:
     """Free memory of a CUDA device in bytes (None elsewhere)."""
-    import torch
+    from helpers.memory import free_memory
 
-    if device.type != "cuda":
-        return None
-    return float(torch.cuda.mem_get_info(device)[0])
+    return free_memory(device) if device.type == "cuda" else None
 
 
 def apply_memory(pipe, options: dict[str, bool], device: Any) -> None:
