@@ -6,48 +6,16 @@ checked and models loaded before the run folder is made, so bad input writes not
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers.settings import VQGANClipSettings
+from helpers.device import pick_device
+from helpers.inputs import open_image
+from helpers.settings import VQGANClipSettings, random_seed
 
 Log = Callable[[str], object]
 STATE = "state.pt"  # the resume point beside the frames: z, optimiser, RNG, iteration
-
-
-def pick_device(name: str = "auto", log: Log = print) -> Any:
-    """CUDA if present, else MPS, else the CPU with a one-line warning; or the named device."""
-    import torch
-
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    log("warning: no GPU found, running on the CPU (slow: expect minutes per few iterations)")
-    return torch.device("cpu")
-
-
-def open_image(spec: str, field: str, cache: str | Path | None = None) -> Any:
-    """A PIL image from a path or URL; a clear `ValueError` naming the field when unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    from helpers.download import cache_dir, fetch_file_from
-
-    try:
-        path = fetch_file_from(spec, cache_dir(cache) / "inputs", cache=cache, kind="image",
-                               progress=False, log=lambda _: None)
-    except FileNotFoundError:
-        raise ValueError(f"{field}: file not found: {spec!r}") from None
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{field}: cannot read {spec!r} as an image ({e})") from None
 
 
 def load_inputs(settings: VQGANClipSettings, cache: str | Path | None = None) -> Any:
@@ -155,7 +123,7 @@ def render_vqgan_clip(
     elif settings is None:
         raise ValueError("settings: give settings for a new run, or a run folder to resume")
     if settings.seed is None:
-        settings = settings.replace(seed=secrets.randbelow(2**32))
+        settings = settings.replace(seed=random_seed())
     inputs = load_inputs(settings, cache)
     models = load_models(settings, cache, log)
     settings = _check_size(settings, models.vqgan.factor, log)

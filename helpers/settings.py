@@ -34,6 +34,13 @@ INIT_NOISE = ("", "pixels", "gradient")
 CUT_METHODS = ("classic", "pooled")
 
 
+def random_seed() -> int:
+    """A fresh seed in the web UIs' range, recorded in the run so it can be repeated."""
+    import secrets
+
+    return secrets.randbelow(MAX_SEED + 1)
+
+
 def _fail(name: str, value: object, why: str) -> None:
     raise ValueError(f"{name}: {why} (got {value!r})")
 

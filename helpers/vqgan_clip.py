@@ -294,7 +294,7 @@ def estimate_memory(settings: VQGANClipSettings, mixed: bool = False,
 
 def plan_memory(settings: VQGANClipSettings, device: torch.device) -> bool:
     """Whether to checkpoint the decoder; `ValueError` with the estimate if nothing fits."""
-    from helpers.memory import free_memory
+    from helpers.device import free_memory
 
     mixed = autocast_dtype(settings.precision, device) is not None
     free = free_memory(device)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from common import first_frame, quiet
 from PIL import Image
 
 from helpers.diffusion import generate, settings_from_image
@@ -14,9 +15,6 @@ from helpers.settings import DiffusionSettings
 SCHEDULERS = {"Euler a": ("EulerAncestralDiscreteScheduler", {}),
               "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True})}
 
-
-def quiet(_message):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +32,6 @@ def settings(folder, tmp_path, **changes) -> DiffusionSettings:
 def pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(int)
 
-
-def first(run_dir) -> np.ndarray:
-    return pixels(list_frames(run_dir)[0])
 
 
 def plain_pipeline(folder, sampler: str, img2img: bool = False):
@@ -61,7 +56,7 @@ def test_txt2img_equals_a_plain_diffusers_call(folder, tmp_path, sampler):
     expected = pipe("a red cube", negative_prompt="blurry", num_inference_steps=3,
                     guidance_scale=7.5, height=64, width=64,
                     generator=torch.Generator().manual_seed(42)).images[0]
-    assert np.abs(first(run_dir) - pixels_of(expected)).max() <= 1
+    assert np.abs(first_frame(run_dir) - pixels_of(expected)).max() <= 1
 
 
 def pixels_of(image) -> np.ndarray:
@@ -84,7 +79,7 @@ def test_img2img_equals_a_plain_diffusers_call(folder, tmp_path, init_image):
     expected = pipe("a red cube", image=resized, strength=0.6, negative_prompt="blurry",
                     num_inference_steps=3, guidance_scale=7.5,
                     generator=torch.Generator().manual_seed(42)).images[0]
-    assert np.abs(first(run_dir) - pixels_of(expected)).max() <= 1
+    assert np.abs(first_frame(run_dir) - pixels_of(expected)).max() <= 1
     info = Image.open(list_frames(run_dir)[0]).text["parameters"]
     assert "Denoising strength: 0.6" in info
 
@@ -94,7 +89,7 @@ def test_images_of_a_batch_equal_single_runs_with_their_seeds(folder, tmp_path):
     frames = list_frames(batch)
     assert len(frames) == 4
     alone = generate(settings(folder, tmp_path / "a", seed=45), log=quiet)
-    assert np.abs(pixels(frames[3]) - first(alone)).max() <= 1
+    assert np.abs(pixels(frames[3]) - first_frame(alone)).max() <= 1
 
 
 # --- prompt modes ---------------------------------------------------------------------------
@@ -103,21 +98,21 @@ def test_images_of_a_batch_equal_single_runs_with_their_seeds(folder, tmp_path):
 def test_composable_and_blend_agree_for_one_piece(folder, tmp_path):
     composable = generate(settings(folder, tmp_path / "c"), log=quiet)
     blend = generate(settings(folder, tmp_path / "b", prompt_mode="blend"), log=quiet)
-    assert np.array_equal(first(composable), first(blend))
+    assert np.array_equal(first_frame(composable), first_frame(blend))
 
 
 def test_a_piece_split_in_two_equal_halves_gives_the_same_image(folder, tmp_path):
     whole = generate(settings(folder, tmp_path / "w"), log=quiet)
     halves = generate(settings(folder, tmp_path / "h", prompt="a red cube:1 | a red cube:3"),
                       log=quiet)  # the wrapped UNet path: two predictions of the same piece
-    assert np.abs(first(whole) - first(halves)).max() <= 1
+    assert np.abs(first_frame(whole) - first_frame(halves)).max() <= 1
 
 
 def test_two_pieces_differ_between_composable_and_blend(folder, tmp_path):
     two = {"prompt": "a red cube | a blue sphere:2"}
     composable = generate(settings(folder, tmp_path / "c", **two), log=quiet)
     blend = generate(settings(folder, tmp_path / "b", prompt_mode="blend", **two), log=quiet)
-    assert not np.array_equal(first(composable), first(blend))
+    assert not np.array_equal(first_frame(composable), first_frame(blend))
 
 
 @pytest.mark.parametrize("mode", ["composable", "blend"])
@@ -125,7 +120,7 @@ def test_negative_weights_land_on_the_unconditional_side(folder, tmp_path, mode)
     negative_piece = generate(settings(folder, tmp_path / "p", prompt="a red cube | blurry:-2",
                                        negative_prompt="", prompt_mode=mode), log=quiet)
     negative_field = generate(settings(folder, tmp_path / "f", prompt_mode=mode), log=quiet)
-    assert np.array_equal(first(negative_piece), first(negative_field))
+    assert np.array_equal(first_frame(negative_piece), first_frame(negative_field))
 
 
 # --- files, infotext, from-image ------------------------------------------------------------
@@ -145,7 +140,7 @@ def test_infotext_has_the_web_ui_fields_and_round_trips_through_from_image(folde
     again = settings_from_image(second)
     assert again == image_settings(s, 43) and again.seed == 43 and again.batch_size == 1
     rerun = generate(again.replace(out=str(tmp_path / "again")), log=quiet)
-    assert np.abs(first(rerun) - pixels(second)).max() <= 1
+    assert np.abs(first_frame(rerun) - pixels(second)).max() <= 1
 
 
 def test_from_image_applies_overrides_and_reads_web_ui_infotexts(folder, tmp_path):

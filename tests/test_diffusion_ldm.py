@@ -3,15 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from common import first_frame, quiet
 
 from helpers.diffusion import generate
 from helpers.runs import list_frames
 from helpers.settings import DiffusionSettings
-
-
-def quiet(_message):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +47,6 @@ def settings(folder, tmp_path, **changes) -> DiffusionSettings:
     return DiffusionSettings(**{**base, **changes})
 
 
-def first(run_dir) -> np.ndarray:
-    return np.asarray(Image.open(list_frames(run_dir)[0]).convert("RGB")).astype(int)
-
 
 def test_ldm_equals_a_plain_diffusers_call(ldm_folder, tmp_path):
     from diffusers import LDMTextToImagePipeline
@@ -63,7 +56,7 @@ def test_ldm_equals_a_plain_diffusers_call(ldm_folder, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red cube", height=64, width=64, num_inference_steps=3, guidance_scale=4.0,
                  generator=torch.Generator().manual_seed(3)).images[0]
-    assert np.abs(first(ours) - np.asarray(image).astype(int)).max() <= 1
+    assert np.abs(first_frame(ours) - np.asarray(image).astype(int)).max() <= 1
 
 
 def test_ldm_gets_negative_prompts_and_composable_pieces(ldm_folder, tmp_path):
@@ -71,5 +64,5 @@ def test_ldm_gets_negative_prompts_and_composable_pieces(ldm_folder, tmp_path):
     negative = generate(settings(ldm_folder, tmp_path / "n", negative_prompt="blurry"), log=quiet)
     pieces = generate(settings(ldm_folder, tmp_path / "c", prompt="a red cube | a blue ball",
                                batch_size=2), log=quiet)
-    assert np.abs(first(plain) - first(negative)).max() > 1
+    assert np.abs(first_frame(plain) - first_frame(negative)).max() > 1
     assert len(list_frames(pieces)) == 2

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from common import quiet
 from PIL import Image
 
 from helpers.catalog import list_models
@@ -14,11 +15,6 @@ from helpers.diffusion.loading import GB, choose_memory, estimate_bytes, model_h
 from helpers.diffusion.models import CATALOGUE_FAMILIES, resolve_model
 from helpers.runs import list_frames
 from helpers.settings import DiffusionSettings
-
-
-def quiet(_message):
-    pass
-
 
 # --- writing the tiny SD in the original (LDM) single-file layout, for the loader to read ----
 

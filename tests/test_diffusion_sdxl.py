@@ -3,15 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from common import first_frame, quiet
 from PIL import Image
 
 from helpers.diffusion import generate
 from helpers.runs import list_frames
 from helpers.settings import DiffusionSettings
-
-
-def quiet(_message):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +59,6 @@ def settings(folder, tmp_path, **changes) -> DiffusionSettings:
     return DiffusionSettings(**{**base, **changes})
 
 
-def first(run_dir) -> np.ndarray:
-    return np.asarray(Image.open(list_frames(run_dir)[0]).convert("RGB")).astype(int)
-
 
 def plain(folder, **kwargs) -> np.ndarray:
     from diffusers import StableDiffusionXLPipeline
@@ -80,13 +74,13 @@ def plain(folder, **kwargs) -> np.ndarray:
 def test_sdxl_txt2img_equals_a_plain_diffusers_call(sdxl_folder, tmp_path, negative):
     ours = generate(settings(sdxl_folder, tmp_path, negative_prompt=negative), log=quiet)
     theirs = plain(sdxl_folder, negative_prompt=negative or None)  # None: zero unconditional
-    assert np.abs(first(ours) - theirs).max() <= 1
+    assert np.abs(first_frame(ours) - theirs).max() <= 1
 
 
 def test_sdxl_original_size_reaches_the_micro_conditioning(sdxl_folder, tmp_path):
     ours = generate(settings(sdxl_folder, tmp_path, sdxl_original_size=(32, 48)), log=quiet)
-    assert np.abs(first(ours) - plain(sdxl_folder, original_size=(48, 32))).max() <= 1
-    assert np.abs(first(ours) - plain(sdxl_folder)).max() > 1
+    assert np.abs(first_frame(ours) - plain(sdxl_folder, original_size=(48, 32))).max() <= 1
+    assert np.abs(first_frame(ours) - plain(sdxl_folder)).max() > 1
 
 
 def test_sdxl_composable_pieces_carry_their_pooled_embeddings(sdxl_folder, tmp_path):
@@ -95,8 +89,8 @@ def test_sdxl_composable_pieces_carry_their_pooled_embeddings(sdxl_folder, tmp_p
                       log=quiet)
     other = generate(settings(sdxl_folder, tmp_path / "o", prompt="a red cube | a blue ball"),
                      log=quiet)
-    assert np.abs(first(whole) - first(halves)).max() <= 1
-    assert np.abs(first(whole) - first(other)).max() > 1
+    assert np.abs(first_frame(whole) - first_frame(halves)).max() <= 1
+    assert np.abs(first_frame(whole) - first_frame(other)).max() > 1
 
 
 def test_sdxl_img2img_runs_at_the_requested_size(sdxl_folder, tmp_path):

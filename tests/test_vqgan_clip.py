@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from common import quiet
 from PIL import Image
 
 from helpers import runs
@@ -33,9 +34,6 @@ def tiny(**changes) -> VQGANClipSettings:
             "iterations": 6, "save_every": 2, "device": "cpu", **TINY}
     return VQGANClipSettings(**{**base, **changes})
 
-
-def quiet(_message: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -359,17 +357,17 @@ def test_checkpointed_decode_matches_and_keeps_less_for_backward(models):
 
 
 def test_checkpointing_auto_turns_on_only_when_needed(monkeypatch):
-    import helpers.memory
+    import helpers.device
     from helpers.vqgan_clip import estimate_memory, plan_memory
 
     cpu = torch.device("cpu")
     settings = tiny(width=1024, height=1024)
     plain, saving = estimate_memory(settings), estimate_memory(settings, checkpointing=True)
     for free, expected in ((plain + 1, False), ((plain + saving) // 2, True)):
-        monkeypatch.setattr(helpers.memory, "free_memory", lambda _d, f=free: f)
+        monkeypatch.setattr(helpers.device, "free_memory", lambda _d, f=free: f)
         assert plan_memory(settings, cpu) is expected
     with pytest.raises(ValueError, match="needs about"):  # forced off, it does not fit
         plan_memory(settings.replace(checkpointing="off"), cpu)
-    monkeypatch.setattr(helpers.memory, "free_memory", lambda _d: saving - 1)
+    monkeypatch.setattr(helpers.device, "free_memory", lambda _d: saving - 1)
     with pytest.raises(ValueError, match="needs about"):
         plan_memory(settings, cpu)

@@ -70,7 +70,7 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
 def load_pipeline(settings: DiffusionSettings, cache: str | os.PathLike | None = None,
                   log: Log = print, ref: ModelRef | None = None, device: Any = None) -> Loaded:
     """Load the settings' model in its precision, with the VAE override (not yet moved)."""
-    from helpers.render import pick_device
+    from helpers.device import pick_device
 
     ref = ref or resolve_model(settings.model, cache)
     device = device if device is not None else pick_device(settings.device, log)
@@ -269,7 +269,7 @@ def choose_memory(settings: DiffusionSettings, family: str, device_type: str,
 
 def free_gpu_bytes(device: Any) -> float | None:
     """Free memory of a CUDA device in bytes (None elsewhere)."""
-    from helpers.memory import free_memory
+    from helpers.device import free_memory
 
     return free_memory(device) if device.type == "cuda" else None
 

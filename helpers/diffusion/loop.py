@@ -8,7 +8,6 @@ is the same on any device, as with the web UI's CPU RNG.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
 from helpers.diffusion.loading import Loaded, img2img_pipeline
 from helpers.diffusion.samplers import make_scheduler
-from helpers.settings import MAX_SEED, DiffusionSettings
+from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
 
 # (batch number, step index, steps in all, latents after the step, pipeline)
 OnStep = Callable[[int, int, int, Any, Any], None]
@@ -42,11 +41,11 @@ class Generated:
 def image_seeds(settings: DiffusionSettings) -> list[int]:
     """The seed of every image of the run, by seed mode ('iter' wraps at 2**32)."""
     count = settings.batch_count * settings.batch_size
-    base = settings.seed if settings.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    base = settings.seed if settings.seed is not None else random_seed()
     if settings.seed_mode == "fixed":
         return [base] * count
     if settings.seed_mode == "random":
-        return [base] + [secrets.randbelow(MAX_SEED + 1) for _ in range(count - 1)]
+        return [base] + [random_seed() for _ in range(count - 1)]
     return [(base + i) % (MAX_SEED + 1) for i in range(count)]
 
 

@@ -10,7 +10,6 @@ and its own settings (its seed, batch of one), so an interruption keeps finished
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from helpers.diffusion.loading import (
 from helpers.diffusion.loop import Generated, decode_latents, fast_preview, run, run_pipeline
 from helpers.diffusion.models import CATALOGUE_FAMILIES, ModelRef, hub_family, resolve_model
 from helpers.diffusion.samplers import get_sampler, infotext_sampler, make_scheduler
-from helpers.settings import MAX_SEED, DiffusionSettings
+from helpers.settings import DiffusionSettings, random_seed
 
 Log = Callable[[str], object]
 OnImage = Callable[[Path, Any], object]  # (saved PNG, PIL image)
@@ -56,14 +55,15 @@ def prepare(settings: DiffusionSettings, log: Log = print) -> DiffusionSettings:
             changes[name] = value - value % MULTIPLE
             log(f"{name} {value} rounded down to {changes[name]} (a multiple of {MULTIPLE})")
     if settings.seed is None:
-        changes["seed"] = secrets.randbelow(MAX_SEED + 1)
+        changes["seed"] = random_seed()
     return settings.replace(**changes) if changes else settings
 
 
 def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = None,
                  log: Log = print) -> Checked:
     """Everything that can be checked before a model loads; ValueError names the setting."""
-    from helpers.render import open_image, pick_device
+    from helpers.device import pick_device
+    from helpers.inputs import open_image
 
     ref = resolve_model(settings.model, cache)
     if settings.model_config and ref.kind != "file":
