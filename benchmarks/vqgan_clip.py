@@ -20,12 +20,13 @@ import torch
 from helpers.clip import CLIP_MEAN, CLIP_STD, Clip
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan import VQGAN, taming_config, vqmodel_config
-from helpers.vqgan_clip import Models, run
+from helpers.vqgan_clip import Loaded
+from helpers.vqgan_clip import run
 
 GB = 1024**3
 
 
-def full_size_models(device: torch.device) -> Models:
+def full_size_models(device: torch.device) -> Loaded:
     """Random-weight VQGAN f16 16384 and CLIP ViT-B/32, in the real shapes."""
     from diffusers import VQModel
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
@@ -45,10 +46,10 @@ def full_size_models(device: torch.device) -> Models:
     clip = Clip("ViT-B/32 (random)", clip_model, tokenizer, 224,
                 torch.tensor(CLIP_MEAN, device=device).view(shape),
                 torch.tensor(CLIP_STD, device=device).view(shape))
-    return Models(vqgan, [clip], device)
+    return Loaded(vqgan, [clip], device)
 
 
-def timed_run(settings: VQGANClipSettings, models: Models, warmup: int = 2):
+def timed_run(settings: VQGANClipSettings, models: Loaded, warmup: int = 2):
     """(seconds per iteration after warm-up, peak memory in bytes, loss per iteration)."""
     cuda = models.device.type == "cuda"
     if cuda:
@@ -75,7 +76,7 @@ def settings_for(size: int, cutn: int, iterations: int, precision: str) -> VQGAN
                              precision=precision)
 
 
-def largest_square(models: Models, precision: str, checkpointing: bool,
+def largest_square(models: Loaded, precision: str, checkpointing: bool,
                    budget: int = 16 * GB) -> int:
     """The largest multiple-of-64 square size whose peak memory stays within `budget`."""
     models.vqgan.checkpointing = checkpointing

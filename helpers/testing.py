@@ -171,6 +171,24 @@ def _result(folder: Path) -> Path:
     return folder / (folder / MARKER).read_text(encoding="utf-8").strip()
 
 
+def _sweep_dead_builds(folder: Path) -> None:
+    """Remove the temporary folders of builds whose process is gone (killed mid-build)."""
+    for tmp in folder.parent.glob(f".{folder.name}.*.tmp"):
+        pid = tmp.name[len(folder.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def build_test_model(name: str, folder: str | os.PathLike) -> Path:
     """Build tiny model `name` into `folder` once (random weights, for tests / CI / demos).
 
@@ -183,7 +201,9 @@ def build_test_model(name: str, folder: str | os.PathLike) -> Path:
     if (folder / MARKER).is_file():
         return _result(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    _sweep_dead_builds(folder)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.{os.getpid()}.",
+                                suffix=".tmp"))
     try:
         built = BUILDERS[name](tmp)
         (tmp / MARKER).write_text(str(built.relative_to(tmp)) + "\n", encoding="utf-8")

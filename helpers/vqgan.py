@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.files import atomic_write_text
+from helpers.files import atomic_replace, atomic_write_text
 from helpers.safeload import safe_torch_load
 
 VQ_TARGET = "taming.models.vqgan.VQModel"
@@ -361,18 +361,47 @@ def _write_cache(cache: Path, vqgan: VQGAN, meta: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
         os.close(fd)
         save_file(tensors, tmp, metadata={"dreamframe": json.dumps(meta)})
-        os.replace(tmp, cache)
+        atomic_replace(tmp, cache)
     except OSError as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         warnings.warn(f"could not cache converted VQGAN at {cache}: {err}", stacklevel=3)
 
 
+def config_path(ckpt: str | os.PathLike) -> Path:
+    """The taming yaml that goes with a checkpoint: same name, `.yaml`."""
+    return Path(ckpt).with_suffix(".yaml")
+
+
+def read_factor(ckpt: str | os.PathLike) -> int:
+    """Pixels per latent token of a VQGAN, read from its yaml (or a converted .safetensors's
+    metadata) without loading weights; `ValueError` naming the file when it cannot be read."""
+    ckpt = Path(ckpt)
+    if ckpt.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(ckpt), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("dreamframe", "{}"))
+            return 2 ** (len(meta["vq_config"]["block_out_channels"]) - 1)
+        except Exception:
+            raise ValueError(f"vqgan: {ckpt} is not a VQGAN converted by Dreamframe") from None
+    yaml_path = config_path(ckpt)
+    if not yaml_path.is_file():
+        raise ValueError(f"vqgan: the taming config {yaml_path} (beside the checkpoint) does "
+                         "not exist; put the model's .yaml next to its .ckpt")
+    _kind, params, _prefix = _read_yaml(yaml_path)
+    try:
+        return 2 ** (len(params["ddconfig"]["ch_mult"]) - 1)
+    except (KeyError, TypeError):
+        raise ValueError(f"vqgan: {yaml_path} has no ddconfig.ch_mult") from None
+
+
 def load_vqgan(ckpt: str | os.PathLike, config: str | os.PathLike | None = None,
                device: str | torch.device = "cpu") -> VQGAN:
     """Load a taming VQGAN (.ckpt + .yaml, or its cached .safetensors), frozen, in eval mode."""
     ckpt = Path(ckpt)
-    yaml_path = Path(config) if config is not None else ckpt.with_suffix(".yaml")
+    yaml_path = Path(config) if config is not None else config_path(ckpt)
     cache = ckpt.with_suffix(".safetensors")
     sources = {"ckpt": _stat(ckpt), "yaml": _stat(yaml_path)}
     if ckpt.suffix == ".safetensors":
@@ -389,5 +418,6 @@ def load_vqgan(ckpt: str | os.PathLike, config: str | os.PathLike | None = None,
     return vqgan.to(device).eval().requires_grad_(False)
 
 
-__all__ = ["VQGAN", "load_vqgan", "safe_torch_load", "taming_config", "taming_key",
-           "to_taming_state_dict", "vqmodel_config", "write_taming_yaml"]
+__all__ = ["VQGAN", "config_path", "load_vqgan", "read_factor", "safe_torch_load",
+           "taming_config", "taming_key", "to_taming_state_dict", "vqmodel_config",
+           "write_taming_yaml"]

@@ -70,12 +70,12 @@ def test_download_builds_a_test_model_and_models_shows_it_cached(tmp_path, capsy
 def test_info_prints_infotext_and_settings(tmp_path, capsys):
     from PIL import Image
 
-    from helpers import runs
+    from helpers import infotext, runs
     from helpers.settings import VQGANClipSettings
 
     settings = VQGANClipSettings(prompt="desert:50 | snow:25", seed=5)
     run_dir = runs.new_run(tmp_path, settings.prompt, settings.to_json())
-    text = runs.format_infotext(settings.prompt, "", {"Steps": 20, "Seed": 5, "Size": "64x64"})
+    text = infotext.format_infotext(settings.prompt, "", {"Steps": 20, "Seed": 5, "Size": "64x64"})
     frame = runs.save_frame(run_dir, 1, Image.new("RGB", (8, 8)), text, settings.to_json())
     assert main(["info", str(frame)]) == 0
     out = capsys.readouterr().out

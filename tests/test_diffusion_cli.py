@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import runs
+from helpers import infotext, runs
 from helpers.cli import main
 
 
@@ -23,7 +23,7 @@ def test_txt2img_writes_frames_with_infotext(tiny_models, tmp_path, capsys, mode
                        "--batch-size", "2", "--out", str(tmp_path))
     assert len(frames) == 2
     text, saved = runs.read_image_info(frames[1])
-    info = runs.parse_infotext(text)
+    info = infotext.parse_infotext(text)
     assert info["Prompt"] == "desert:50 | snow:25" and info["Negative prompt"] == "blurry"
     assert info["Seed"] == "8" and info["Size"] == "64x64" and info["Steps"] == "2"
     assert saved["prompt_mode"] == mode and saved["kind"] == "diffusion"
@@ -45,7 +45,7 @@ def test_img2img_from_an_init_image(tiny_models, tmp_path, capsys):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(init)
     frames = diffusion(capsys, "--prompt", "a cat", "--init-image", str(init), "--strength",
                        "0.5", "--size", "64", "64", "--out", str(tmp_path / "ws"))
-    info = runs.parse_infotext(runs.read_image_info(frames[0])[0])
+    info = infotext.parse_infotext(runs.read_image_info(frames[0])[0])
     assert info["Denoising strength"] == "0.5"
 
 

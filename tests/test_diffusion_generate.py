@@ -9,7 +9,8 @@ from PIL import Image
 from helpers.diffusion import generate, settings_from_image
 from helpers.diffusion.loop import image_seeds
 from helpers.diffusion.runner import image_settings
-from helpers.runs import format_infotext, list_frames, read_image_info
+from helpers.infotext import format_infotext
+from helpers.runs import list_frames, read_image_info
 from helpers.settings import DiffusionSettings
 
 SCHEDULERS = {"Euler a": ("EulerAncestralDiscreteScheduler", {}),
@@ -203,7 +204,7 @@ def test_interruption_keeps_the_finished_images(folder, tmp_path):
                  on_image=stop_after_first)
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and len(list_frames(runs[0])) == 1
-    assert any("1 finished image(s) kept" in m for m in messages)
+    assert any("1 image(s) saved" in m and "--resume" in m for m in messages)
 
 
 def test_previews_every_n_steps_fast_and_full(folder, tmp_path):
@@ -242,7 +243,7 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded for bad input")
 
-    monkeypatch.setattr("helpers.diffusion.runner.load_pipeline", refuse)
+    monkeypatch.setattr("helpers.diffusion.runner.load_models", refuse)
 
 
 @pytest.mark.parametrize(

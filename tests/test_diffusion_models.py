@@ -11,8 +11,10 @@ from PIL import Image
 
 from helpers.catalog import list_models
 from helpers.diffusion import generate
-from helpers.diffusion.loading import GB, choose_memory, estimate_bytes, model_hash
-from helpers.diffusion.models import CATALOGUE_FAMILIES, resolve_model
+from helpers.diffusion.checks import estimate_bytes, plan_memory
+from helpers.diffusion.loading import model_hash
+from helpers.diffusion.models import resolve_model
+from helpers.memory import GB
 from helpers.runs import list_frames
 from helpers.settings import DiffusionSettings
 
@@ -179,7 +181,7 @@ def test_model_specs_resolve_to_their_kind_and_family(tiny_models, tmp_path):
 
 def test_every_catalogue_diffusion_model_has_a_family_and_fp16_weights():
     for model in list_models("diffusion"):
-        assert model.name in CATALOGUE_FAMILIES, model.name
+        assert model.family in ("sd", "sdxl", "ldm"), model.name
         if model.test:
             continue
         assert model.hub_repo and model.approx_size
@@ -209,26 +211,26 @@ def _settings(**changes) -> DiffusionSettings:
 
 
 def test_auto_memory_options_stay_off_when_the_run_fits():
-    chosen = choose_memory(_settings(), "sd", "cuda", 40 * GB)
+    chosen = plan_memory(_settings(), "sd", "cuda", 40 * GB)
     assert not any(chosen.values())
 
 
 def test_auto_memory_options_switch_on_as_free_memory_shrinks():
-    roomy = choose_memory(_settings(width=1024, height=1024), "sdxl", "cuda", 24 * GB)
-    tight = choose_memory(_settings(width=1024, height=1024), "sdxl", "cuda", 8 * GB)
+    roomy = plan_memory(_settings(width=1024, height=1024), "sdxl", "cuda", 24 * GB)
+    tight = plan_memory(_settings(width=1024, height=1024), "sdxl", "cuda", 8 * GB)
     assert sum(tight.values()) > sum(roomy.values())
     assert tight["cpu_offload"]
 
 
 def test_explicit_memory_options_are_kept():
-    chosen = choose_memory(_settings(attention_slicing="on", vae_tiling="off"), "sd", "cuda",
+    chosen = plan_memory(_settings(attention_slicing="on", vae_tiling="off"), "sd", "cuda",
                            40 * GB)
     assert chosen["attention_slicing"] and not chosen["vae_tiling"]
 
 
 def test_a_size_too_large_for_the_gpu_is_an_error_naming_the_size():
-    with pytest.raises(ValueError, match=r"width/height: 4096x4096 .* GB free"):
-        choose_memory(_settings(width=4096, height=4096, batch_size=8), "sdxl", "cuda", 4 * GB)
+    with pytest.raises(ValueError, match=r"width/height: 4096x4096 .* GB is free"):
+        plan_memory(_settings(width=4096, height=4096, batch_size=8), "sdxl", "cuda", 4 * GB)
 
 
 def test_memory_estimate_grows_with_size_and_shrinks_with_options():
@@ -241,9 +243,16 @@ def test_memory_estimate_grows_with_size_and_shrinks_with_options():
 
 def test_cpu_offload_without_cuda_is_an_error_and_cpu_runs_choose_nothing():
     with pytest.raises(ValueError, match="cpu_offload"):
-        choose_memory(_settings(cpu_offload="on"), "sd", "cpu", None)
-    assert not any(choose_memory(_settings(), "sd", "cpu", None).values())
-    assert choose_memory(_settings(batch_size=4), "sd", "cpu", None)["vae_slicing"]
+        plan_memory(_settings(cpu_offload="on"), "sd", "cpu", None)
+    assert not any(plan_memory(_settings(), "sd", "cpu", 64 * GB, 4).values())
+    assert plan_memory(_settings(batch_size=4), "sd", "cpu", None)["vae_slicing"]
+
+
+def test_the_cpu_plan_uses_the_free_ram_and_refuses_what_cannot_fit():
+    with pytest.raises(ValueError, match=r"4096x4096 .* GB of memory"):
+        plan_memory(_settings(width=4096, height=4096), "sd", "cpu", 16 * GB, 4)
+    tight = plan_memory(_settings(width=1024, height=1024), "sd", "cpu", 10 * GB, 4)
+    assert tight["attention_slicing"] and not tight["cpu_offload"]
 
 
 # --- VAE override ------------------------------------------------------------------------------

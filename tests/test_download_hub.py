@@ -75,7 +75,7 @@ def test_offline_hub_mirror_falls_through_to_the_next_mirror(hub_offline, httpse
     lines: list[str] = []
     folder = fetch(model, cache=tmp_path, progress=False, log=lines.append)
     failed = [line for line in lines if "failed" in line]
-    assert len(failed) == 1 and "offline" in failed[0] and "owner/vqgan-mirror" in failed[0]
+    assert failed == []  # an unreachable mirror costs no line: the next one answered
     assert (folder / "model.ckpt").read_bytes() == data
     assert not any(p.name.endswith(".hub") for p in folder.iterdir())
 

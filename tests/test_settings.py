@@ -32,7 +32,7 @@ def test_json_round_trip_keeps_every_field():
     [
         ({"width": 0}, "width", "0"),
         ({"height": 10_000}, "height", "10000"),
-        ({"seed": -1}, "seed", "-1"),
+        ({"seed": -2}, "seed", "-2"),
         ({"iterations": 0}, "iterations", "0"),
         ({"lr": -0.1}, "lr", "-0.1"),
         ({"optimizer": "SGDX"}, "optimizer", "SGDX"),

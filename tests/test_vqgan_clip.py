@@ -11,7 +11,7 @@ import torch
 from common import quiet
 from PIL import Image
 
-from helpers import runs
+from helpers import infotext, runs
 from helpers.cli import main
 from helpers.clip import load_clips, parse_clip_spec
 from helpers.guidance import (
@@ -22,9 +22,10 @@ from helpers.guidance import (
     prompt_loss,
     spherical_distance,
 )
-from helpers.render import load_models, render_vqgan_clip
+from helpers.precision import autocast_dtype
 from helpers.settings import VQGANClipSettings
-from helpers.vqgan_clip import autocast_dtype, initial_z, noise_image, prompt_plan, run
+from helpers.vqgan_clip import check_inputs, generate, load_models, run
+from helpers.vqgan_clip.loop import initial_z, noise_image, prompt_plan
 
 TINY = {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"}
 
@@ -36,9 +37,17 @@ def tiny(**changes) -> VQGANClipSettings:
 
 
 
+def load(settings: VQGANClipSettings):
+    return load_models(check_inputs(settings, log=quiet), log=quiet, progress=False)
+
+
+def render(settings=None, **options):
+    return generate(settings, log=quiet, progress=False, **options)
+
+
 @pytest.fixture(scope="module")
 def models(tiny_models):
-    return load_models(tiny(), log=quiet)
+    return load(tiny())
 
 
 # --- guidance pieces ------------------------------------------------------------------------
@@ -102,8 +111,8 @@ def test_clip_spec_weights_and_errors():
 
 def test_clip_losses_sum_over_models_with_their_weights(tiny_models):
     single = tiny(cut_method="pooled", augments=(), iterations=1)
-    one = load_models(single, log=quiet)
-    both = load_models(single, log=quiet)
+    one = load(single)
+    both = load(single)
     both.clips = load_clips("test-tiny-clip:1 | test-tiny-clip:0.5")
     loss_one = next(run(single, one)).loss
     loss_both = next(run(single, both)).loss
@@ -116,7 +125,7 @@ def test_clip_losses_sum_over_models_with_their_weights(tiny_models):
 def test_loop_lowers_the_prompt_loss(tiny_models):
     settings = tiny(prompt="desert", width=128, height=128, iterations=30, seed=0,
                     cut_method="pooled", augments=())
-    losses = [step.loss for step in run(settings, load_models(settings, log=quiet))]
+    losses = [step.loss for step in run(settings, load(settings))]
     assert len(losses) == 30
     assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3])
 
@@ -210,23 +219,24 @@ def test_bf16_autocast_runs_close_to_fp32(models):
 def frames_by_step(run_dir) -> dict[str, np.ndarray]:
     out = {}
     for frame in runs.list_frames(run_dir):
-        info = runs.parse_infotext(runs.read_image_info(frame)[0])
+        info = infotext.parse_infotext(runs.read_image_info(frame)[0])
         out[info["Steps"]] = np.asarray(Image.open(frame))
     return out
 
 
 def test_resumed_run_makes_the_same_frames_as_an_uninterrupted_one(tiny_models, tmp_path):
     settings = tiny(iterations=12, save_every=4, out=str(tmp_path / "a"))
-    whole = render_vqgan_clip(settings, log=quiet)
+    whole = render(settings)
 
     def stop_at_6(step, _run_dir):
         if step.i == 6:
             raise KeyboardInterrupt
 
-    broken = render_vqgan_clip(settings.replace(out=str(tmp_path / "b")), on_step=stop_at_6,
-                               log=quiet)
-    assert sorted(frames_by_step(broken)) == ["4", "6"]  # the interrupted step was saved too
-    assert render_vqgan_clip(resume=broken, log=quiet) == broken
+    with pytest.raises(KeyboardInterrupt):
+        render(settings.replace(out=str(tmp_path / "b")), on_step=stop_at_6)
+    (broken,) = (tmp_path / "b" / "runs").iterdir()
+    assert sorted(frames_by_step(broken)) == ["4"]  # it continues from the last frame
+    assert render(resume=broken) == broken
     expected, got = frames_by_step(whole), frames_by_step(broken)
     assert sorted(expected) == ["12", "4", "8"]
     for step, image in expected.items():
@@ -236,10 +246,10 @@ def test_resumed_run_makes_the_same_frames_as_an_uninterrupted_one(tiny_models, 
 
 
 def test_resume_of_a_finished_run_asks_for_more_iterations(tiny_models, tmp_path):
-    run_dir = render_vqgan_clip(tiny(iterations=2, out=str(tmp_path)), log=quiet)
+    run_dir = render(tiny(iterations=2, out=str(tmp_path)))
     with pytest.raises(ValueError, match="iterations"):
-        render_vqgan_clip(resume=run_dir, log=quiet)
-    render_vqgan_clip(resume=run_dir, iterations=4, log=quiet)
+        render(resume=run_dir)
+    render(resume=run_dir, changes={"iterations": 4})
     assert len(runs.list_frames(run_dir)) == 2
 
 
@@ -252,7 +262,7 @@ def test_cli_makes_a_run_folder_with_four_frames(tiny_models, tmp_path, capsys):
     frames = runs.list_frames(run_dir)
     assert len(frames) == 4
     text, saved = runs.read_image_info(frames[-1])
-    info = runs.parse_infotext(text)
+    info = infotext.parse_infotext(text)
     assert info["Prompt"] == "desert:50 | snow:25" and info["Steps"] == "20"
     assert saved["iterations"] == 20 and saved["vqgan"] == "test-tiny-vqgan"
 
@@ -356,18 +366,16 @@ def test_checkpointed_decode_matches_and_keeps_less_for_backward(models):
     assert ckpt_bytes < plain_bytes / 2
 
 
-def test_checkpointing_auto_turns_on_only_when_needed(monkeypatch):
-    import helpers.device
-    from helpers.vqgan_clip import estimate_memory, plan_memory
+def test_checkpointing_auto_turns_on_only_when_needed():
+    from helpers.memory import HEADROOM
+    from helpers.vqgan_clip.checks import estimate_memory, plan_memory
 
     cpu = torch.device("cpu")
     settings = tiny(width=1024, height=1024)
     plain, saving = estimate_memory(settings), estimate_memory(settings, checkpointing=True)
-    for free, expected in ((plain + 1, False), ((plain + saving) // 2, True)):
-        monkeypatch.setattr(helpers.device, "free_memory", lambda _d, f=free: f)
-        assert plan_memory(settings, cpu) is expected
+    for need, expected in ((plain + 1, False), ((plain + saving) // 2, True)):
+        assert plan_memory(settings, cpu, need / HEADROOM, quiet) is expected
     with pytest.raises(ValueError, match="needs about"):  # forced off, it does not fit
-        plan_memory(settings.replace(checkpointing="off"), cpu)
-    monkeypatch.setattr(helpers.device, "free_memory", lambda _d: saving - 1)
+        plan_memory(settings.replace(checkpointing="off"), cpu, (plain - 1) / HEADROOM, quiet)
     with pytest.raises(ValueError, match="needs about"):
-        plan_memory(settings, cpu)
+        plan_memory(settings, cpu, (saving - 1) / HEADROOM, quiet)

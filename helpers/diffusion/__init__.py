@@ -1,9 +1,11 @@
 """Latent diffusion (the Stable Diffusion family) through diffusers.
 
-Modules: `samplers` (web-UI sampler names -> schedulers), `conditioning` (weighted prompts,
-composable / blend, 77-token chunks, clip skip), `models` (what a model spec is, single files),
-`loading` (pipelines, precision, VAE, memory options), `loop` (the batch loop, previews) and
-`runner` (a run end to end: checks, run folder, saved images with infotext).
+The same four stages as `helpers.vqgan_clip`, under the same names:
+`checks.check_inputs` (everything before loading, memory plan included) ->
+`loading.load_models` -> `loop.run` (a generator of images, no side effects) ->
+`runner.generate` (run folder, images with infotext, resume). Building blocks: `samplers`
+(web-UI sampler names -> schedulers), `conditioning` (weighted prompts, composable / blend,
+77-token chunks, clip skip), `models` (what a model spec is, single files).
 
 The public API is importable from here; it loads lazily, so importing `helpers.diffusion` (or
 its light `samplers` / `conditioning` modules, as settings validation does) stays cheap.
@@ -17,8 +19,10 @@ from typing import Any
 _EXPORTS = {
     "generate": "runner",
     "settings_from_image": "runner",
-    "check_inputs": "runner",
-    "prepare": "runner",
+    "check_inputs": "checks",
+    "Checked": "checks",
+    "prepare": "checks",
+    "load_models": "loading",
     "load_pipeline": "loading",
     "Loaded": "loading",
     "run": "loop",

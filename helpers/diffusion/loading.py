@@ -1,39 +1,34 @@
-"""Loading a diffusion pipeline: weights, precision, VAE override, sampler and memory options.
+"""Diffusion, stage 2: the pipeline of a checked run, loaded once in its precision.
 
-Memory options (attention slicing, VAE slicing / tiling, model CPU offload) are settings; `auto`
-chooses them from the free GPU memory and a rough estimate of what the run needs, and a size
-that cannot fit even with all of them on is an error before anything loads.
+The loaded pipeline is never changed by a run: each run makes its own pipeline object on the
+same components (`run_pipeline`, with its own scheduler) and its memory options are undone
+when it ends (`memory_options`), so the next run that reuses it starts from the same state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.diffusion.checks import Checked, check_loaded
 from helpers.diffusion.models import (
     IMG2IMG_CLASSES,
     PIPELINE_CLASSES,
     SINGLE_FILE_TYPES,
-    Log,
     ModelRef,
     hub_family,
     resolve_model,
     weights_file,
 )
+from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
 
-GB = 1e9
-# Rough sizes for the memory estimate: fp16 weights per family, and bytes per output pixel
-# for the UNet's activations (per image and guidance half) and for a full VAE decode.
-WEIGHTS_FP16 = {"sd": 2.6 * GB, "sdxl": 7.0 * GB, "ldm": 2.9 * GB}
-UNET_BYTES_PER_PIXEL = {"sd": 1200, "sdxl": 800, "ldm": 1200}
-VAE_BYTES_PER_PIXEL = 2500
-VAE_TILE_PIXELS = 512 * 512
-HEADROOM = 0.9  # use at most this share of the free memory
 _VARIANT = re.compile(r"\.fp16\.(safetensors|bin)$")
 
 
@@ -49,32 +44,34 @@ class Loaded:
     scheduler_config: dict = field(default_factory=dict)  # the model's own scheduler config
 
 
-def pick_dtype(precision: str, device: Any) -> Any:
-    """fp16 on CUDA and MPS, fp32 on the CPU for "auto"; else the named precision."""
-    import torch
-
-    if precision == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
 def dtype_kwargs(dtype: Any) -> dict[str, Any]:
-    """`dtype=` for diffusers versions that renamed `torch_dtype` (and warn about it)."""
-    try:
-        from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
-    except ImportError:
-        return {"torch_dtype": dtype}
-    return {"dtype": dtype}
+    """diffusers' `from_pretrained` keyword for a dtype."""
+    from helpers.precision import dtype_kwargs as kwargs
+
+    return kwargs("diffusers", dtype)
+
+
+def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: Log = print,
+                progress: bool = True) -> Loaded:
+    """Load the checked run's pipeline (downloading it if need be) and check what only the
+    loaded model can tell."""
+    from helpers.reporting import library_bars
+
+    with library_bars(progress):
+        loaded = load_pipeline(checked.settings, cache, log, checked.ref, checked.device)
+    check_loaded(checked.settings, loaded.pipe)
+    return loaded
 
 
 def load_pipeline(settings: DiffusionSettings, cache: str | os.PathLike | None = None,
                   log: Log = print, ref: ModelRef | None = None, device: Any = None) -> Loaded:
     """Load the settings' model in its precision, with the VAE override (not yet moved)."""
     from helpers.device import pick_device
+    from helpers.precision import weights_dtype
 
     ref = ref or resolve_model(settings.model, cache)
     device = device if device is not None else pick_device(settings.device, log)
-    dtype = pick_dtype(settings.precision, device)
+    dtype = weights_dtype(settings.precision, device)
     pipe, family, source = _load(ref, settings, dtype, cache, log)
     loaded = Loaded(pipe, family, ref, scheduler_config=dict(pipe.scheduler.config))
     if settings.vae:
@@ -89,9 +86,9 @@ def _load(ref: ModelRef, settings: DiffusionSettings, dtype: Any, cache, log: Lo
     """(pipeline, family, the folder or file its weights came from)."""
     import diffusers
 
-    from helpers.download import cache_dir, fetch
+    from helpers.download import fetch, hub_cache
 
-    hub = cache_dir(cache) / "hub"
+    hub = hub_cache(cache)
     if ref.kind == "file":
         family, default_config = SINGLE_FILE_TYPES[ref.file_type]
         cls = getattr(diffusers, PIPELINE_CLASSES[family])
@@ -142,13 +139,24 @@ def _from_hub(repo: str, family: str, dtype: Any, hub: Path, log: Log):
 
 
 def load_vae(spec: str, model_source: Path | None, dtype: Any, cache=None):
-    """An AutoencoderKL from a Hub id, a diffusers folder or a single file."""
+    """An AutoencoderKL from a Hub id, a diffusers folder or a single file; a `ValueError`
+    naming the `vae` setting when it cannot be loaded as one."""
+    try:
+        return _load_vae(spec, model_source, dtype, cache)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        if str(e).startswith("vae:"):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ValueError(f"vae: cannot load {spec!r} as a VAE ({reason})") from None
+
+
+def _load_vae(spec: str, model_source: Path | None, dtype: Any, cache=None):
     from diffusers import AutoencoderKL
 
-    from helpers.download import cache_dir
+    from helpers.download import hub_cache
 
     path = Path(spec).expanduser()
-    hub = cache_dir(cache) / "hub"
+    hub = hub_cache(cache)
     if path.is_file():
         config = model_source if model_source is not None and model_source.is_dir() else None
         if config is None:
@@ -164,16 +172,57 @@ def load_vae(spec: str, model_source: Path | None, dtype: Any, cache=None):
     raise FileNotFoundError(f"vae: {spec!r} is not an existing file or folder, or a Hub id")
 
 
-def img2img_pipeline(loaded: Loaded):
-    """The img2img pipeline sharing the loaded components (no copies)."""
+def run_pipeline(loaded: Loaded, sampler: str, img2img: bool = False):
+    """A run's own pipeline on the loaded components (no copies): txt2img, or img2img, with a
+    fresh scheduler for `sampler`, so the run never changes the loaded pipeline."""
     import diffusers
 
-    if loaded.family not in IMG2IMG_CLASSES:
+    from helpers.diffusion.samplers import make_scheduler
+
+    if img2img and loaded.family not in IMG2IMG_CLASSES:
         raise ValueError(f"init_image: the {loaded.family} pipeline has no img2img mode")
-    cls = getattr(diffusers, IMG2IMG_CLASSES[loaded.family])
-    pipe = cls.from_pipe(loaded.pipe, **_extras(loaded.family))
+    name = IMG2IMG_CLASSES[loaded.family] if img2img else PIPELINE_CLASSES[loaded.family]
+    scheduler = make_scheduler(sampler, loaded.scheduler_config)
+    pipe = getattr(diffusers, name).from_pipe(loaded.pipe, scheduler=scheduler,
+                                              **_extras(loaded.family))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@contextlib.contextmanager
+def memory_options(pipe, options: dict[str, bool], device: Any) -> Iterator[None]:
+    """Move the pipeline to its device with the chosen memory options; undo the options after.
+
+    Attention processors and the VAE's slicing / tiling flags are put back as they were, and
+    model CPU offload's hooks removed, so the shared components leave the run as they came.
+    """
+    unet = getattr(pipe, "unet", None)
+    processors = dict(unet.attn_processors) if unet is not None else None
+    vae = getattr(pipe, "vae", None) or getattr(pipe, "vqvae", None)
+    flags = {k: getattr(vae, k) for k in ("use_slicing", "use_tiling") if hasattr(vae, k)}
+    _apply_memory(pipe, options, device, vae)
+    try:
+        yield
+    finally:
+        if options.get("cpu_offload"):
+            pipe.remove_all_hooks()
+        if processors is not None:
+            unet.set_attn_processor(processors)
+        for key, value in flags.items():
+            setattr(vae, key, value)
+
+
+def _apply_memory(pipe, options: dict[str, bool], device: Any, vae) -> None:
+    if options.get("cpu_offload"):
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if options.get("attention_slicing"):
+        pipe.enable_attention_slicing()
+    if options.get("vae_slicing") and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    if options.get("vae_tiling") and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
 
 
 # --- model hash ---------------------------------------------------------------------------------
@@ -214,82 +263,3 @@ def _cached_sha256(path: Path, cache=None) -> str:
         known[key] = sha256(path)
         atomic_write_text(record, json.dumps(known, indent=1))
     return known[key]
-
-
-# --- memory -------------------------------------------------------------------------------------
-
-
-def estimate_bytes(family: str, width: int, height: int, batch: int, dtype_bytes: int,
-                   options: dict[str, bool]) -> float:
-    """Rough peak GPU memory of a run with the given memory options."""
-    scale = dtype_bytes / 2
-    weights = WEIGHTS_FP16[family] * scale
-    if options.get("cpu_offload"):
-        weights *= 0.75  # only the largest model (the UNet) is on the GPU at a time
-    pixels = width * height
-    unet = 2 * batch * pixels * UNET_BYTES_PER_PIXEL[family] * scale
-    if options.get("attention_slicing"):
-        unet /= 2
-    decoded = 1 if options.get("vae_slicing") else batch
-    vae = min(pixels, VAE_TILE_PIXELS) if options.get("vae_tiling") else pixels
-    return weights + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale)
-
-
-def choose_memory(settings: DiffusionSettings, family: str, device_type: str,
-                  free_bytes: float | None, dtype_bytes: int = 2) -> dict[str, bool]:
-    """Memory options: the settings' on/off, and `auto` ones chosen from free GPU memory.
-
-    On CUDA, an `auto` option is switched on only when the run would not fit without it, in
-    order: VAE slicing, VAE tiling, attention slicing, model CPU offload. Raises ValueError
-    when the size does not fit even with every option on. Elsewhere `auto` leaves them off,
-    except VAE slicing for batches (it costs nothing) and attention slicing on MPS.
-    """
-    names = ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload")
-    chosen = {n: getattr(settings, n) == "on" for n in names}
-    auto = [n for n in names if getattr(settings, n) == "auto"]
-    if chosen["cpu_offload"] and device_type != "cuda":
-        raise ValueError(f"cpu_offload: needs a CUDA GPU (the device is {device_type})")
-    if device_type != "cuda" or free_bytes is None:
-        chosen["vae_slicing"] |= "vae_slicing" in auto and settings.batch_size > 1
-        chosen["attention_slicing"] |= "attention_slicing" in auto and device_type == "mps"
-        return chosen
-    args = (family, settings.width, settings.height, settings.batch_size, dtype_bytes)
-    for name in auto:
-        if estimate_bytes(*args, chosen) <= HEADROOM * free_bytes:
-            break
-        chosen[name] = True
-    need = estimate_bytes(*args, dict.fromkeys(names, True))
-    if need > HEADROOM * free_bytes:
-        raise ValueError(
-            f"width/height: {settings.width}x{settings.height} with batch size "
-            f"{settings.batch_size} needs about {need / GB:.1f} GB of GPU memory even with "
-            f"every memory option on; this GPU has {free_bytes / GB:.1f} GB free")
-    return chosen
-
-
-def free_gpu_bytes(device: Any) -> float | None:
-    """Free memory of a CUDA device in bytes (None elsewhere)."""
-    from helpers.device import free_memory
-
-    return free_memory(device) if device.type == "cuda" else None
-
-
-def apply_memory(pipe, options: dict[str, bool], device: Any) -> None:
-    """Move the pipeline to its device with the chosen memory options."""
-    if options.get("cpu_offload"):
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    if options.get("attention_slicing"):
-        pipe.enable_attention_slicing()
-    vae = getattr(pipe, "vae", None) or getattr(pipe, "vqvae", None)
-    if options.get("vae_slicing") and hasattr(vae, "enable_slicing"):
-        vae.enable_slicing()
-    if options.get("vae_tiling") and hasattr(vae, "enable_tiling"):
-        vae.enable_tiling()
-
-
-def family_of(settings: DiffusionSettings, cache=None) -> tuple[ModelRef, str]:
-    """The model's reference and family, reading a Hub repo's index if need be."""
-    ref = resolve_model(settings.model, cache)
-    return ref, ref.family or hub_family(ref.spec, cache)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
-from helpers.diffusion.loading import Loaded, img2img_pipeline
-from helpers.diffusion.samplers import make_scheduler
+from helpers.diffusion.loading import Loaded, run_pipeline
 from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
 
 # (batch number, step index, steps in all, latents after the step, pipeline)
@@ -49,28 +48,28 @@ def image_seeds(settings: DiffusionSettings) -> list[int]:
     return [(base + i) % (MAX_SEED + 1) for i in range(count)]
 
 
-def run_pipeline(loaded: Loaded, init_image: Any = None):
-    """The pipeline a run calls: the loaded txt2img one, or img2img on the same components."""
-    return img2img_pipeline(loaded) if init_image is not None else loaded.pipe
-
-
 def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
-        on_step: OnStep | None = None, pipe: Any = None) -> Iterator[Generated]:
-    """Generate the run's images batch by batch (txt2img, or img2img with `init_image`)."""
-    pipe = pipe if pipe is not None else run_pipeline(loaded, init_image)
-    pipe.scheduler = make_scheduler(settings.sampler, loaded.scheduler_config)
+        on_step: OnStep | None = None, pipe: Any = None,
+        skip: set[int] | frozenset[int] = frozenset()) -> Iterator[Generated]:
+    """Generate the run's images batch by batch (txt2img, or img2img with `init_image`);
+    batches whose images (1-based indices) are all in `skip` are not made."""
+    pipe = pipe if pipe is not None else run_pipeline(loaded, settings.sampler,
+                                                      init_image is not None)
     plan = plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
     cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
     wrap = plan.composed or loaded.family == "ldm"  # LDM's pipeline takes no embeddings
     seeds = image_seeds(settings)
     size = settings.batch_size
     for batch in range(settings.batch_count):
+        indices = range(batch * size + 1, (batch + 1) * size + 1)
+        if all(i in skip for i in indices):
+            continue
         batch_seeds = seeds[batch * size:(batch + 1) * size]
         callback = _step_callback(batch, on_step) if on_step else None
         images = _call(pipe, loaded.family, settings, (cond, uncond, wrap), batch_seeds,
                        init_image, callback)
         for k, image in enumerate(images):
-            yield Generated(batch * size + k + 1, batch_seeds[k], image)
+            yield Generated(indices[k], batch_seeds[k], image)
 
 
 def _step_callback(batch: int, on_step: OnStep):
@@ -150,12 +149,18 @@ def decode_latents(pipe, latents) -> list:
     if sigma is not None:
         latents = latents / (sigma**2 + 1) ** 0.5
     vae = pipe.vae
-    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-        vae.to(torch.float32)  # SDXL's VAE overflows in fp16; stays fp32 for the run
-    scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
-    with torch.no_grad():
-        image = vae.decode(scaled, return_dict=False)[0]
-    return pipe.image_processor.postprocess(image, output_type="pil")
+    dtype = vae.dtype
+    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)  # SDXL's VAE overflows in fp16, as the pipelines know
+    try:
+        scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        with torch.no_grad():
+            image = vae.decode(scaled, return_dict=False)[0]
+    finally:
+        if upcast:
+            vae.to(dtype)
+    return pipe.image_processor.postprocess(image.float(), output_type="pil")
 
 
 def _current_sigma(scheduler) -> float | None:

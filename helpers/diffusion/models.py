@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-Log = Callable[[str], object]
-
 FAMILIES = ("sd", "sdxl", "ldm")
-CATALOGUE_FAMILIES = {"sd-1.5": "sd", "sd-2.1": "sd", "sdxl-1.0": "sdxl", "sd-turbo": "sd",
-                      "sdxl-turbo": "sdxl", "ldm-text2im-256": "ldm", "test-tiny-sd": "sd"}
 PIPELINE_FAMILIES = {
     "StableDiffusionPipeline": "sd", "StableDiffusionImg2ImgPipeline": "sd",
     "StableDiffusionXLPipeline": "sdxl", "StableDiffusionXLImg2ImgPipeline": "sdxl",
@@ -57,12 +52,15 @@ class ModelRef:
 
 def resolve_model(spec: str, cache: str | os.PathLike | None = None) -> ModelRef:
     """Read what `spec` is; ValueError / FileNotFoundError for what cannot be a model."""
-    from helpers.catalog import get_model
+    from helpers.catalog import find_model, unknown_model
     from helpers.download import resolve_user_source
 
     spec = spec.strip()
-    if spec in CATALOGUE_FAMILIES:
-        return ModelRef(spec, "catalogue", CATALOGUE_FAMILIES[spec], spec)
+    model = find_model(spec)
+    if model is not None:
+        if model.kind != "diffusion":
+            raise ValueError(f"model: {spec!r} is a {model.kind} model, not a diffusion model")
+        return ModelRef(spec, "catalogue", model.family, spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelRef(spec, "folder", folder_family(path), path.name)
@@ -77,11 +75,7 @@ def resolve_model(spec: str, cache: str | os.PathLike | None = None) -> ModelRef
     if path.suffix.lower() in SINGLE_FILE_SUFFIXES or (isinstance(found, Path) and (
             "/" in spec or "\\" in spec)):
         raise FileNotFoundError(f"model: {spec!r} does not exist")
-    try:
-        model = get_model(spec)
-    except ValueError as e:
-        raise ValueError(f"model: {e}") from None
-    raise ValueError(f"model: {spec!r} is a {model.kind} model, not a diffusion model")
+    raise ValueError(f"model: {unknown_model(spec)}")
 
 
 def folder_family(folder: Path) -> str:
@@ -122,6 +116,7 @@ def _convert_pickle(path: Path, target: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
+    from helpers.files import atomic_replace
     from helpers.safeload import safe_torch_load
 
     state = safe_torch_load(path)
@@ -139,7 +134,7 @@ def _convert_pickle(path: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     save_file(tensors, str(partial))
-    os.replace(partial, target)
+    atomic_replace(partial, target)
 
 
 def single_file_type(path: Path) -> str:
@@ -171,10 +166,10 @@ def hub_family(repo: str, cache: str | os.PathLike | None = None) -> str:
     """A Hub repo's family, from its model_index.json (downloaded alone, a few hundred bytes)."""
     from huggingface_hub import hf_hub_download
 
-    from helpers.download import cache_dir
+    from helpers.download import hub_cache
 
     try:
-        index = hf_hub_download(repo, "model_index.json", cache_dir=cache_dir(cache) / "hub")
+        index = hf_hub_download(repo, "model_index.json", cache_dir=hub_cache(cache))
     except Exception as e:
         raise ValueError(f"model: cannot read {repo}/model_index.json from the Hugging Face "
                          f"Hub ({type(e).__name__}); is it a diffusers pipeline repo?") from None

@@ -22,9 +22,10 @@ from helpers.catalog import CLIP_FILES, CLIP_WEIGHTS, Model, ModelFile, Source, 
 from helpers.download.errors import DownloadError
 from helpers.download.hashes import HASHES, cached_problem, forget_other_source
 from helpers.download.hub import fetch_hub_model, hub_snapshot
-from helpers.download.messages import Log
+from helpers.download.messages import offline_message
 from helpers.download.mirrors import RETRIES, TIMEOUT, fetch_file
 from helpers.download.sources import default_name, resolve_user_source
+from helpers.reporting import Log
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
@@ -35,11 +36,23 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dreamframe"
 
 
+def cache_folder(cache: str | os.PathLike | None = None, field: str = "cache") -> Path:
+    """`cache_dir`, checked: `ValueError` naming `field` when it is a file or not writable."""
+    from helpers.files import writable_folder
+
+    return writable_folder(cache_dir(cache), field)
+
+
+def hub_cache(cache: str | os.PathLike | None = None) -> Path:
+    """The Hugging Face Hub cache inside ours: every Hub download of both engines lands here."""
+    return cache_dir(cache) / "hub"
+
+
 def model_dir(model: Model | str, cache: str | os.PathLike | None = None) -> Path:
     """The folder a model lives in (for Hub repos: the repo's folder in the Hub cache)."""
     model = _as_model(model)
     if model.hub_repo:
-        return cache_dir(cache) / "hub" / ("models--" + model.hub_repo.replace("/", "--"))
+        return hub_cache(cache) / ("models--" + model.hub_repo.replace("/", "--"))
     return cache_dir(cache) / model.name
 
 
@@ -56,7 +69,7 @@ def is_cached(model: Model | str, cache: str | os.PathLike | None = None,
 
         return (model_dir(model, cache) / MARKER).is_file()
     if model.hub_repo:
-        return hub_snapshot(model, cache_dir(cache) / "hub") is not None
+        return hub_snapshot(model, hub_cache(cache)) is not None
     folder = model_dir(model, cache)
     return all(cached_problem(folder, f, deep) is None for f in model.files)
 
@@ -71,7 +84,7 @@ def fetch(name_or_model: Model | str, cache: str | os.PathLike | None = None,
 
         return Path(build_test_model(model.name, model_dir(model, cache)))
     if model.hub_repo:
-        return fetch_hub_model(model, cache_dir(cache) / "hub", progress, log)
+        return fetch_hub_model(model, hub_cache(cache), progress, log)
     folder = model_dir(model, cache)
     folder.mkdir(parents=True, exist_ok=True)
     for file in model.files:
@@ -101,7 +114,7 @@ def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
                      hub_repo=found.location, revision=found.revision,
                      allow_patterns=CLIP_FILES if clip else None,
                      weights=CLIP_WEIGHTS if clip else ())
-        return fetch_hub_model(repo, cache_dir(cache) / "hub", progress, log)
+        return fetch_hub_model(repo, hub_cache(cache), progress, log)
     folder = Path(dest_dir)
     folder.mkdir(parents=True, exist_ok=True)
     file = ModelFile(name or default_name(found), (found,), None, sha256)
@@ -109,9 +122,26 @@ def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
     return fetch_file(file, folder, file.name, kind, progress=progress, log=log, retries=retries)
 
 
+def fetch_all(models: list[Model], cache: str | os.PathLike | None = None,
+              progress: bool = True, log: Log = print) -> list[Path]:
+    """`fetch` each model; without a network, one error that lists every model still missing."""
+    missing = [m for m in models if not is_cached(m, cache)]
+    paths = []
+    for model in models:
+        try:
+            paths.append(fetch(model, cache=cache, progress=progress, log=log))
+        except DownloadError as e:
+            if not e.offline:
+                raise
+            still = [m for m in missing if not is_cached(m, cache)]
+            raise DownloadError(offline_message(still, cache_dir(cache)), e.failures) from None
+    return paths
+
+
 def _as_model(model: Model | str) -> Model:
     return model if isinstance(model, Model) else get_model(model)
 
 
-__all__ = ["HASHES", "RETRIES", "TIMEOUT", "DownloadError", "Log", "cache_dir", "fetch",
-           "fetch_file_from", "is_cached", "model_dir", "resolve_user_source"]
+__all__ = ["HASHES", "RETRIES", "TIMEOUT", "DownloadError", "Log", "cache_dir", "cache_folder",
+           "fetch", "fetch_all", "fetch_file_from", "hub_cache", "is_cached", "model_dir",
+           "resolve_user_source"]

@@ -9,19 +9,28 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 
-class DownloadError(RuntimeError):
-    """A model or file could not be got from any of its sources."""
-
-
-class BadFile(Exception):
-    """A download finished but is not the expected file."""
-
-
 @dataclass(frozen=True)
 class Failure:
     where: str  # the source, as shown to the user
     reason: str  # one line
     unreachable: bool  # DNS failure, refused or timed-out connection, or offline mode
+
+
+class DownloadError(RuntimeError):
+    """A model or file could not be got from any of its sources; `failures` says why, each."""
+
+    def __init__(self, message: str, failures: tuple[Failure, ...] = ()):
+        super().__init__(message)
+        self.failures = tuple(failures)
+
+    @property
+    def offline(self) -> bool:
+        """Whether every source failed for want of a network (or in offline mode)."""
+        return bool(self.failures) and all(f.unreachable for f in self.failures)
+
+
+class BadFile(Exception):
+    """A download finished but is not the expected file."""
 
 
 _NAMED = (  # exception class name -> reason, for errors whose name says it all

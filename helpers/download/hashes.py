@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from helpers.catalog import ModelFile
-from helpers.download.messages import Log
 from helpers.files import atomic_write_text
+from helpers.reporting import Log
 
 HASHES = "hashes.json"  # per model folder: {file: {sha256, size, mtime_ns, source}}
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from helpers.catalog import Model, Source
 from helpers.download.errors import DownloadError, Failure, describe
-from helpers.download.messages import Log, advice, human
+from helpers.download.messages import advice, human
+from helpers.reporting import Log
 
 
 def hub_snapshot(model: Model, hub: Path) -> Path | None:
@@ -40,7 +41,10 @@ def fetch_hub_model(model: Model, hub: Path, progress: bool, log: Log) -> Path:
             if weights is None or (path / weights).is_file():
                 return path
     except Exception as exc:
-        raise DownloadError(_hub_message(model, describe(exc, where), hub)) from exc
+        prune_empty(hub / ("models--" + model.hub_repo.replace("/", "--")))
+        prune_empty(hub / ".locks" / ("models--" + model.hub_repo.replace("/", "--")))
+        failure = describe(exc, where)
+        raise DownloadError(_hub_message(model, failure, hub), (failure,)) from exc
     raise DownloadError(f"{where} has none of the weight files {', '.join(model.weights)}. "
                         + advice(model.kind, None))
 
@@ -50,11 +54,26 @@ def hub_file(source: Source, staging: Path, progress: bool) -> None:
     from huggingface_hub import hf_hub_download
 
     local_dir = staging.with_name(staging.name + ".hub")
-    with hub_progress(progress):
-        got = hf_hub_download(source.location, source.filename or "", revision=source.revision,
-                              local_dir=local_dir)
+    try:
+        with hub_progress(progress):
+            got = hf_hub_download(source.location, source.filename or "",
+                                  revision=source.revision, local_dir=local_dir)
+    except BaseException:
+        prune_empty(local_dir)  # keep a partial download (it resumes), never an empty folder
+        raise
     os.replace(got, staging)
     shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def prune_empty(folder: Path) -> None:
+    """Remove `folder` and its sub-folders where they hold no file."""
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 @contextlib.contextmanager

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from helpers.download.errors import Failure
-
-Log = Callable[[str], object]  # where progress lines go (print, or a list's append in tests)
 
 _EXAMPLES = {"vqgan": "--vqgan /path/to/model.ckpt", "clip": "--clip /path/to/clip-folder",
              "diffusion": "--model /path/to/model.safetensors"}
@@ -33,6 +30,18 @@ def failure_message(label: str, failures: list[Failure], target: Path, kind: str
         head = f"could not download {label} from any of its {len(failures)} mirrors"
     lines = [head + ":"] + [f"  {i}. {f.where}: {f.reason}" for i, f in enumerate(failures, 1)]
     return "\n".join([*lines, advice(kind, target)])
+
+
+def offline_message(missing: list, cache: Path) -> str:
+    """No network and models missing from the cache: every one of them, once, and what to do."""
+    lines = [f"no network connection, and {len(missing)} model(s) this run needs are not in "
+             f"the cache ({cache}):"]
+    for model in missing:
+        files = ", ".join(f.name for f in model.files) or model.hub_repo
+        lines.append(f"  {model.name} ({model.kind}, {human(model.size)}): {files}")
+    lines.append("Connect to the internet and run again (the download resumes), or give a local "
+                 "path, URL, Google Drive id or Hub id for each model.")
+    return "\n".join(lines)
 
 
 def advice(kind: str, target: Path | None) -> str:

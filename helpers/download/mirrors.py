@@ -14,7 +14,8 @@ from helpers.catalog import ModelFile, Source
 from helpers.download.errors import BadFile, DownloadError, Failure, describe
 from helpers.download.hashes import HASHES, cached_problem, expected_sha256, record, sha256
 from helpers.download.hub import hub_file
-from helpers.download.messages import Log, failure_message, human
+from helpers.download.messages import failure_message, human
+from helpers.reporting import Log
 
 RETRIES = 2  # extra attempts per mirror after a transient network error (gdown resumes them)
 TIMEOUT = (15.0, 60.0)  # seconds to connect, and to wait for the next bytes
@@ -38,13 +39,13 @@ def fetch_file(file: ModelFile, folder: Path, label: str, kind: str, *, progress
                             retries=retries, recorded=file.sha256 is None)
         except Exception as exc:  # any failure of a mirror moves on to the next
             failures.append(describe(exc, source.describe()))
-            if i < len(file.sources):
+            if i < len(file.sources) and not failures[-1].unreachable:
                 log(f"mirror {i}/{len(file.sources)} failed ({failures[-1].reason}: "
                     f"{failures[-1].where}) - trying the next")
             continue
         record(folder, file.name, sha, source.describe())
         return final
-    raise DownloadError(failure_message(label, failures, final, kind))
+    raise DownloadError(failure_message(label, failures, final, kind), tuple(failures))
 
 
 def _download(source: Source, folder: Path, file: ModelFile, expected: str | None, *,

@@ -1,0 +1,222 @@
+"""Diffusion, stage 1: everything that can be checked before a model loads.
+
+Settings, the output and cache folders, the device and precision, the model and VAE
+references, family-specific settings, the init image and the memory budget (GPU memory on
+CUDA, RAM on the CPU). Bad input fails here with a `ValueError` naming the setting, and
+nothing has been written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.diffusion.models import ModelRef, hub_family, resolve_model
+from helpers.diffusion.samplers import get_sampler, make_scheduler
+from helpers.reporting import Log
+from helpers.settings import DiffusionSettings
+
+MULTIPLE = 8  # the VAE's downscaling factor: sizes are rounded down to it
+GB = 1e9
+# Rough sizes for the memory estimate: fp16 weights per family, and bytes per output pixel
+# for the UNet's activations (per image and guidance half) and for a full VAE decode.
+WEIGHTS_FP16 = {"sd": 2.6 * GB, "sdxl": 7.0 * GB, "ldm": 2.9 * GB}
+UNET_BYTES_PER_PIXEL = {"sd": 1200, "sdxl": 800, "ldm": 1200}
+VAE_BYTES_PER_PIXEL = 2500
+VAE_TILE_PIXELS = 512 * 512
+MEMORY_OPTIONS = ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload")
+VAE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class Checked:
+    """A run's settings as it will run (seed fixed, size rounded) and what was checked."""
+
+    settings: DiffusionSettings
+    ref: ModelRef
+    family: str
+    device: Any
+    memory: dict[str, bool]
+    init_image: Any = None  # PIL image resized to the run's size, or None
+
+
+def prepare(settings: DiffusionSettings, log: Log = print) -> DiffusionSettings:
+    """Round the size down to a multiple of 8 (with a message) and fix a random seed."""
+    changes: dict[str, Any] = {}
+    for name in ("width", "height"):
+        value = getattr(settings, name)
+        if value % MULTIPLE:
+            changes[name] = value - value % MULTIPLE
+            log(f"{name} {value} rounded down to {changes[name]} (a multiple of {MULTIPLE})")
+    settings = settings.replace(**changes) if changes else settings
+    return settings.with_seed()
+
+
+def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = None,
+                 log: Log = print) -> Checked:
+    """Check a run before anything loads; `ValueError` naming the setting when it cannot run."""
+    from helpers.device import pick_device
+    from helpers.download import cache_folder
+    from helpers.files import writable_folder
+    from helpers.inputs import open_image
+    from helpers.precision import weights_dtype
+
+    settings = prepare(settings, log)
+    writable_folder(settings.out, "out")
+    cache_folder(cache)
+    device = pick_device(settings.device, log)
+    dtype_bytes = weights_dtype(settings.precision, device).itemsize
+    ref = resolve_model(settings.model, cache)
+    if settings.model_config and ref.kind != "file":
+        raise ValueError(f"model_config: only for single-file models, and {settings.model!r} "
+                         f"is a {ref.kind} model (got {settings.model_config!r})")
+    family = ref.family or hub_family(ref.spec, cache)
+    check_family(settings, family)
+    if settings.vae:
+        check_vae(settings.vae, ref)
+    make_scheduler(settings.sampler, {})  # a missing torchsde shows here, not after loading
+    init = None
+    if settings.init_image:
+        init = open_image(settings.init_image, "init_image", cache)
+        init = init.resize((settings.width, settings.height), _lanczos())
+    from helpers.memory import free_memory
+
+    memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
+    return Checked(settings, ref, family, device, memory, init)
+
+
+def check_family(settings: DiffusionSettings, family: str) -> None:
+    """Settings the model's family cannot honour."""
+    if settings.sdxl_original_size and family != "sdxl":
+        raise ValueError(f"sdxl_original_size: only for SDXL models; {settings.model!r} is "
+                         f"an {family.upper()} model")
+    if family != "ldm":
+        return
+    problems = {"init_image": settings.init_image, "vae": settings.vae,
+                "preview_every": settings.preview_every,
+                "save_trajectory": settings.save_trajectory,
+                "clip_skip": settings.clip_skip != 1}
+    for name, value in problems.items():
+        if value:
+            raise ValueError(f"{name}: not available with the latent-diffusion (ldm) model "
+                             f"(got {getattr(settings, name)!r})")
+    if get_sampler(settings.sampler).sigma_space:
+        raise ValueError(f"sampler: the latent-diffusion (ldm) pipeline cannot run "
+                         f"{settings.sampler!r}; use DDIM, PLMS, DPM++ 2M (Karras), "
+                         "DPM++ 2M SDE (Karras), UniPC or LCM")
+
+
+def check_vae(spec: str, ref: ModelRef) -> None:
+    """A VAE override must be a VAE: a checkpoint with encoder and decoder weights, a diffusers
+    AutoencoderKL folder, or a Hub id."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in VAE_FILE_SUFFIXES:
+            raise ValueError(f"vae: {path.name} is not a checkpoint (.safetensors, .ckpt, .pt)")
+        if ref.kind == "file":
+            raise ValueError(f"vae: a single-file VAE needs a diffusers model to take its config "
+                             f"from, and {ref.spec!r} is a single file too; give a VAE folder "
+                             f"or Hub id instead of {spec!r}")
+        _check_vae_keys(path)
+    elif path.is_dir():
+        config = path / "vae" / "config.json" if (path / "vae").is_dir() else path / "config.json"
+        try:
+            name = json.loads(config.read_text(encoding="utf-8")).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if name != "AutoencoderKL":
+            raise ValueError(f"vae: {spec} holds no AutoencoderKL config (config.json); give a "
+                             "diffusers VAE folder")
+    elif not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        raise ValueError(f"vae: {spec!r} is not an existing file or folder, or a Hub id")
+
+
+def _check_vae_keys(path: Path) -> None:
+    """The file's tensor names must include a VAE's encoder and decoder."""
+    keys = _tensor_names(path)
+    found = {part for key in keys for part in ("encoder.", "decoder.") if part in key}
+    if found != {"encoder.", "decoder."}:
+        raise ValueError(f"vae: {path.name} is not a VAE checkpoint (it has no encoder and "
+                         "decoder weights); give the VAE's .safetensors or .ckpt file")
+
+
+def _tensor_names(path: Path) -> list[str]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except Exception as e:
+            raise ValueError(f"vae: cannot read {path.name} as safetensors ({e})") from None
+    from helpers.safeload import safe_torch_load
+
+    try:
+        state = safe_torch_load(path)
+    except ValueError:
+        raise ValueError(f"vae: {path.name} is not a readable checkpoint") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
+
+
+def _lanczos() -> Any:
+    from PIL import Image
+
+    return Image.Resampling.LANCZOS
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+def estimate_bytes(family: str, width: int, height: int, batch: int, dtype_bytes: int,
+                   options: dict[str, bool]) -> float:
+    """Rough peak memory of a run with the given memory options."""
+    scale = dtype_bytes / 2
+    weights = WEIGHTS_FP16[family] * scale
+    if options.get("cpu_offload"):
+        weights *= 0.75  # only the largest model (the UNet) is on the GPU at a time
+    pixels = width * height
+    unet = 2 * batch * pixels * UNET_BYTES_PER_PIXEL[family] * scale
+    if options.get("attention_slicing"):
+        unet /= 2
+    decoded = 1 if options.get("vae_slicing") else batch
+    vae = min(pixels, VAE_TILE_PIXELS) if options.get("vae_tiling") else pixels
+    return weights + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale)
+
+
+def plan_memory(settings: DiffusionSettings, family: str, device_type: str,
+                free: float | None, dtype_bytes: int = 2) -> dict[str, bool]:
+    """Memory options: the settings' on/off, and `auto` ones switched on, in the order of
+    `MEMORY_OPTIONS`, until the run fits the free memory (GPU memory on CUDA, RAM on the CPU).
+
+    `ValueError` when it does not fit with every option on; model CPU offload needs CUDA.
+    """
+    from helpers import memory
+
+    switches = {n: getattr(settings, n) for n in MEMORY_OPTIONS}
+    if device_type != "cuda":
+        if switches["cpu_offload"] == "on":
+            raise ValueError(f"cpu_offload: needs a CUDA GPU (the device is {device_type})")
+        switches["cpu_offload"] = "off"
+        if settings.batch_size > 1 and switches["vae_slicing"] == "auto":
+            switches["vae_slicing"] = "on"  # costs nothing where no GPU memory is measured
+    if device_type == "mps" and switches["attention_slicing"] == "auto":
+        switches["attention_slicing"] = "on"
+    args = (family, settings.width, settings.height, settings.batch_size, dtype_bytes)
+    return memory.plan(lambda options: estimate_bytes(*args, options), switches,
+                       MEMORY_OPTIONS, free, f"width/height: {settings.width}x{settings.height}"
+                       f" with batch size {settings.batch_size}", device_type)
+
+
+def check_loaded(settings: DiffusionSettings, pipe: Any) -> None:
+    """What only the loaded model can tell: clip skip against its text encoder's layers."""
+    encoder = getattr(pipe, "text_encoder", None)
+    layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+    if isinstance(layers, int) and settings.clip_skip > layers:
+        raise ValueError(f"clip_skip: {settings.clip_skip} is more than the {layers} layers of "
+                         f"this model's text encoder; use 1 to {layers}")

@@ -1,0 +1,129 @@
+"""What every run shares, and the machinery of all settings classes: validation, JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from helpers.settings.fields import check_value, decode, encode, fail, meta_of, setting, type_ok
+
+MAX_SIDE = 4096  # pixels; larger images do not fit any consumer GPU with either engine
+MAX_SEED = 2**32 - 1  # the seed range of the Stable Diffusion web UIs
+RANDOM_SEED = -1  # the web UIs' way of asking for a random seed
+
+
+def random_seed() -> int:
+    """A fresh seed in the web UIs' range, recorded in the run so it can be repeated."""
+    import secrets
+
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run shares: prompt, size, seed and where the run folder goes.
+
+    Frozen and validated on creation: every field against its metadata (type, range,
+    choices), then the class's own cross-field rules in `validate`.
+    """
+
+    kind: ClassVar[str] = "run"
+
+    prompt: str = setting("", 'weighted prompts, "desert:50 | snow:25" (negative weight: '
+                          "push away)", metavar="TEXT", group="prompt")
+    width: int = setting(512, "image width; rounded down to the model's multiple", min=8,
+                         max=MAX_SIDE, unit="px", metavar="W", group="image")
+    height: int = setting(512, "image height", min=8, max=MAX_SIDE, unit="px", metavar="H",
+                          group="image")
+    seed: int | None = setting(None, "random seed; empty or -1 = a random one, recorded in the "
+                               "run", min=0, max=MAX_SEED, metavar="S", group="image")
+    out: str = setting("workspace", "workspace folder; runs land in OUT/runs/<time>-<prompt>/",
+                       metavar="DIR", text="path", advanced=True, group="output")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # JSON has no tuples
+                value = tuple(value)
+            if f.name == "seed" and value == RANDOM_SEED:
+                value = None
+            if not type_ok(value, hints[f.name]):
+                fail(f.name, value, f"expected {_type_name(hints[f.name])}")
+            value = check_value(f.name, value, meta_of(f))
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field rules; `ValueError` naming the field and value of the first bad one."""
+        if not self.out.strip():
+            fail("out", self.out, "must name a folder")
+        if self.prompt.strip():
+            try:
+                self._parse_prompt()
+            except ValueError as e:
+                raise ValueError(f"prompt: {e}") from None
+
+    def _parse_prompt(self) -> object:
+        from helpers.prompts import parse_prompts
+
+        return parse_prompts(self.prompt)
+
+    def with_seed(self) -> RunSettings:
+        """These settings with a random seed fixed where none is given (the one seed fallback)."""
+        return self if self.seed is not None else self.replace(seed=random_seed())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-ready values, with the kind of run first."""
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        """The settings as indented JSON (infinities as strings, so the file stays strict JSON)."""
+        return json.dumps(encode(self.to_dict()), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
+        """Build settings from a dict; unknown keys and a wrong kind are errors naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"settings must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        kind = data.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise ValueError(f"kind: these are {kind!r} settings, not {cls.kind!r}")
+        unknown = sorted(set(data) - set(field_names(cls)))
+        if unknown:
+            raise ValueError(f"unknown settings for {cls.kind}: {', '.join(unknown)}")
+        return cls(**decode(data))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSettings:
+        """Inverse of `to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"settings are not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def field_names(cls: type[RunSettings]) -> list[str]:
+    """The settings fields of a class, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _type_name(annotation: object) -> str:
+    names = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+    if annotation in names:
+        return names[annotation]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is tuple:
+        return f"a list of {_type_name(args[0])}s" if args else "a list"
+    if len(args) == 1:
+        return f"{_type_name(args[0])} or empty"
+    return str(annotation)

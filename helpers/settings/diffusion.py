@@ -1,0 +1,107 @@
+"""Settings of a latent-diffusion run (the Stable Diffusion family through diffusers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from helpers.diffusion.samplers import SAMPLER_NAMES
+from helpers.precision import PRECISIONS
+from helpers.settings.base import RunSettings
+from helpers.settings.fields import fail, setting
+
+SWITCHES = ("auto", "on", "off")
+MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
+MEMORY_HELP = "(auto: on when the run would not fit in memory otherwise)"
+
+
+@dataclass(frozen=True)
+class DiffusionSettings(RunSettings):
+    """A latent-diffusion run (Stable Diffusion family through diffusers): txt2img or img2img."""
+
+    kind: ClassVar[str] = "diffusion"
+    PROMPT_MODES: ClassVar[tuple[str, ...]] = ("composable", "blend")
+    SEED_MODES: ClassVar[tuple[str, ...]] = ("iter", "fixed", "random")
+    PREVIEW_MODES: ClassVar[tuple[str, ...]] = ("fast", "vae")
+    MAX_CLIP_SKIP: ClassVar[int] = 12
+
+    negative_prompt: str = setting("", 'what to steer away from; weighted pieces too ("blurry | '
+                                   'text:0.5")', metavar="TEXT", flags=("--negative",),
+                                   group="prompt")
+    model: str = setting("sd-1.5", "catalogue name, Hub id, diffusers folder, or .safetensors / "
+                         ".ckpt file", metavar="NAME|PATH", group="model")
+    model_config: str = setting("", "single-file models: a diffusers folder or Hub id with its "
+                                "configs; empty = chosen from the file's keys",
+                                metavar="ID|DIR", advanced=True, group="model")
+    vae: str = setting("", "VAE override: Hub id, diffusers folder or single file; empty = the "
+                       "model's own", metavar="NAME|PATH", advanced=True, group="model")
+    sampler: str = setting("Euler a", "the web UI's sampler name (any case)",
+                           choices=SAMPLER_NAMES, casefold=True, metavar="NAME",
+                           group="sampling")
+    steps: int = setting(20, "denoising steps; img2img runs about steps x strength of them",
+                         min=1, max=MAX_STEPS, unit="steps", metavar="N", group="sampling")
+    cfg_scale: float = setting(7.0, "classifier-free guidance scale; <= 1 turns guidance off "
+                               "(Turbo models: 0)", min=0, max=100, metavar="X",
+                               flags=("--cfg",), group="sampling")
+    prompt_mode: str = setting("composable", "how weighted pieces combine: a noise prediction "
+                               "per piece (composable) or one on the mean embedding (blend)",
+                               choices=("composable", "blend"), advanced=True, group="prompt")
+    clip_skip: int = setting(1, "the web UI's clip skip: 1 = the last CLIP layer, 2 = the one "
+                             "before", min=1, max=12, metavar="N", advanced=True,
+                             group="sampling")
+    init_image: str = setting("", "img2img: the start image (path or URL), resized to the size",
+                              metavar="PATH|URL", text="path", group="image")
+    strength: float = setting(0.75, "img2img denoising strength; 1 = keep nothing of the image",
+                              min=0, min_open=True, max=1, metavar="X", group="image")
+    batch_count: int = setting(1, "batches, one after another", min=1, max=10_000,
+                               metavar="N", group="run")
+    batch_size: int = setting(1, "images per batch, generated together", min=1, max=64,
+                              metavar="N", group="run")
+    seed_mode: str = setting("iter", "seeds of the images: iter (seed, seed+1, ...), fixed, or "
+                             "random", choices=("iter", "fixed", "random"), advanced=True,
+                             group="run")
+    preview_every: int = setting(0, "show a preview every N steps; 0 = none", min=0,
+                                 max=MAX_STEPS, metavar="N", advanced=True, group="output")
+    preview_mode: str = setting("fast", "previews: fast (latent approximation) or vae (full "
+                                "decode)", choices=("fast", "vae"), advanced=True,
+                                group="output")
+    save_trajectory: bool = setting(False, "save every step's image under trajectory/ (for "
+                                    "videos of the denoising)", advanced=True, group="output")
+    sdxl_original_size: tuple[int, ...] = setting((), "SDXL only: size conditioning W H; empty "
+                                                  "= the output size", min=1, max=16384,
+                                                  nargs=2, metavar="W H", advanced=True,
+                                                  group="model")
+    precision: str = setting("auto", "arithmetic: auto (fp16 on a GPU, fp32 on the CPU), fp32, "
+                             "bf16 or fp16", choices=PRECISIONS, advanced=True, group="device")
+    device: str = setting("auto", "auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps",
+                          metavar="DEVICE", advanced=True, group="device")
+    attention_slicing: str = setting("auto", f"attention in slices {MEMORY_HELP}",
+                                     choices=SWITCHES, advanced=True, group="device")
+    vae_slicing: str = setting("auto", f"decode a batch one image at a time {MEMORY_HELP}",
+                               choices=SWITCHES, advanced=True, group="device")
+    vae_tiling: str = setting("auto", f"decode large images in tiles {MEMORY_HELP}",
+                              choices=SWITCHES, advanced=True, group="device")
+    cpu_offload: str = setting("auto", f"keep each model on the GPU only while it runs "
+                               f"{MEMORY_HELP}", choices=SWITCHES, advanced=True,
+                               group="device")
+
+    def _parse_prompt(self) -> object:
+        from helpers.diffusion.conditioning import positive_pieces
+
+        return positive_pieces(self.prompt)
+
+    def validate(self) -> None:
+        """Cross-field rules; `ValueError` naming the field and value of the first bad one."""
+        super().validate()
+        from helpers.diffusion.conditioning import negative_pieces
+
+        if self.negative_prompt.strip():
+            try:
+                negative_pieces(self.negative_prompt)
+            except ValueError as e:
+                raise ValueError(f"negative_prompt: {e}") from None
+        if self.sdxl_original_size and len(self.sdxl_original_size) != 2:
+            fail("sdxl_original_size", self.sdxl_original_size, "must be empty or W H")
+        for name in ("model", "device"):
+            if not getattr(self, name).strip():
+                fail(name, getattr(self, name), "must not be empty")

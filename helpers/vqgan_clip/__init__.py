@@ -1,0 +1,34 @@
+"""VQGAN+CLIP: a VQGAN latent optimised so that CLIP agrees with weighted prompts.
+
+The same four stages as `helpers.diffusion`, under the same names:
+`checks.check_inputs` (everything before loading) -> `loading.load_models` -> `loop.run` (a
+generator of steps, no side effects) -> `runner.generate` (run folder, frames, resume points).
+The building blocks live beside the package: `helpers.vqgan`, `helpers.clip`, `helpers.guidance`.
+The public API loads lazily, so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "check_inputs": "checks",
+    "Checked": "checks",
+    "Inputs": "checks",
+    "estimate_memory": "checks",
+    "load_models": "loading",
+    "Loaded": "loading",
+    "run": "loop",
+    "Step": "loop",
+    "generate": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'helpers.vqgan_clip' has no attribute {name!r}")
+    module = importlib.import_module(f"helpers.vqgan_clip.{_EXPORTS[name]}")
+    return getattr(module, name)

@@ -1,0 +1,47 @@
+"""VQGAN+CLIP, stage 2: the models of a checked run, downloaded if need be and loaded once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.reporting import Log
+from helpers.vqgan_clip.checks import Checked
+
+
+@dataclass
+class Loaded:
+    """The loaded models of a VQGAN+CLIP run."""
+
+    vqgan: Any  # helpers.vqgan.VQGAN
+    clips: list  # helpers.clip.Clip, each with its loss weight
+    device: Any
+
+
+def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: Log = print,
+                progress: bool = True) -> Loaded:
+    """Fetch what is missing (one message listing it all when offline), then load the VQGAN
+    and the CLIP models onto the checked device."""
+    from helpers.clip import load_clip
+    from helpers.download import fetch_all
+    from helpers.reporting import library_bars
+    from helpers.vqgan import load_vqgan
+
+    ref = checked.vqgan
+    catalogue = [m for m in (ref.model, *(c.model for c, _ in checked.clips)) if m is not None]
+    fetched = dict(zip([id(m) for m in catalogue],
+                       fetch_all(catalogue, cache, progress=progress, log=log), strict=True))
+    ckpt = ref.ckpt or _checkpoint(Path(fetched[id(ref.model)]))
+    vqgan = load_vqgan(ckpt, device=checked.device)
+    vqgan.checkpointing = checked.checkpointing
+    with library_bars(progress):
+        clips = [load_clip(c.name, w, device=checked.device, cache=cache)
+                 for c, w in checked.clips]
+    return Loaded(vqgan, clips, checked.device)
+
+
+def _checkpoint(found: Path) -> Path:
+    """A catalogue VQGAN's checkpoint: its folder's model.ckpt (a test model gives the file)."""
+    return found / "model.ckpt" if found.is_dir() else found
