@@ -20,8 +20,7 @@ import torch
 from helpers.clip import CLIP_MEAN, CLIP_STD, Clip
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan import VQGAN, taming_config, vqmodel_config
-from helpers.vqgan_clip import Loaded
-from helpers.vqgan_clip import run
+from helpers.vqgan_clip import Loaded, run
 
 GB = 1024**3
 
