@@ -321,6 +321,10 @@ TEST_MODELS = (
           family="clip"),
     Model("test-tiny-sd", "diffusion", f"Tiny Stable Diffusion: a {_NOT_ART}.", _TEST_LICENCE,
           test=True, family="sd"),
+    Model("test-tiny-sdxl", "diffusion", f"Tiny SDXL: a {_NOT_ART}.", _TEST_LICENCE, test=True,
+          family="sdxl"),
+    Model("test-tiny-ldm", "diffusion", f"Tiny latent diffusion (LDMBert): a {_NOT_ART}.",
+          _TEST_LICENCE, test=True, family="ldm"),
 )
 
 MODELS: tuple[Model, ...] = VQGANS + CLIPS + DIFFUSIONS + TEST_MODELS

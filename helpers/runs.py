@@ -194,21 +194,17 @@ def save_frame(
 
 
 def read_image_info(path: Path) -> tuple[str | None, dict[str, Any] | None]:
-    """The `parameters` infotext and parsed `dreamframe` settings of an image (None if absent)."""
-    from PIL import Image, UnidentifiedImageError
+    """The `parameters` infotext and parsed `dreamframe` settings of an image (None if absent).
+
+    Only the metadata is read, never the pixels, so an image of any size is safe to read.
+    """
+    from helpers.inputs import opened
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
-    if not path.is_file():
-        raise ValueError(f"not an image file: {path} is a folder or special file")
-    try:
-        with Image.open(path) as image:
-            chunks = dict(getattr(image, "text", None) or image.info)
-    except PermissionError:
-        raise
-    except (UnidentifiedImageError, SyntaxError, OSError) as e:
-        raise ValueError(f"cannot read {path} as an image: {e}") from None
+    with opened(path, "image") as image:
+        chunks = {k: v for k, v in image.info.items() if isinstance(k, str)}
     parameters = chunks.get(PARAMETERS_CHUNK)
     raw = chunks.get(SETTINGS_CHUNK)
     if raw is None:

@@ -122,36 +122,48 @@ def tiny_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def _tiny_unet(cross_attention_dim: int, **extra):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, **extra)
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(32, 32, 32, 64), layers_per_block=1, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=64)
+
+
+def _sd_scheduler_values() -> dict:
+    """SD 1.5's scheduler values (scheduler_config.json of the released model)."""
+    return {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000, "steps_offset": 1}
+
+
 def tiny_sd(folder: str | os.PathLike, seed: int = 0) -> Path:
     """A random-weight Stable Diffusion folder (diffusers layout); makes noise, not art.
 
     VAE factor 8 like SD (64x64 images -> 8x8x4 latents), UNet (32, 64), tiny CLIP text encoder,
     PNDM scheduler with SD 1.5's values, no safety checker.
     """
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
     tokenizer = _write_tokenizer(folder / "tokenizer")
     with _seeded(seed):
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
-            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8)
-        vae = AutoencoderKL(
-            block_out_channels=(32, 32, 32, 64), layers_per_block=1, latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            sample_size=64)
+        unet = _tiny_unet(TEXT_HIDDEN, attention_head_dim=8)
+        vae = _tiny_vae()
         text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(tokenizer)))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1)
+    scheduler = PNDMScheduler(**_sd_scheduler_values(), skip_prk_steps=True,
+                              set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    unet=unet, scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -159,10 +171,59 @@ def tiny_sd(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def tiny_sdxl(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight SDXL folder (diffusers layout); makes noise, not art.
+
+    Two tiny text encoders (the second with a projection, for the pooled embedding), a UNet
+    with SDXL's size micro-conditioning, Euler with SD's values.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    text = CLIPTextConfig(**{**_text_config(tokenizer), "num_hidden_layers": 3,
+                             "projection_dim": TEXT_HIDDEN})
+    with _seeded(seed):
+        unet = _tiny_unet(2 * TEXT_HIDDEN, attention_head_dim=(2, 4), use_linear_projection=True,
+                          addition_embed_type="text_time", addition_time_embed_dim=8,
+                          projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN)
+        vae = _tiny_vae()
+        encoders = CLIPTextModel(text), CLIPTextModelWithProjection(text)
+    pipe = StableDiffusionXLPipeline(vae, *encoders, tokenizer, tokenizer, unet,
+                                     EulerDiscreteScheduler(**_sd_scheduler_values()))
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_ldm(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight latent-diffusion folder (LDMBert, DDIM); makes noise, not art."""
+    from diffusers import DDIMScheduler, LDMTextToImagePipeline
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
+        LDMBertConfig,
+        LDMBertModel,
+    )
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    config = LDMBertConfig(vocab_size=len(tokenizer), encoder_layers=2, encoder_ffn_dim=37,
+                           encoder_attention_heads=4, head_dim=8, d_model=TEXT_HIDDEN)
+    with _seeded(seed):
+        bert = LDMBertModel(config)
+        unet = _tiny_unet(TEXT_HIDDEN, attention_head_dim=8)
+        vae = _tiny_vae()
+    scheduler = DDIMScheduler(**{k: v for k, v in _sd_scheduler_values().items()
+                                 if k != "steps_offset"})
+    LDMTextToImagePipeline(vae, bert, tokenizer, unet, scheduler).save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-vqgan": tiny_vqgan,
     "test-tiny-clip": tiny_clip,
     "test-tiny-sd": tiny_sd,
+    "test-tiny-sdxl": tiny_sdxl,
+    "test-tiny-ldm": tiny_ldm,
 }
 
 

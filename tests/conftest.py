@@ -28,5 +28,6 @@ def tiny_models(session_cache) -> dict[str, Path]:
     """The tiny random-weight test models, built once per session through the catalogue."""
     from helpers.download import fetch
 
-    names = ("test-tiny-vqgan", "test-tiny-clip", "test-tiny-sd")
+    names = ("test-tiny-vqgan", "test-tiny-clip", "test-tiny-sd", "test-tiny-sdxl",
+             "test-tiny-ldm")
     return {name: fetch(name, cache=session_cache, progress=False) for name in names}

@@ -11,34 +11,8 @@ from helpers.settings import DiffusionSettings
 
 
 @pytest.fixture(scope="module")
-def ldm_folder(tiny_models, tmp_path_factory):
-    """A random-weight LDMTextToImagePipeline folder (tiny SD's UNet, VAE and tokenizer)."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        LDMTextToImagePipeline,
-        UNet2DConditionModel,
-    )
-    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
-        LDMBertConfig,
-        LDMBertModel,
-    )
-    from transformers import CLIPTokenizer
-
-    sd = tiny_models["test-tiny-sd"]
-    tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
-    config = LDMBertConfig(vocab_size=len(tokenizer), encoder_layers=2, encoder_ffn_dim=37,
-                           encoder_attention_heads=4, head_dim=8, d_model=32)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        bert = LDMBertModel(config)
-    pipe = LDMTextToImagePipeline(AutoencoderKL.from_pretrained(sd / "vae"), bert, tokenizer,
-                                  UNet2DConditionModel.from_pretrained(sd / "unet"),
-                                  DDIMScheduler(beta_start=0.00085, beta_end=0.012,
-                                                beta_schedule="scaled_linear"))
-    folder = tmp_path_factory.mktemp("tiny-ldm")
-    pipe.save_pretrained(folder)
-    return folder
+def ldm_folder(tiny_models):
+    return tiny_models["test-tiny-ldm"]
 
 
 def settings(folder, tmp_path, **changes) -> DiffusionSettings:

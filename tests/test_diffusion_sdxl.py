@@ -12,45 +12,8 @@ from helpers.settings import DiffusionSettings
 
 
 @pytest.fixture(scope="module")
-def sdxl_folder(tiny_models, tmp_path_factory):
-    """A random-weight SDXL pipeline folder built from the tiny SD's tokenizer and VAE."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-    )
-
-    sd = tiny_models["test-tiny-sd"]
-    tokenizer = CLIPTokenizer.from_pretrained(sd / "tokenizer")
-    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
-                          num_hidden_layers=3, num_attention_heads=4, projection_dim=32,
-                          max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
-            attention_head_dim=(2, 4), use_linear_projection=True,
-            addition_embed_type="text_time", addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=6 * 8 + 32)
-        encoders = CLIPTextModel(text), CLIPTextModelWithProjection(text)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                       beta_schedule="scaled_linear")
-    pipe = StableDiffusionXLPipeline(AutoencoderKL.from_pretrained(sd / "vae"), *encoders,
-                                     tokenizer, tokenizer, unet, scheduler)
-    folder = tmp_path_factory.mktemp("tiny-sdxl")
-    pipe.save_pretrained(folder)
-    return folder
+def sdxl_folder(tiny_models):
+    return tiny_models["test-tiny-sdxl"]
 
 
 def settings(folder, tmp_path, **changes) -> DiffusionSettings:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from helpers.catalog import Model, Source
 from helpers.download.errors import DownloadError, Failure, describe
 from helpers.download.messages import advice, human
-from helpers.reporting import Log
+from helpers.reporting import Log, library_bars
 
 
 def hub_snapshot(model: Model, hub: Path) -> Path | None:
@@ -36,7 +35,7 @@ def fetch_hub_model(model: Model, hub: Path, progress: bool, log: Log) -> Path:
         for weights in model.weights or (None,):
             patterns = [*(model.allow_patterns or ()), *([weights] if weights else [])]
             log(f"downloading {model.name} ({human(model.approx_size)}) from {where}")
-            with hub_progress(progress):
+            with library_bars(progress):
                 path = _snapshot(model, hub, patterns or None)
             if weights is None or (path / weights).is_file():
                 return path
@@ -55,7 +54,7 @@ def hub_file(source: Source, staging: Path, progress: bool) -> None:
 
     local_dir = staging.with_name(staging.name + ".hub")
     try:
-        with hub_progress(progress):
+        with library_bars(progress):
             got = hf_hub_download(source.location, source.filename or "",
                                   revision=source.revision, local_dir=local_dir)
     except BaseException:
@@ -74,25 +73,6 @@ def prune_empty(folder: Path) -> None:
             sub.rmdir()
     with contextlib.suppress(OSError):
         folder.rmdir()
-
-
-@contextlib.contextmanager
-def hub_progress(enabled: bool) -> Iterator[None]:
-    """Hide huggingface_hub's progress bars while downloading when `enabled` is False."""
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-
-    if enabled or are_progress_bars_disabled():
-        yield
-        return
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        enable_progress_bars()
 
 
 def _snapshot(model: Model, hub: Path, patterns: list[str] | None, **kwargs: object) -> Path:
