@@ -256,8 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _handle(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(getattr(e, "message", "interrupted"), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
         if args.debug:

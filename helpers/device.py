@@ -46,6 +46,8 @@ def _check_present(device: Any, name: str) -> None:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device: {name!r} needs Apple's Metal (MPS), which this machine "
                          f"lacks; use 'auto' or 'cpu'")
+    elif device.type == "mps" and (device.index or 0) > 0:
+        raise ValueError(f"device: {name!r} does not exist: Apple's Metal has one device, 'mps'")
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device: {name!r} is not supported; use {DEVICE_HELP}")
 

@@ -73,6 +73,9 @@ def writable_folder(path: str | os.PathLike, field: str) -> Path:
         raise ValueError(f"{field}: {path} is a file, not a folder; give a folder")
     probe = path
     while not probe.exists():
+        if probe.is_symlink():
+            raise ValueError(f"{field}: {probe} is a link to {os.readlink(probe)}, which does "
+                             "not exist; give an existing folder")
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"{field}: cannot make the folder {path}: {probe} is a file")

@@ -79,6 +79,8 @@ def local_path(spec: str, field: str, cache: str | Path | None = None) -> Path:
         found = resolve_user_source(spec)
     except ValueError:
         found = Path(spec).expanduser()
+    if not isinstance(found, Path) and found.kind == "hub":  # `inits/a.png` is a path here
+        found = Path(spec).expanduser()
     if isinstance(found, Path):
         if not found.exists():
             raise ValueError(f"{field}: file not found: {spec!r}")

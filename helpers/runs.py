@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import re
 import shutil
 import unicodedata
@@ -45,6 +46,16 @@ _EMOJI_GLUE = "\u200d\ufe0f"  # zero-width joiner and emoji presentation selecto
 
 
 # ---------------------------------------------------------------- run folders
+
+
+class RunStopped(KeyboardInterrupt):
+    """A run stopped by the user (Ctrl-C, a notebook's interrupt): its finished work is kept;
+    the message says what was saved and how to continue."""
+
+    def __init__(self, run_dir: Path, message: str):
+        super().__init__(message)
+        self.run_dir = Path(run_dir)
+        self.message = message
 
 
 def slugify(prompt: str, max_chars: int = SLUG_MAX_CHARS) -> str:
@@ -253,7 +264,6 @@ def load_state(
 
     A truncated, foreign or code-carrying file is a `ValueError` naming it as damaged.
     """
-    import pickle
     import zipfile
 
     import torch
@@ -266,12 +276,20 @@ def load_state(
                            weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
             ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise ValueError(f"resume: the resume point {path} is damaged ({reason}); the frames "
-                         "are intact, but this run cannot continue") from None
+        raise ValueError(f"resume: the resume point {path} is damaged ({_damage(e)}); the "
+                         "frames are intact, but this run cannot continue") from None
     if not isinstance(state, dict):
         raise ValueError(f"resume: the resume point {path} is damaged (not a saved state)")
     return state
+
+
+def _damage(error: Exception) -> str:
+    """What is wrong with a resume point that `torch.load` refused, in a few words."""
+    if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in str(error):
+        return "it holds objects or code that a resume point never holds; it was not run"
+    if "zip" in str(error).lower() or isinstance(error, EOFError):
+        return "truncated, or not a resume point at all"
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:80]}"
 
 
 def save_resume_point(run_dir: Path, state: dict[str, Any], frames: int) -> Path:

@@ -80,11 +80,21 @@ def test_get_model_returns_the_entry_with_that_name():
 
 def test_test_models_are_flagged_and_say_they_make_noise():
     tests = [m for m in MODELS if m.test]
-    assert sorted(m.name for m in tests) == ["test-tiny-clip", "test-tiny-sd", "test-tiny-vqgan"]
+    assert sorted(m.name for m in tests) == ["test-tiny-clip", "test-tiny-ldm", "test-tiny-sd",
+                                             "test-tiny-sdxl", "test-tiny-vqgan"]
     for model in tests:
         assert "random" in model.description and "noise" in model.description
         assert not model.files and model.hub_repo is None
     assert not any(m.test for m in MODELS if not m.name.startswith("test-"))
+
+
+def test_every_entry_carries_its_family():
+    families = {"vqgan": {"vq", "gumbel", "transformer"}, "clip": {"clip"},
+                "diffusion": {"sd", "sdxl", "ldm"}}
+    for model in MODELS:
+        assert model.family in families[model.kind], model.name
+        assert (model.factor in (8, 16)) == (model.kind == "vqgan"), model.name
+    assert get_model("vqgan_gumbel_f8_8192").factor == 8
 
 
 def test_clip_models_are_hub_repos_with_configs_and_weight_choices():

@@ -377,7 +377,7 @@ def test_state_round_trips_tensors_and_nested_values(run_dir: Path) -> None:
 def test_load_state_refuses_pickled_code(run_dir: Path) -> None:
     torch = pytest.importorskip("torch")
     torch.save({"evil": _NotATensor()}, run_dir / "evil.pt")
-    with pytest.raises(Exception, match=r"(?i)weights.only|unsupported|global"):
+    with pytest.raises(ValueError, match=r"evil.pt is damaged .*it was not run"):
         runs.load_state(run_dir, "evil.pt")
 
 

@@ -14,14 +14,6 @@ from PIL import Image
 from helpers import infotext, runs
 from helpers.cli import main
 from helpers.clip import load_clips, parse_clip_spec
-from helpers.guidance import (
-    Cutouts,
-    Target,
-    clamp_with_grad,
-    noise_target,
-    prompt_loss,
-    spherical_distance,
-)
 from helpers.precision import autocast_dtype
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan_clip import check_inputs, generate, load_models, run
@@ -50,57 +42,7 @@ def models(tiny_models):
     return load(tiny())
 
 
-# --- guidance pieces ------------------------------------------------------------------------
-
-
-def test_spherical_distance_is_half_the_squared_angle():
-    torch.manual_seed(0)
-    x = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
-    y = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
-    angle = torch.arccos((x * y).sum(-1))
-    assert torch.allclose(spherical_distance(x, y), angle**2 / 2, atol=1e-5)
-
-
-def test_clamp_keeps_only_gradients_that_push_back_into_range():
-    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
-    y = clamp_with_grad(x)
-    assert y.tolist() == [0.0, 0.5, 1.0]
-    y.backward(torch.tensor([1.0, 1.0, 1.0]))  # descent moves every value down
-    assert x.grad.tolist() == [0.0, 1.0, 1.0]  # -0.5 would go further out: no gradient
-    x.grad = None
-    clamp_with_grad(x).backward(torch.tensor([-1.0, -1.0, -1.0]))  # descent moves values up
-    assert x.grad.tolist() == [-1.0, -1.0, 0.0]
-
-
-def test_prompt_loss_sign_weight_and_stop():
-    torch.manual_seed(0)
-    image = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1).requires_grad_(True)
-    target = torch.nn.functional.normalize(torch.randn(1, 8), dim=-1)
-    base = spherical_distance(image.unsqueeze(1), target.unsqueeze(0)).mean()
-    assert torch.isclose(prompt_loss(image, Target(target, 2.0)), 2 * base)
-    assert torch.isclose(prompt_loss(image, Target(target, -0.5)), -0.5 * base)
-    floored = prompt_loss(image, Target(target, 1.0, stop=10.0))  # every distance below stop
-    assert torch.isclose(floored, base)  # the value is kept ...
-    floored.backward()
-    assert torch.count_nonzero(image.grad) == 0  # ... but it no longer pulls
-
-
-def test_noise_targets_are_seeded_unit_vectors():
-    a, b, c = noise_target(1, 16), noise_target(1, 16), noise_target(2, 16)
-    assert torch.equal(a.embeds, b.embeds) and not torch.equal(a.embeds, c.embeds)
-    assert math.isclose(float(a.embeds.norm()), 1.0, rel_tol=1e-5)
-
-
-@pytest.mark.parametrize("method", ["classic", "pooled"])
-def test_cutouts_have_clip_input_size(method):
-    cut = Cutouts(32, cutn=5, cut_pow=1.0, augments=("affine", "jitter"), method=method)
-    out = cut(torch.rand(1, 3, 80, 48))
-    assert out.shape == (5, 3, 32, 32)
-
-
-def test_unknown_augment_is_named():
-    with pytest.raises(ValueError, match="wobble"):
-        Cutouts(32, 2, augments=("wobble",))
+# --- CLIP models ----------------------------------------------------------------------------
 
 
 def test_clip_spec_weights_and_errors():

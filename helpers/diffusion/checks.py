@@ -199,18 +199,20 @@ def plan_memory(settings: DiffusionSettings, family: str, device_type: str,
     from helpers import memory
 
     switches = {n: getattr(settings, n) for n in MEMORY_OPTIONS}
+    order = MEMORY_OPTIONS
     if device_type != "cuda":
-        if switches["cpu_offload"] == "on":
+        if switches.pop("cpu_offload") == "on":
             raise ValueError(f"cpu_offload: needs a CUDA GPU (the device is {device_type})")
-        switches["cpu_offload"] = "off"
+        order = tuple(n for n in MEMORY_OPTIONS if n != "cpu_offload")
         if settings.batch_size > 1 and switches["vae_slicing"] == "auto":
             switches["vae_slicing"] = "on"  # costs nothing where no GPU memory is measured
     if device_type == "mps" and switches["attention_slicing"] == "auto":
         switches["attention_slicing"] = "on"
     args = (family, settings.width, settings.height, settings.batch_size, dtype_bytes)
-    return memory.plan(lambda options: estimate_bytes(*args, options), switches,
-                       MEMORY_OPTIONS, free, f"width/height: {settings.width}x{settings.height}"
-                       f" with batch size {settings.batch_size}", device_type)
+    chosen = memory.plan(lambda options: estimate_bytes(*args, options), switches, order, free,
+                         f"width/height: {settings.width}x{settings.height} with batch size "
+                         f"{settings.batch_size}", device_type)
+    return {"cpu_offload": False, **chosen}
 
 
 def check_loaded(settings: DiffusionSettings, pipe: Any) -> None:

@@ -50,13 +50,13 @@ def generate(settings: DiffusionSettings | None = None, *,
         runs.write_run_settings(run_dir, settings.to_json())
     done = {int(p.stem) for p in runs.list_frames(run_dir)}
     log(f"run folder: {run_dir}")
-    saved = _loop(checked, loaded, run_dir, done, progress, on_image, on_preview, log)
+    saved = _loop(checked, loaded, run_dir, done, progress, on_image, on_preview)
     log(f"{saved} image(s) in {run_dir}")
     return run_dir
 
 
 def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progress: bool,
-          on_image: OnImage | None, on_preview: OnPreview | None, log: Log) -> int:
+          on_image: OnImage | None, on_preview: OnPreview | None) -> int:
     """Make and save every image the run folder lacks; return how many it has."""
     settings = checked.settings
     pipe = run_pipeline(loaded, settings.sampler, checked.init_image is not None)
@@ -78,9 +78,8 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
                 if on_image:
                     on_image(path, item.image)
     except KeyboardInterrupt:
-        log(f"stopped: {saved} image(s) saved in {run_dir}; continue with python -m helpers "
-            f"diffusion --resume {run_dir}")
-        raise
+        raise runs.RunStopped(run_dir, f"stopped: {saved} image(s) saved in {run_dir}; continue "
+                              f"with python -m helpers diffusion --resume {run_dir}") from None
     finally:
         bar.close()
     return saved

@@ -64,12 +64,12 @@ def generate(settings: VQGANClipSettings | None = None, *, resume: str | os.Path
     else:
         run_dir = _continue(Path(resume), checked.settings, state)
     log(f"run folder: {run_dir}")
-    _loop(checked, loaded, run_dir, state, progress, on_step, log)
+    _loop(checked, loaded, run_dir, state, progress, on_step)
     return run_dir
 
 
 def _loop(checked: Checked, loaded: Loaded, run_dir: Path, state: dict | None, progress: bool,
-          on_step: OnStep | None, log: Log) -> None:
+          on_step: OnStep | None) -> None:
     settings = checked.settings
     frames = int(state.get("frames", 0)) if state else 0
     done = int(state["i"]) if state else 0
@@ -84,9 +84,9 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, state: dict | None, p
             if on_step is not None:
                 on_step(step, run_dir)
     except KeyboardInterrupt:
-        log(f"stopped: frames up to iteration {done} are saved in {run_dir}; continue with "
-            f"python -m helpers vqgan-clip --resume {run_dir}")
-        raise
+        raise runs.RunStopped(run_dir, f"stopped: frames up to iteration {done} are saved in "
+                              f"{run_dir}; continue with python -m helpers vqgan-clip "
+                              f"--resume {run_dir}") from None
     finally:
         bar.close()
 
@@ -113,8 +113,8 @@ def resume_point(run_dir: Path, changes: dict[str, Any]) -> tuple[VQGANClipSetti
                          "(no iteration number)")
     if state["i"] >= settings.iterations:
         raise ValueError(
-            f"iterations: the run already did {state['i']} of {settings.iterations}; "
-            "give more iterations to continue it"
+            f"iterations: the run already did {state['i']} iterations; give more than "
+            f"{state['i']} to continue it (got {settings.iterations})"
         )
     return settings, state
 
