@@ -332,9 +332,22 @@ def write_run_settings(run_dir: Path, settings_json: str) -> Path:
     return atomic_write_text(path, settings_json)
 
 
-def apply_resume_changes(settings: Any, changes: Mapping[str, Any], allowed: tuple[str, ...]):
-    """Stored settings with the changes a resumed run may make; any other change is an error
-    naming the settings, since the run would no longer be the one its frames came from."""
+def resumed_settings(run_dir: Path, cls: type, changes: Mapping[str, Any],
+                     allowed: tuple[str, ...]) -> Any:
+    """A run folder's stored settings (of class `cls`) with the changes a resumed run may make;
+    any other change is an error naming the settings. Nothing is written."""
+    try:
+        settings = cls.from_dict(read_run_settings(run_dir))
+    except ValueError as e:
+        if str(e).startswith("resume:"):
+            raise
+        raise ValueError(f"resume: {Path(run_dir) / SETTINGS_FILE}: {e}") from None
+    return _apply_resume_changes(settings, changes, allowed)
+
+
+def _apply_resume_changes(settings: Any, changes: Mapping[str, Any], allowed: tuple[str, ...]):
+    """Stored settings with the allowed changes; others are refused, since the run would no
+    longer be the one its frames came from."""
     given = {k: v for k, v in changes.items() if v is not None}
     refused = sorted(k for k, v in given.items() if k not in allowed
                      and getattr(settings, k, object()) != v)

@@ -13,8 +13,7 @@ its light `samplers` / `conditioning` modules, as settings validation does) stay
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "generate": "runner",
@@ -38,9 +37,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'helpers.diffusion' has no attribute {name!r}")
-    module = importlib.import_module(f"helpers.diffusion.{_EXPORTS[name]}")
-    return getattr(module, name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -60,11 +60,13 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     """Make and save every image the run folder lacks; return how many it has."""
     settings = checked.settings
     pipe = run_pipeline(loaded, settings.sampler, checked.init_image is not None)
-    bar = progress_bar(0, "diffusion", progress, unit="step")
+    left = settings.batch_count - len(done) // settings.batch_size
+    steps = settings.steps
+    if checked.init_image is not None:
+        steps = int(steps * settings.strength)  # img2img skips the first steps
+    bar = progress_bar(max(steps, 1) * left, "diffusion", progress, unit="step")
     on_step = _on_step(settings, loaded, run_dir, on_preview, bar)
     by_image = loaded.family == "ldm"  # its pipeline reports no steps: count whole images
-    if by_image:
-        bar.total = settings.steps * (settings.batch_count * settings.batch_size - len(done))
     saved = len(done)
     try:
         with memory_options(pipe, checked.memory, checked.device):
@@ -74,7 +76,7 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
                 path = save_image(run_dir, item, settings, loaded)
                 saved += 1
                 if by_image:
-                    bar.update(settings.steps)
+                    bar.update(steps)
                 if on_image:
                     on_image(path, item.image)
     except KeyboardInterrupt:
@@ -92,8 +94,8 @@ def _on_step(settings: DiffusionSettings, loaded: Loaded, run_dir: Path,
     batches = settings.batch_count
 
     def on_step(batch: int, step: int, total: int, latents: Any, pipe: Any) -> None:
-        if not bar.total:
-            bar.total = total * (batches - batch)
+        if step == 0:  # the sampler knows its real count (second-order ones take more)
+            bar.total = bar.n + total * (batches - batch)
         bar.update(1)
         if previews and (step + 1) % settings.preview_every == 0:
             if settings.preview_mode == "vae":
@@ -118,12 +120,7 @@ def _save_trajectory(run_dir: Path, batch: int, step: int, images: list,
 
 def resume_settings(run_dir: Path, changes: dict[str, Any]) -> DiffusionSettings:
     """The stored settings of a run folder with `changes` applied; nothing is written."""
-    stored = runs.read_run_settings(run_dir)
-    try:
-        settings = DiffusionSettings.from_dict(stored)
-    except ValueError as e:
-        raise ValueError(f"resume: {run_dir / runs.SETTINGS_FILE}: {e}") from None
-    settings = runs.apply_resume_changes(settings, changes, RESUME_CHANGES)
+    settings = runs.resumed_settings(run_dir, DiffusionSettings, changes, RESUME_CHANGES)
     total = settings.batch_count * settings.batch_size
     if len(runs.list_frames(run_dir)) >= total:
         raise ValueError(f"batch_count: the run already has its {total} image(s); give a "

@@ -9,8 +9,7 @@ The public API loads lazily, so importing this package stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "check_inputs": "checks",
@@ -26,9 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'helpers.vqgan_clip' has no attribute {name!r}")
-    module = importlib.import_module(f"helpers.vqgan_clip.{_EXPORTS[name]}")
-    return getattr(module, name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

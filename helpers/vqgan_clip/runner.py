@@ -101,12 +101,7 @@ def save(run_dir: Path, settings: VQGANClipSettings, step: Step, index: int) -> 
 
 def resume_point(run_dir: Path, changes: dict[str, Any]) -> tuple[VQGANClipSettings, dict]:
     """The stored settings with `changes` applied, and the resume state; nothing is written."""
-    stored = runs.read_run_settings(run_dir)
-    try:
-        settings = VQGANClipSettings.from_dict(stored)
-    except ValueError as e:
-        raise ValueError(f"resume: {run_dir / runs.SETTINGS_FILE}: {e}") from None
-    settings = runs.apply_resume_changes(settings, changes, RESUME_CHANGES)
+    settings = runs.resumed_settings(run_dir, VQGANClipSettings, changes, RESUME_CHANGES)
     state = runs.load_state(run_dir)
     if not isinstance(state.get("i"), int):
         raise ValueError(f"resume: the resume point {run_dir / runs.STATE_FILE} is damaged "
