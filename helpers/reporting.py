@@ -47,14 +47,15 @@ def quiet(enabled: bool = True) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
+        stack.enter_context(_library_bars_off())  # first: it sets up the libraries' loggers
         for name in _LIBRARIES:
-            stack.enter_context(_logger_level(name, logging.ERROR))
-        stack.enter_context(_library_bars_off())
+            stack.enter_context(logger_level(name, logging.ERROR))
         yield
 
 
 @contextlib.contextmanager
-def _logger_level(name: str, level: int) -> Iterator[None]:
+def logger_level(name: str, level: int) -> Iterator[None]:
+    """A logger's level inside the block (ERROR: only errors get through), then restored."""
     logger = logging.getLogger(name)
     before = logger.level
     logger.setLevel(level)

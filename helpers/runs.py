@@ -73,6 +73,18 @@ def slugify(prompt: str, max_chars: int = SLUG_MAX_CHARS) -> str:
     return slug or "untitled"
 
 
+def run_title(settings: Any) -> str:
+    """What a run folder is named after: the prompt, else the prompt schedule's prompts."""
+    prompt = getattr(settings, "prompt", "")
+    schedule = getattr(settings, "prompt_schedule", "")
+    if prompt.strip() or not schedule.strip():
+        return prompt
+    from helpers.prompts import parse_prompt_schedule
+
+    texts = [p.text for prompts in parse_prompt_schedule(schedule).values() for p in prompts]
+    return " | ".join(dict.fromkeys(texts))
+
+
 def _keep(char: str) -> bool:
     """Letters, marks, digits and symbols such as emoji (with their joiners); no ASCII
     punctuation, so nothing that Windows, macOS or Drive refuse in a name gets through."""
@@ -151,6 +163,14 @@ def list_frames(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def read_frame(run_dir: Path, index: int) -> Image:
+    """Frame `index` of a run as an RGB PIL image (fully read, the file closed)."""
+    from PIL import Image
+
+    with Image.open(frame_path(run_dir, index)) as image:
+        return image.convert("RGB")
+
+
 def next_frame_index(run_dir: Path) -> int:
     """One past the highest saved frame index (1 for a run without frames)."""
     frames = list_frames(run_dir)
@@ -225,7 +245,14 @@ def read_image_info(path: Path) -> tuple[str | None, dict[str, Any] | None]:
 
 
 def format_image_info(path: Path) -> str:
-    """What `python -m helpers info IMAGE.png` prints: infotext, blank line, settings JSON."""
+    """What `python -m helpers info IMAGE.png` prints: infotext, blank line, settings JSON.
+
+    Videos (.mp4, .webm, ...) are read by `helpers.video`: their prompt and settings.
+    """
+    from helpers.video.metadata import VIDEO_SUFFIXES, format_video_info
+
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return format_video_info(path)
     parameters, settings = read_image_info(path)
     head = parameters if parameters is not None else "No generation parameters in this image."
     if settings is None:

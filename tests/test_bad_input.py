@@ -186,7 +186,7 @@ CASES = [
      "these are 'diffusion' settings"),
     ("resume-fewer-iterations", lambda c: [*VQGAN[:1], "--resume", c.run("vqgan-clip"),
                                            "--iterations", "1", "--quiet"],
-     "iterations: the run already did 2 iterations; give more than 2"),
+     "iterations: the run already did 2 iterations; give more"),
     ("resume-changes-the-prompt", lambda c: [
         *VQGAN[:1], "--resume", c.run("vqgan-clip", _stop_at_one_frame), "--prompt", "sea",
         "--size", "128", "128", "--quiet"], "resume: height, prompt, width cannot change"),

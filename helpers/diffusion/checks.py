@@ -76,6 +76,8 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
                          f"is a {ref.kind} model (got {settings.model_config!r})")
     family = ref.family or hub_family(ref.spec, cache)
     check_family(settings, family)
+    if settings.animate:
+        check_animation(settings)
     if settings.vae:
         check_vae(settings.vae, ref)
     make_scheduler(settings.sampler, {})  # a missing torchsde shows here, not after loading
@@ -97,6 +99,7 @@ def check_family(settings: DiffusionSettings, family: str) -> None:
     if family != "ldm":
         return
     problems = {"init_image": settings.init_image, "vae": settings.vae,
+                "animate": settings.animate,
                 "preview_every": settings.preview_every,
                 "save_trajectory": settings.save_trajectory,
                 "clip_skip": settings.clip_skip != 1}
@@ -108,6 +111,34 @@ def check_family(settings: DiffusionSettings, family: str) -> None:
         raise ValueError(f"sampler: the latent-diffusion (ldm) pipeline cannot run "
                          f"{settings.sampler!r}; use DDIM, PLMS, DPM++ 2M (Karras), "
                          "DPM++ 2M SDE (Karras), UniPC or LCM")
+
+
+def check_animation(settings: DiffusionSettings) -> None:
+    """An animation's keyframes and input video, read before anything loads."""
+    from helpers.diffusion.animate import walk_keyframes
+
+    if settings.animate == "walk":
+        walk_keyframes(settings)
+    if settings.animate == "video":
+        check_video(settings.init_video)
+
+
+def check_video(path: str) -> None:
+    """The input video must exist and be readable by ffmpeg."""
+    import imageio_ffmpeg
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"init_video: {path!r} not found")
+    try:
+        reader = imageio_ffmpeg.read_frames(str(file))
+        meta = next(reader)
+        reader.close()
+    except (OSError, RuntimeError, StopIteration) as e:
+        reason = (str(e).strip().splitlines() or ["no frames"])[-1][:120]
+        raise ValueError(f"init_video: cannot read {path!r} as a video ({reason})") from None
+    if not meta.get("size") or 0 in meta["size"]:
+        raise ValueError(f"init_video: {path!r} has no video stream")
 
 
 def check_vae(spec: str, ref: ModelRef) -> None:

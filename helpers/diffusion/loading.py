@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from helpers.diffusion.models import (
     resolve_model,
     weights_file,
 )
-from helpers.reporting import Log
+from helpers.reporting import Log, logger_level
 from helpers.settings import DiffusionSettings
 
 _VARIANT = re.compile(r"\.fp16\.(safetensors|bin)$")
@@ -183,8 +184,12 @@ def run_pipeline(loaded: Loaded, sampler: str, img2img: bool = False):
         raise ValueError(f"init_image: the {loaded.family} pipeline has no img2img mode")
     name = IMG2IMG_CLASSES[loaded.family] if img2img else PIPELINE_CLASSES[loaded.family]
     scheduler = make_scheduler(sampler, loaded.scheduler_config)
-    pipe = getattr(diffusers, name).from_pipe(loaded.pipe, scheduler=scheduler,
-                                              **_extras(loaded.family))
+    # from_pipe casts every component to the dtype it is given (float32 by default): give it
+    # theirs, and hush the warning diffusers logs for any cast, this one a no-op
+    with logger_level("diffusers.models.modeling_utils", logging.ERROR):
+        pipe = getattr(diffusers, name).from_pipe(loaded.pipe, scheduler=scheduler,
+                                                  **dtype_kwargs(loaded.pipe.dtype),
+                                                  **_extras(loaded.family))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -65,14 +65,14 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
         if all(i in skip for i in indices):
             continue
         batch_seeds = seeds[batch * size:(batch + 1) * size]
-        callback = _step_callback(batch, on_step) if on_step else None
-        images = _call(pipe, loaded.family, settings, (cond, uncond, wrap), batch_seeds,
+        callback = step_callback(batch, on_step) if on_step else None
+        images = call_pipeline(pipe, loaded.family, settings, (cond, uncond, wrap), batch_seeds,
                        init_image, callback)
         for k, image in enumerate(images):
             yield Generated(indices[k], batch_seeds[k], image)
 
 
-def _step_callback(batch: int, on_step: OnStep):
+def step_callback(batch: int, on_step: OnStep):
     def callback(pipe, i, t, tensors):
         total = getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps)
         on_step(batch, i, total, tensors["latents"], pipe)
@@ -81,9 +81,9 @@ def _step_callback(batch: int, on_step: OnStep):
     return callback
 
 
-def _call(pipe, family: str, settings: DiffusionSettings, conditioning, seeds: list[int],
-          init_image: Any, callback) -> list:
-    """One pipeline call for a batch; returns PIL images."""
+def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, seeds: list[int],
+          init_image: Any, callback, extra: dict[str, Any] | None = None) -> list:
+    """One pipeline call for a batch (`extra`: more pipeline arguments); returns PIL images."""
     import torch
 
     cond, uncond, wrap = conditioning
@@ -100,6 +100,7 @@ def _call(pipe, family: str, settings: DiffusionSettings, conditioning, seeds: l
         if callback:
             kwargs.update(callback_on_step_end=callback,
                           callback_on_step_end_tensor_inputs=["latents"])
+    kwargs.update(extra or {})
     with torch.no_grad():
         if not wrap:
             return pipe(**kwargs).images

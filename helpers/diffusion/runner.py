@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import runs
+from helpers.diffusion.animate import frame_count, prompt_at, run_animation
 from helpers.diffusion.checks import Checked, check_inputs
 from helpers.diffusion.loading import Loaded, load_models, memory_options, run_pipeline
 from helpers.diffusion.loop import Generated, decode_latents, fast_preview, run
@@ -25,7 +26,7 @@ from helpers.settings import DiffusionSettings
 OnImage = Callable[[Path, Any], object]  # (saved PNG, PIL image)
 OnPreview = Callable[[int, int, Any], object]  # (step, steps in all, PIL image)
 TRAJECTORY = "trajectory"  # run_dir/trajectory/<image index>/frames/000001.png, ...
-RESUME_CHANGES = ("batch_count", "device")  # what may differ when a run continues
+RESUME_CHANGES = ("batch_count", "frames", "device")  # what may differ when a run continues
 
 
 def generate(settings: DiffusionSettings | None = None, *,
@@ -44,7 +45,7 @@ def generate(settings: DiffusionSettings | None = None, *,
     if loaded is None:
         loaded = load_models(checked, cache, log, progress)
     if resume is None:
-        run_dir = runs.new_run(Path(settings.out), settings.prompt, settings.to_json())
+        run_dir = runs.new_run(Path(settings.out), runs.run_title(settings), settings.to_json())
     else:
         run_dir = Path(resume)
         runs.write_run_settings(run_dir, settings.to_json())
@@ -59,20 +60,18 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
           on_image: OnImage | None, on_preview: OnPreview | None) -> int:
     """Make and save every image the run folder lacks; return how many it has."""
     settings = checked.settings
-    pipe = run_pipeline(loaded, settings.sampler, checked.init_image is not None)
-    left = settings.batch_count - len(done) // settings.batch_size
+    units = _units(settings)  # batches, or an animation's frames
     steps = settings.steps
-    if checked.init_image is not None:
+    if checked.init_image is not None or settings.animate in ("2d", "video"):
         steps = int(steps * settings.strength)  # img2img skips the first steps
+    left = (units or 1) - len(done) // (1 if settings.animate else settings.batch_size)
     bar = progress_bar(max(steps, 1) * left, "diffusion", progress, unit="step")
-    on_step = _on_step(settings, loaded, run_dir, on_preview, bar)
+    on_step = _on_step(settings, loaded, run_dir, on_preview, bar, units)
     by_image = loaded.family == "ldm"  # its pipeline reports no steps: count whole images
     saved = len(done)
     try:
-        with memory_options(pipe, checked.memory, checked.device):
-            for item in run(settings, loaded, checked.init_image, on_step, pipe, skip=done):
-                if item.index in done:
-                    continue
+        with memory_options(loaded.pipe, checked.memory, checked.device):
+            for item in _items(checked, loaded, run_dir, on_step, done):
                 path = save_image(run_dir, item, settings, loaded)
                 saved += 1
                 if by_image:
@@ -87,15 +86,31 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     return saved
 
 
+def _items(checked: Checked, loaded: Loaded, run_dir: Path, on_step, done: set[int]):
+    """The images (or animation frames) the run folder lacks, as they are made."""
+    settings = checked.settings
+    if settings.animate:
+        def load_frame(index: int) -> Any:
+            return runs.read_frame(run_dir, index)
+
+        return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame)
+    pipe = run_pipeline(loaded, settings.sampler, checked.init_image is not None)
+    made = run(settings, loaded, checked.init_image, on_step, pipe, skip=done)
+    return (item for item in made if item.index not in done)
+
+
+def _units(settings: DiffusionSettings) -> int | None:
+    return frame_count(settings) if settings.animate else settings.batch_count
+
+
 def _on_step(settings: DiffusionSettings, loaded: Loaded, run_dir: Path,
-             on_preview: OnPreview | None, bar: Any):
+             on_preview: OnPreview | None, bar: Any, units: int | None):
     """The step callback: the progress bar, previews every N steps, trajectory frames."""
     previews = on_preview is not None and settings.preview_every > 0
-    batches = settings.batch_count
 
     def on_step(batch: int, step: int, total: int, latents: Any, pipe: Any) -> None:
-        if step == 0:  # the sampler knows its real count (second-order ones take more)
-            bar.total = bar.n + total * (batches - batch)
+        if step == 0 and units:  # the sampler knows its real count (second-order ones more)
+            bar.total = bar.n + total * (units - batch)
         bar.update(1)
         if previews and (step + 1) % settings.preview_every == 0:
             if settings.preview_mode == "vae":
@@ -121,10 +136,13 @@ def _save_trajectory(run_dir: Path, batch: int, step: int, images: list,
 def resume_settings(run_dir: Path, changes: dict[str, Any]) -> DiffusionSettings:
     """The stored settings of a run folder with `changes` applied; nothing is written."""
     settings = runs.resumed_settings(run_dir, DiffusionSettings, changes, RESUME_CHANGES)
-    total = settings.batch_count * settings.batch_size
-    if len(runs.list_frames(run_dir)) >= total:
-        raise ValueError(f"batch_count: the run already has its {total} image(s); give a "
-                         "larger batch count to make more")
+    total = _units(settings)
+    if not settings.animate and total is not None:
+        total *= settings.batch_size
+    if total is not None and len(runs.list_frames(run_dir)) >= total:
+        what = "frames" if settings.animate else "batch_count"
+        raise ValueError(f"{what}: the run already has its {total} image(s); give a larger "
+                         f"{what.replace('_', ' ')} to make more")
     return settings
 
 
@@ -147,6 +165,7 @@ def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded) -> d
         "VAE": loaded.vae_label or None,
         "Denoising strength": f"{settings.strength:g}" if settings.init_image else None,
         "Clip skip": settings.clip_skip, "Prompt mode": settings.prompt_mode,
+        "Animation": settings.animate or None,
     }
 
 
@@ -155,9 +174,13 @@ def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings,
     """Save one image as a frame with its infotext and settings."""
     from helpers.infotext import format_infotext
 
-    infotext = format_infotext(settings.prompt, settings.negative_prompt,
-                               infotext_params(settings, item.seed, loaded))
-    own = image_settings(settings, item.seed).to_json()
+    params = infotext_params(settings, item.seed, loaded)
+    prompt = settings.prompt
+    if settings.animate:
+        params["Frame"] = item.index
+        prompt = prompt_at(settings, item.index - 1)
+    infotext = format_infotext(prompt, settings.negative_prompt, params)
+    own = (settings if settings.animate else image_settings(settings, item.seed)).to_json()
     return runs.save_frame(run_dir, item.index, item.image, infotext, own)
 
 

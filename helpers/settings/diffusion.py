@@ -11,6 +11,7 @@ from helpers.settings.base import RunSettings
 from helpers.settings.fields import fail, setting
 
 SWITCHES = ("auto", "on", "off")
+ANIMATIONS = ("", "walk", "2d", "video")
 MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
 MEMORY_HELP = "(auto: on when the run would not fit in memory otherwise)"
 
@@ -71,6 +72,38 @@ class DiffusionSettings(RunSettings):
                                                   "= the output size", min=1, max=16384,
                                                   nargs=2, metavar="W H", advanced=True,
                                                   group="model")
+    animate: str = setting("", 'animation: "walk" (prompts and seeds blend from keyframe to '
+                           'keyframe), "2d" (each frame is the last one moved, noised and '
+                           're-drawn by img2img), "video" (img2img over an input video); empty '
+                           "= images", choices=ANIMATIONS, group="animation")
+    frames: int = setting(0, "frames of an animation; 0 = up to the prompt schedule's last "
+                          "key (walk) or every frame of the input video (video)", min=0,
+                          max=100_000, metavar="N", group="animation")
+    prompt_schedule: str = setting("", 'animations: keyframes by frame, a line each: "0: '
+                                   'desert\\n30: snow:1 | sea:0.5"; weights blend from key to '
+                                   "key (replaces the prompt)", metavar="TEXT", text="lines",
+                                   advanced=True, group="animation")
+    zoom: str = setting("1.0", '2d: zoom per frame, a schedule "0:(1.0), 30:(1.05)" or an '
+                        "expression in t; > 1 zooms in", metavar="S", group="animation")
+    angle: str = setting("0", "2d: turn per frame in degrees (counter-clockwise), a schedule",
+                         metavar="S", group="animation")
+    translation_x: str = setting("0", "2d: move per frame in pixels (right), a schedule",
+                                 metavar="S", flags=("--tx",), group="animation")
+    translation_y: str = setting("0", "2d: move per frame in pixels (down), a schedule",
+                                 metavar="S", flags=("--ty",), group="animation")
+    strength_schedule: str = setting("", "2d, video: img2img strength per frame, a schedule; "
+                                     "empty = strength", metavar="S", advanced=True,
+                                     group="animation")
+    noise_schedule: str = setting("0.02", "2d: noise added to each frame before img2img "
+                                  "(standard deviation on the -1..1 scale), a schedule",
+                                  metavar="S", advanced=True, group="animation")
+    color_coherence: str = setting("lab", "2d, video: match each frame's colours to the first "
+                                   "frame's (LAB histograms), or none",
+                                   choices=("lab", "none"), advanced=True, group="animation")
+    init_video: str = setting("", "video: the input video (mp4, webm, mov, ...)",
+                              metavar="PATH", text="path", group="animation")
+    video_every: int = setting(1, "video: use every Nth frame of the input video", min=1,
+                               max=1000, metavar="N", advanced=True, group="animation")
     precision: str = setting("auto", "arithmetic: auto (fp16 on a GPU, fp32 on the CPU), fp32, "
                              "bf16 or fp16", choices=PRECISIONS, advanced=True, group="device")
     device: str = setting("auto", "auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps",
@@ -105,3 +138,32 @@ class DiffusionSettings(RunSettings):
         for name in ("model", "device"):
             if not getattr(self, name).strip():
                 fail(name, getattr(self, name), "must not be empty")
+        if self.animate:
+            _check_animation(self)
+
+
+def _check_animation(settings: DiffusionSettings) -> None:
+    """What an animation needs: one frame at a time, its schedules, its input."""
+    from helpers.settings.vqgan_clip import check_motion
+
+    if settings.batch_size > 1 or settings.batch_count > 1:
+        fail("batch_size", settings.batch_size, "an animation makes one frame at a time; use "
+             "batch size and batch count 1")
+    for name in ("zoom", "angle", "translation_x", "translation_y", "noise_schedule"):
+        check_motion(name, getattr(settings, name))
+    if settings.strength_schedule.strip():
+        check_motion("strength_schedule", settings.strength_schedule)
+    if settings.prompt_schedule.strip():
+        from helpers.prompts import parse_prompt_schedule
+
+        try:
+            parse_prompt_schedule(settings.prompt_schedule)
+        except ValueError as e:
+            raise ValueError(f"prompt_schedule: {e}") from None
+    if settings.animate == "2d" and settings.frames < 1:
+        fail("frames", settings.frames, "a 2d animation needs its number of frames")
+    if (settings.animate == "video") != bool(settings.init_video.strip()):
+        fail("init_video", settings.init_video, "give an input video for --animate video, "
+             "and only then")
+    if settings.animate == "walk" and settings.init_image:
+        fail("init_image", settings.init_image, "a walk starts from noise, not an image")

@@ -52,9 +52,10 @@ class VQGANClipSettings(RunSettings):
     story_every: int = setting(0, 'with "^" between prompt sets: switch every N iterations; '
                                "0 = off", min=0, max=MAX_ITERATIONS, metavar="N", advanced=True,
                                group="prompt")
-    prompt_schedule: str = setting("", 'keyframes by iteration, a line each: "0: desert\\n100: '
-                                   'snow" (replaces the prompt)', metavar="TEXT", text="lines",
-                                   advanced=True, group="prompt")
+    prompt_schedule: str = setting("", 'keyframes, a line each: "0: desert\\n100: snow" '
+                                   "(replaces the prompt); keys are iterations, or frames with "
+                                   "--animate (weights then blend from key to key)",
+                                   metavar="TEXT", text="lines", advanced=True, group="prompt")
     vqgan: str = setting("vqgan_imagenet_f16_16384", "VQGAN: catalogue name or path to a .ckpt "
                          "(its .yaml beside it)", metavar="NAME|PATH", group="model")
     clip: str = setting("openai/clip-vit-base-patch32", 'CLIP models with weights, "name:1 | '
@@ -79,6 +80,22 @@ class VQGANClipSettings(RunSettings):
                              group="device")
     device: str = setting("auto", "auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:1, mps",
                           metavar="DEVICE", advanced=True, group="device")
+    animate: str = setting("", 'animation: "zoom" saves a frame every iterations_per_frame '
+                           "iterations, then zooms / turns / moves the image by the schedules "
+                           "and goes on; empty = a single image", choices=("", "zoom"),
+                           group="animation")
+    frames: int = setting(60, "frames of an animation (with --animate)", min=1, max=100_000,
+                          metavar="N", group="animation")
+    iterations_per_frame: int = setting(10, "iterations between two frames of an animation",
+                                        min=1, max=100_000, metavar="K", group="animation")
+    zoom: str = setting("1.0", 'zoom per frame, a schedule "0:(1.0), 30:(1.05)" or an '
+                        'expression in t; > 1 zooms in', metavar="S", group="animation")
+    angle: str = setting("0", "turn per frame in degrees (counter-clockwise), a schedule",
+                         metavar="S", group="animation")
+    translation_x: str = setting("0", "move per frame in pixels (right), a schedule",
+                                 metavar="S", flags=("--tx",), group="animation")
+    translation_y: str = setting("0", "move per frame in pixels (down), a schedule",
+                                 metavar="S", flags=("--ty",), group="animation")
     checkpointing: str = setting("auto", "recompute the decoder in the backward pass: less "
                                  "memory, ~25% slower (auto: when the size needs it)",
                                  choices=SWITCHES, advanced=True, group="device")
@@ -100,6 +117,11 @@ class VQGANClipSettings(RunSettings):
             _check_noise_prompts(self.noise_prompts)
         if self.init_image.strip() and self.init_noise:
             fail("init_noise", self.init_noise, "cannot be combined with init_image")
+        for name in MOTION:
+            check_motion(name, getattr(self, name))
+        if self.animate and self.story_every:
+            fail("story_every", self.story_every, "use prompt_schedule (keys are frames) in an "
+                 "animation")
         for name in ("vqgan", "clip", "device"):
             if not getattr(self, name).strip():
                 fail(name, getattr(self, name), "must not be empty")
@@ -120,6 +142,18 @@ def parse_clip_spec(spec: str) -> list[tuple[str, float]]:
         if not (p.weight > 0 and math.isfinite(p.weight)):
             raise ValueError(f"clip: weights must be positive (got {p.weight} for {p.text!r})")
     return [(p.text, p.weight) for p in pieces]
+
+
+MOTION = ("zoom", "angle", "translation_x", "translation_y")
+
+
+def check_motion(name: str, text: str) -> None:
+    """A motion schedule must parse (keyframes or an expression in t)."""
+    from helpers.animation import check_schedule
+
+    if not text.strip():
+        fail(name, text, 'must be a number or a schedule such as "0:(1.0), 30:(1.05)"')
+    check_schedule(text, name)
 
 
 def _check_schedule(settings: VQGANClipSettings) -> None:

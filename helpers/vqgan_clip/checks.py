@@ -62,7 +62,7 @@ def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = 
     from helpers.memory import free_memory
     from helpers.precision import autocast_dtype
 
-    settings = settings.with_seed()
+    settings = animation_plan(settings.with_seed())
     writable_folder(settings.out, "out")
     cache_folder(cache)
     device = pick_device(settings.device, log)
@@ -73,6 +73,14 @@ def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = 
     inputs = read_inputs(settings, cache)
     checkpointing = plan_memory(settings, device, free_memory(device), log)
     return Checked(settings, device, vqgan, clips, inputs, checkpointing)
+
+
+def animation_plan(settings: VQGANClipSettings) -> VQGANClipSettings:
+    """A zoom animation runs frames x iterations_per_frame iterations and saves every frame."""
+    if not settings.animate:
+        return settings
+    return settings.replace(iterations=settings.frames * settings.iterations_per_frame,
+                            save_every=settings.iterations_per_frame)
 
 
 def resolve_vqgan(spec: str) -> VQGANRef:

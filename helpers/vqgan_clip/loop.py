@@ -141,36 +141,69 @@ def _move(target: Target, device: torch.device) -> Target:
     return Target(target.embeds.to(device), target.weight, target.stop)
 
 
-def prompt_plan(settings: VQGANClipSettings) -> tuple[list[list[Prompt]], PromptsAt]:
-    """The text prompt sets of a run and a function giving the set of iteration i (1-based).
+def prompt_plan(settings: VQGANClipSettings) -> tuple[list[str], PromptsAt]:
+    """Every text prompt of a run, and a function giving the prompts of iteration i (1-based).
 
-    A keyframed `prompt_schedule` (keys are iterations), story mode ("^" between sets, switching
-    every `story_every` iterations), or one set.
+    A keyframed `prompt_schedule` (keys are iterations; in an animation they are frames and the
+    weights blend from key to key), story mode ("^" between sets, switching every
+    `story_every` iterations), or one set.
     """
     if settings.prompt_schedule.strip():
         schedule = parse_prompt_schedule(settings.prompt_schedule)
-        return list(schedule.values()), lambda i: prompts_at(schedule, i - 1)
+        texts = [p.text for key in schedule for p in schedule[key]]
+        if settings.animate:
+            from helpers.animation import prompts_at_frame
+
+            every, text = settings.iterations_per_frame, settings.prompt_schedule
+            return _unique(texts), lambda i: prompts_at_frame(text, (i - 1) // every)
+        return _unique(texts), lambda i: prompts_at(schedule, i - 1)
     if settings.story_every:
         story = parse_story(settings.prompt)
-        return story, lambda i: story_prompts(story, i - 1, settings.story_every)
-    sets = [parse_prompts(settings.prompt) if settings.prompt.strip() else []]
-    return sets, lambda i: sets[0]
+        texts = [p.text for prompts in story for p in prompts]
+        return _unique(texts), lambda i: story_prompts(story, i - 1, settings.story_every)
+    prompts = parse_prompts(settings.prompt) if settings.prompt.strip() else []
+    return _unique([p.text for p in prompts]), lambda i: prompts
+
+
+def _unique(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
 
 
 def _optimizer(settings: VQGANClipSettings, z: torch.Tensor) -> torch.optim.Optimizer:
     return getattr(torch.optim, settings.optimizer)([z], lr=settings.lr)
 
 
-def _snapshot(i: int, z: torch.Tensor, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    state = {
-        "i": i,
-        "z": z.detach().cpu().clone(),
-        "optimizer": _cpu(opt.state_dict()),
-        "rng": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    return state
+@dataclass
+class Latent:
+    """What the loop optimises: z and the optimiser that holds its moments."""
+
+    z: torch.Tensor
+    opt: torch.optim.Optimizer
+
+    def snapshot(self, i: int) -> dict[str, Any]:
+        """The resume point after iteration i, copied to the CPU."""
+        state = {
+            "i": i,
+            "z": self.z.detach().cpu().clone(),
+            "optimizer": _cpu(self.opt.state_dict()),
+            "rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Put a resume point back; return its iteration."""
+        try:
+            with torch.no_grad():
+                self.z.copy_(state["z"].to(self.z.device))
+            self.opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ValueError(f"resume: the resume point does not fit this run ({e})") from None
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["i"])
 
 
 def _cpu(value: Any) -> Any:
@@ -183,39 +216,32 @@ def _cpu(value: Any) -> Any:
     return value
 
 
-def _restore(state: dict[str, Any], z: torch.Tensor, opt: torch.optim.Optimizer) -> int:
-    try:
-        with torch.no_grad():
-            z.copy_(state["z"].to(z.device))
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise ValueError(f"resume: the resume point does not fit this run ({e})") from None
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["i"])
-
-
 def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = None,
         resume: dict[str, Any] | None = None) -> Iterator[Step]:
-    """Optimise a VQGAN latent towards the prompts; yield a `Step` per iteration."""
+    """Optimise a VQGAN latent towards the prompts; yield a `Step` per iteration.
+
+    In a zoom animation, each frame after the first starts from the last frame's image moved
+    by the motion schedules and encoded again, with a fresh optimiser.
+    """
     inputs = inputs or Inputs()
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     vqgan, device = loaded.vqgan, loaded.device
     z = initial_z(settings, loaded, inputs.init).requires_grad_(True)
     z_orig = z.detach().clone()
-    opt = _optimizer(settings, z)
+    latent = Latent(z, _optimizer(settings, z))
     losses_of = _loss_fn(settings, loaded, inputs)  # image targets draw cutouts: before restore
-    start = _restore(resume, z, opt) if resume else 0
-    book = vqgan.codebook
-    z_min = book.min(0).values.view(1, -1, 1, 1).float()
-    z_max = book.max(0).values.view(1, -1, 1, 1).float()
+    start = latent.restore(resume) if resume else 0
+    next_frame = _frame_start(settings, loaded)
+    z_min, z_max = _codebook_range(vqgan)
     dtype = autocast_dtype(settings.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
     live = [start]  # the iteration whose state z, the optimiser and the RNG hold right now
     for i in range(start + 1, settings.iterations + 1):
         live[0] = 0  # mid-iteration: no step's state is valid until this one is done
+        if next_frame is not None and i > 1 and (i - 1) % settings.iterations_per_frame == 0:
+            latent = next_frame(latent, (i - 1) // settings.iterations_per_frame)
+        z, opt = latent.z, latent.opt
         opt.zero_grad(set_to_none=True)
         with _autocast(device, dtype):
             image = clamp_with_grad(vqgan.decode(vqgan.quantize(z)).add(1).div(2))
@@ -229,8 +255,35 @@ def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = Non
             z.copy_(z.maximum(z_min).minimum(z_max))
         live[0] = i
         terms = torch.stack([v.detach().float() for v in losses])
-        yield Step(i, image.detach().float(), terms,
-                   lambda i=i: _snapshot(i, z, opt), lambda: live[0])
+        yield Step(i, image.detach().float(), terms, lambda i=i, latent=latent: latent.snapshot(i),
+                   lambda: live[0])
+
+
+def _codebook_range(vqgan: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    book = vqgan.codebook
+    return (book.min(0).values.view(1, -1, 1, 1).float(),
+            book.max(0).values.view(1, -1, 1, 1).float())
+
+
+def _frame_start(settings: VQGANClipSettings, loaded: Loaded):
+    """In a zoom animation, a function (latent, frame) -> the latent frame starts from."""
+    if not settings.animate:
+        return None
+    from helpers.animation import schedule_values
+    from helpers.motion import warp
+
+    motion = [schedule_values(getattr(settings, name), settings.frames, name)
+              for name in ("zoom", "angle", "translation_x", "translation_y")]
+    vqgan = loaded.vqgan
+
+    @torch.no_grad()
+    def next_frame(latent: Latent, frame: int) -> Latent:
+        image = vqgan.decode(vqgan.quantize(latent.z)).add(1).div(2).clamp(0, 1)
+        moved = warp(image, *(values[frame] for values in motion))
+        z = vqgan.encode(moved * 2 - 1).float().requires_grad_(True)
+        return Latent(z, _optimizer(settings, z))
+
+    return next_frame
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -241,7 +294,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 def _loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
     """A function (image, i) -> list of loss terms, summed over the CLIP models."""
-    sets, prompts_for = prompt_plan(settings)
+    texts, prompts_for = prompt_plan(settings)
     noise = parse_prompts(settings.noise_prompts) if settings.noise_prompts.strip() else []
     vqgan = loaded.vqgan
     size = tuple(n * vqgan.factor for n in latent_shape(settings, vqgan.factor))
@@ -251,15 +304,16 @@ def _loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
                           settings.cut_method)
         fixed = image_targets(clip, cutouts, inputs.image_prompts, size)
         fixed += noise_targets(clip, noise)
-        texts = {id(s): text_targets(clip, s) for s in sets}  # embedded once per set
-        per_clip.append((clip, cutouts, fixed, texts))
+        embeds = dict(zip(texts, clip.encode_text(texts), strict=True)) if texts else {}
+        per_clip.append((clip, cutouts, fixed, embeds))
 
     def losses(image: torch.Tensor, i: int) -> list[torch.Tensor]:
-        key = id(prompts_for(i))
+        prompts = prompts_for(i)
         terms = []
-        for clip, cutouts, fixed, texts in per_clip:
-            embeds = clip.encode_image(cutouts(image))
-            terms += [clip.weight * prompt_loss(embeds, t) for t in texts[key] + fixed]
+        for clip, cutouts, fixed, embeds in per_clip:
+            image_embeds = clip.encode_image(cutouts(image))
+            targets = [Target(embeds[p.text][None], p.weight, p.stop) for p in prompts]
+            terms += [clip.weight * prompt_loss(image_embeds, t) for t in targets + fixed]
         return terms
 
     return losses

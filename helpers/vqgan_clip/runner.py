@@ -17,12 +17,12 @@ from typing import Any
 from helpers import runs
 from helpers.reporting import Log, progress_bar
 from helpers.settings import VQGANClipSettings
-from helpers.vqgan_clip.checks import Checked, check_inputs
+from helpers.vqgan_clip.checks import Checked, animation_plan, check_inputs
 from helpers.vqgan_clip.loading import Loaded, load_models
 from helpers.vqgan_clip.loop import Step, frame_due, run, to_pil
 
 OnStep = Callable[[Step, Path], object]  # (the finished step, the run folder)
-RESUME_CHANGES = ("iterations", "device")  # what may differ when a run continues
+RESUME_CHANGES = ("iterations", "frames", "device")  # what may differ when a run continues
 
 
 def infotext(settings: VQGANClipSettings, i: int, loss: float) -> str:
@@ -31,6 +31,7 @@ def infotext(settings: VQGANClipSettings, i: int, loss: float) -> str:
 
     params = {
         "Steps": i,
+        "Frame": (i - 1) // settings.iterations_per_frame + 1 if settings.animate else None,
         "Sampler": "VQGAN+CLIP",
         "Optimizer": settings.optimizer,
         "Learning rate": settings.lr,
@@ -59,7 +60,7 @@ def generate(settings: VQGANClipSettings | None = None, *, resume: str | os.Path
     checked = check_inputs(settings, cache, log)
     loaded = loaded or load_models(checked, cache, log, progress)
     if resume is None:
-        run_dir = runs.new_run(Path(checked.settings.out), checked.settings.prompt,
+        run_dir = runs.new_run(Path(checked.settings.out), runs.run_title(checked.settings),
                                checked.settings.to_json())
     else:
         run_dir = _continue(Path(resume), checked.settings, state)
@@ -101,15 +102,17 @@ def save(run_dir: Path, settings: VQGANClipSettings, step: Step, index: int) -> 
 
 def resume_point(run_dir: Path, changes: dict[str, Any]) -> tuple[VQGANClipSettings, dict]:
     """The stored settings with `changes` applied, and the resume state; nothing is written."""
-    settings = runs.resumed_settings(run_dir, VQGANClipSettings, changes, RESUME_CHANGES)
+    settings = animation_plan(runs.resumed_settings(run_dir, VQGANClipSettings, changes,
+                                                    RESUME_CHANGES))
     state = runs.load_state(run_dir)
     if not isinstance(state.get("i"), int):
         raise ValueError(f"resume: the resume point {run_dir / runs.STATE_FILE} is damaged "
                          "(no iteration number)")
     if state["i"] >= settings.iterations:
         raise ValueError(
-            f"iterations: the run already did {state['i']} iterations; give more than "
-            f"{state['i']} to continue it (got {settings.iterations})"
+            f"{'frames' if settings.animate else 'iterations'}: the run already did "
+            f"{state['i']} iterations; give more to continue it (it has "
+            f"{settings.frames if settings.animate else settings.iterations})"
         )
     return settings, state
 

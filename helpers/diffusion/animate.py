@@ -1,0 +1,280 @@
+"""Diffusion animations: frames made one by one, yielded like the images of `loop.run`.
+
+- walk: between consecutive keyframes (prompt and seed), the text embeddings blend linearly
+  and the start noise spherically; a keyframe's frame is exactly the single image of its prompt
+  and seed. A keyframe's weighted pieces are blended into one embedding.
+- 2d (Deforum's 2D mode): frame 0 is a txt2img image (or img2img of the init image); each next
+  frame is the previous one moved by the motion schedules, colour-matched to frame 0, noised,
+  and re-drawn by img2img with the strength schedule.
+- video: img2img over every Nth frame of an input video, read as a stream.
+Seeds per frame (per keyframe in a walk) follow `seed_mode`: iter, fixed or random. Like
+`loop.run`, this module never saves: the runner does, and a resumed 2d animation continues from
+its last saved frame (`load_frame`), the frames on disk being exactly what the next frame used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from helpers.diffusion.conditioning import Encoded, encode_plan, match_lengths, plan_prompts
+from helpers.diffusion.loading import Loaded, run_pipeline
+from helpers.diffusion.loop import Generated, OnStep, call_pipeline, step_callback
+from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
+
+LoadFrame = Callable[[int], Any]  # 1-based frame index -> the saved PIL image
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A walk's keyframe: its frame number, prompt and seed."""
+
+    frame: int
+    prompt: str
+    seed: int
+
+
+def frame_seed(settings: DiffusionSettings, number: int) -> int:
+    """The seed of frame (or keyframe) `number` by seed mode."""
+    base = settings.with_seed().seed
+    if settings.seed_mode == "fixed":
+        return base
+    if settings.seed_mode == "random":
+        return base if number == 0 else random_seed()
+    return (base + number) % (MAX_SEED + 1)
+
+
+def prompt_at(settings: DiffusionSettings, frame: int) -> str:
+    """The prompt of a frame: the schedule's weights at that frame, or the prompt."""
+    if not settings.prompt_schedule.strip():
+        return settings.prompt
+    from helpers.animation import prompts_at_frame
+    from helpers.prompts import format_prompts
+
+    return format_prompts(prompts_at_frame(settings.prompt_schedule, frame))
+
+
+def walk_keyframes(settings: DiffusionSettings) -> list[Keyframe]:
+    """The keyframes of a walk; the last one is at the last frame (added if the schedule ends
+    earlier, with the last prompt and the next seed)."""
+    from helpers.prompts import format_prompts, parse_prompt_schedule
+
+    if settings.prompt_schedule.strip():
+        schedule = parse_prompt_schedule(settings.prompt_schedule)
+        keys = [(frame, format_prompts(prompts)) for frame, prompts in sorted(schedule.items())]
+    else:
+        keys = [(0, settings.prompt)]
+    if keys[0][0] != 0:
+        raise ValueError(f"prompt_schedule: a walk starts at a keyframe 0 (the first key is "
+                         f"{keys[0][0]})")
+    last = settings.frames - 1 if settings.frames else keys[-1][0]
+    if last < keys[-1][0]:
+        raise ValueError(f"frames: {settings.frames} frames end before the last keyframe "
+                         f"({keys[-1][0]})")
+    if last > keys[-1][0]:
+        keys.append((last, keys[-1][1]))
+    if len(keys) < 2:
+        raise ValueError("frames: a walk needs two keyframes, or --frames to walk from the "
+                         "first seed to the next")
+    return [Keyframe(frame, prompt, frame_seed(settings, k))
+            for k, (frame, prompt) in enumerate(keys)]
+
+
+def frame_count(settings: DiffusionSettings) -> int | None:
+    """How many frames the animation makes (None: as many as the input video gives)."""
+    if settings.animate == "walk":
+        return walk_keyframes(settings)[-1].frame + 1
+    if settings.animate == "video" and not settings.frames:
+        return None
+    return settings.frames
+
+
+def run_animation(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
+                  on_step: OnStep | None = None, skip: set[int] | frozenset[int] = frozenset(),
+                  load_frame: LoadFrame | None = None) -> Iterator[Generated]:
+    """Make the animation's frames; frames (1-based) in `skip` are on disk already."""
+    makers = {"walk": _walk, "2d": _two_d, "video": _video}
+    yield from makers[settings.animate](settings, loaded, init_image, on_step, skip, load_frame)
+
+
+# --- walk ------------------------------------------------------------------------------------
+
+
+def _walk(settings, loaded, _init, on_step, skip, _load) -> Iterator[Generated]:
+    pipe = run_pipeline(loaded, settings.sampler)
+    keys = walk_keyframes(settings)
+    sides = [encode_plan(pipe, plan_prompts(k.prompt, settings.negative_prompt, "blend"),
+                         settings.clip_skip) for k in keys]
+    match_lengths(pipe, settings.clip_skip, *(side for pair in sides for side in pair))
+    noises = [_start_noise(pipe, settings, k.seed, sides[0][0].embeds.dtype) for k in keys]
+    for frame in range(keys[-1].frame + 1):
+        if frame + 1 in skip:
+            continue
+        k = max(n for n, key in enumerate(keys) if key.frame <= frame)
+        a, b = (k, k) if k == len(keys) - 1 else (k, k + 1)
+        u = 0.0 if a == b else (frame - keys[a].frame) / (keys[b].frame - keys[a].frame)
+        cond = _lerp(sides[a][0], sides[b][0], u)
+        latents = _slerp(noises[a], noises[b], u)
+        seed = keys[a].seed
+        extra = {"latents": latents, "generator": [_drawn(pipe, settings, seed, latents)]}
+        images = call_pipeline(pipe, loaded.family, settings, (cond, sides[a][1], False),
+                               [seed], None, _callback(frame, on_step), extra)
+        yield Generated(frame + 1, seed, images[0])
+
+
+def _start_noise(pipe, settings: DiffusionSettings, seed: int, dtype: Any,
+                 generator: Any = None) -> Any:
+    """The start latents a pipeline call with this seed draws: the same CPU generator, shape
+    and dtype (the pipeline moves them to its device)."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (1, pipe.unet.config.in_channels, settings.height // pipe.vae_scale_factor,
+             settings.width // pipe.vae_scale_factor)
+    generator = generator or torch.Generator("cpu").manual_seed(seed)
+    return randn_tensor(shape, generator=[generator], device=torch.device("cpu"), dtype=dtype)
+
+
+def _drawn(pipe, settings: DiffusionSettings, seed: int, latents: Any) -> Any:
+    """A generator with this seed that has drawn the start latents already, as in a plain
+    call: ancestral samplers then draw their step noise as a single image would."""
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    _start_noise(pipe, settings, seed, latents.dtype, generator)
+    return generator
+
+
+def _lerp(a: Encoded, b: Encoded, u: float) -> Encoded:
+    if u == 0:
+        return a
+    pooled = None if a.pooled is None else (1 - u) * a.pooled + u * b.pooled
+    return Encoded((1 - u) * a.embeds + u * b.embeds, pooled, a.weights)
+
+
+def _slerp(a: Any, b: Any, u: float) -> Any:
+    from helpers.motion import slerp
+
+    return slerp(a, b, u)
+
+
+def _callback(frame: int, on_step: OnStep | None):
+    return step_callback(frame, on_step) if on_step else None
+
+
+# --- 2d --------------------------------------------------------------------------------------
+
+
+def _two_d(settings, loaded, init_image, on_step, skip, load_frame) -> Iterator[Generated]:
+    import torch
+
+    from helpers.animation import schedule_values
+    from helpers.motion import add_noise, match_colors, to_pil, to_tensor, warp
+
+    frames = settings.frames
+    motion = [schedule_values(getattr(settings, n), frames, n)
+              for n in ("zoom", "angle", "translation_x", "translation_y")]
+    noise = schedule_values(settings.noise_schedule, frames, "noise_schedule")
+    strength = strength_at(settings)
+    done = len([i for i in skip if i <= frames])  # frames are saved in order: 1..done
+    first, prev = (load_frame(1), load_frame(done)) if done else (None, None)
+    pipes = _Pipes(loaded, settings)
+    for frame in range(done, frames):
+        seed = frame_seed(settings, frame)
+        start = init_image
+        if frame > 0:
+            moved = warp(to_tensor(prev), *(values[frame] for values in motion))
+            if settings.color_coherence == "lab":
+                moved = match_colors(moved, to_tensor(first))
+            generator = torch.Generator("cpu").manual_seed(seed)
+            start = to_pil(add_noise(moved, noise[frame] / 2, generator))  # -1..1 -> 0..1
+        prev = _draw(pipes, settings, frame, seed, start, strength(frame), on_step)
+        first = first or prev
+        yield Generated(frame + 1, seed, prev)
+
+
+def strength_at(settings: DiffusionSettings) -> Callable[[int], float]:
+    """The img2img strength of a frame: the schedule's value, else `strength`; a value
+    outside (0, 1] is an error naming the frame."""
+    if not settings.strength_schedule.strip():
+        return lambda _frame: settings.strength
+    from helpers.animation import parse_schedule
+
+    schedule = parse_schedule(settings.strength_schedule, "strength_schedule")
+
+    def at(frame: int) -> float:
+        value = schedule.at(frame)
+        if not 0 < value <= 1:
+            raise ValueError(f"strength_schedule: {value:g} at frame {frame} is outside (0, 1]")
+        return value
+
+    return at
+
+
+class _Pipes:
+    """txt2img and img2img pipelines of a run, made when first needed."""
+
+    def __init__(self, loaded: Loaded, settings: DiffusionSettings):
+        self.loaded, self.settings, self.made = loaded, settings, {}
+
+    def get(self, img2img: bool):
+        if img2img not in self.made:
+            self.made[img2img] = run_pipeline(self.loaded, self.settings.sampler, img2img)
+        return self.made[img2img]
+
+
+def _draw(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, image: Any,
+          strength: float, on_step: OnStep | None) -> Any:
+    """One frame: txt2img without an image, else img2img at `strength`, prompt of the frame."""
+    pipe = pipes.get(image is not None)
+    frame_settings = settings.replace(strength=strength)
+    plan = plan_prompts(prompt_at(settings, frame), settings.negative_prompt,
+                        settings.prompt_mode)
+    cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
+    wrap = plan.composed
+    return call_pipeline(pipe, pipes.loaded.family, frame_settings, (cond, uncond, wrap),
+                         [seed], image, _callback(frame, on_step))[0]
+
+
+# --- video input -----------------------------------------------------------------------------
+
+
+def _video(settings, loaded, _init, on_step, skip, load_frame) -> Iterator[Generated]:
+    from helpers.motion import match_colors, to_pil, to_tensor
+
+    strength = strength_at(settings)
+    pipes = _Pipes(loaded, settings)
+    first = load_frame(1) if 1 in skip else None
+    for frame, source in enumerate(video_frames(settings)):
+        if frame + 1 in skip:
+            continue
+        if first is not None and settings.color_coherence == "lab":
+            source = to_pil(match_colors(to_tensor(source), to_tensor(first)))
+        seed = frame_seed(settings, frame)
+        image = _draw(pipes, settings, frame, seed, source, strength(frame), on_step)
+        first = first or image
+        yield Generated(frame + 1, seed, image)
+
+
+def video_frames(settings: DiffusionSettings) -> Iterator[Any]:
+    """Every `video_every`-th frame of the input video as a PIL image of the run's size,
+    streamed (never the whole video in memory), at most `frames` of them."""
+    import imageio_ffmpeg
+    from PIL import Image
+
+    reader = imageio_ffmpeg.read_frames(settings.init_video)
+    try:
+        meta = next(reader)
+        size = meta["size"]
+        taken = 0
+        for n, raw in enumerate(reader):
+            if n % settings.video_every:
+                continue
+            image = Image.frombytes("RGB", size, raw)
+            yield image.resize((settings.width, settings.height), Image.Resampling.LANCZOS)
+            taken += 1
+            if settings.frames and taken == settings.frames:
+                return
+    finally:
+        reader.close()
