@@ -207,6 +207,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    """Make a video of a run folder or a folder of images; print its path as the last line."""
+    from helpers.settings import VideoSettings
+    from helpers.video import assemble
+
+    settings = VideoSettings(**given_settings(args, VideoSettings))
+    print(assemble(args.source, settings, log=_log(args), progress=not args.quiet))
+    return 0
+
+
+def _add_video(sub: argparse._SubParsersAction) -> None:
+    from helpers.settings import VideoSettings
+
+    p = sub.add_parser("video", help="make an mp4, webm or gif of a run's frames",
+                       description="Frames -> video through ffmpeg: a run folder (its frames, "
+                       "or --trajectory K) or any folder of numbered images, in natural order.")
+    p.add_argument("source", metavar="SOURCE", help="a run folder or a folder of images")
+    add_settings_flags(p, VideoSettings)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    p.set_defaults(handler=cmd_video)
+
+
 def _log(args: argparse.Namespace) -> Callable[[str], object]:
     return no_log if getattr(args, "quiet", False) else stderr_log
 
@@ -244,8 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-image", metavar="PNG",
                    help="re-run with the settings stored in an image (flags override them)")
 
-    p = sub.add_parser("info", help="print the settings stored in images")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG files made by Dreamframe")
+    _add_video(sub)
+
+    p = sub.add_parser("info", help="print the settings stored in images and videos")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="PNG files or videos (.mp4, .webm) made by Dreamframe")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     p.set_defaults(handler=cmd_info)
     return parser

@@ -128,8 +128,9 @@ def test_vqgan_clip_takes_its_resume_state_only_when_a_frame_is_saved(monkeypatc
     from helpers.vqgan_clip import loop as loop_module
 
     calls = []
-    original = loop_module._snapshot
-    monkeypatch.setattr(loop_module, "_snapshot", lambda *a: calls.append(a[0]) or original(*a))
+    original = loop_module.Latent.snapshot
+    monkeypatch.setattr(loop_module.Latent, "snapshot",
+                        lambda self, i: calls.append(i) or original(self, i))
     settings = VQGANClipSettings(prompt="desert", vqgan="test-tiny-vqgan", clip="test-tiny-clip",
                                  width=64, height=64, cutn=2, iterations=6, save_every=3,
                                  device="cpu", seed=1, out=str(tmp_path))

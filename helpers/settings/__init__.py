@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import json
 
-from helpers.settings.base import MAX_SEED, MAX_SIDE, RunSettings, field_names, random_seed
+from helpers.settings.base import (
+    MAX_SEED,
+    MAX_SIDE,
+    RunSettings,
+    Settings,
+    field_names,
+    random_seed,
+)
 from helpers.settings.diffusion import DiffusionSettings
 from helpers.settings.fields import Meta, fail, meta_of, setting
+from helpers.settings.video import VideoSettings
 from helpers.settings.vqgan_clip import AUGMENTS, OPTIMIZERS, VQGANClipSettings, parse_clip_spec
 
-SETTINGS_KINDS: dict[str, type[RunSettings]] = {
+SETTINGS_KINDS: dict[str, type[Settings]] = {
     VQGANClipSettings.kind: VQGANClipSettings,
     DiffusionSettings.kind: DiffusionSettings,
+    VideoSettings.kind: VideoSettings,
 }
 
 
-def settings_from_json(text: str) -> RunSettings:
+def settings_from_json(text: str) -> Settings:
     """Read settings of any kind from JSON, dispatching on its "kind" key."""
     try:
         data = json.loads(text)
@@ -44,7 +53,9 @@ __all__ = [
     "DiffusionSettings",
     "Meta",
     "RunSettings",
+    "Settings",
     "VQGANClipSettings",
+    "VideoSettings",
     "field_names",
     "meta_of",
     "parse_clip_spec",

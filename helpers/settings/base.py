@@ -1,4 +1,4 @@
-"""What every run shares, and the machinery of all settings classes: validation, JSON."""
+"""The machinery of all settings classes (validation, JSON) and what every run shares."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from helpers.settings.fields import check_value, decode, encode, fail, meta_of, setting, type_ok
 
 MAX_SIDE = 4096  # pixels; larger images do not fit any consumer GPU with either engine
 MAX_SEED = 2**32 - 1  # the seed range of the Stable Diffusion web UIs
 RANDOM_SEED = -1  # the web UIs' way of asking for a random seed
+
+S = TypeVar("S", bound="Settings")
 
 
 def random_seed() -> int:
@@ -23,7 +25,70 @@ def random_seed() -> int:
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class Settings:
+    """The machinery of every settings class: frozen, validated on creation, JSON.
+
+    `__post_init__` checks every field against its annotation and metadata (type, range,
+    choices), then calls the class's own cross-field rules in `validate`.
+    """
+
+    kind: ClassVar[str] = "settings"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = self._prepare(f.name, getattr(self, f.name))
+            if not type_ok(value, hints[f.name]):
+                fail(f.name, value, f"expected {_type_name(hints[f.name])}")
+            value = check_value(f.name, value, meta_of(f))
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def _prepare(self, name: str, value: Any) -> Any:
+        """A field's value before it is checked: JSON lists become tuples."""
+        return tuple(value) if isinstance(value, list) else value
+
+    def validate(self) -> None:
+        """Cross-field rules; `ValueError` naming the field and value of the first bad one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-ready values, with the kind first."""
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        """The settings as indented JSON (infinities as strings, so the file stays strict JSON)."""
+        return json.dumps(encode(self.to_dict()), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls: type[S], data: dict[str, Any]) -> S:
+        """Build settings from a dict; unknown keys and a wrong kind are errors naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"settings must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        kind = data.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise ValueError(f"kind: these are {kind!r} settings, not {cls.kind!r}")
+        unknown = sorted(set(data) - set(field_names(cls)))
+        if unknown:
+            raise ValueError(f"unknown settings for {cls.kind}: {', '.join(unknown)}")
+        return cls(**decode(data))
+
+    @classmethod
+    def from_json(cls: type[S], text: str) -> S:
+        """Inverse of `to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"settings are not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def replace(self: S, **changes: Any) -> S:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RunSettings(Settings):
     """What every run shares: prompt, size, seed and where the run folder goes.
 
     Frozen and validated on creation: every field against its metadata (type, range,
@@ -43,19 +108,10 @@ class RunSettings:
     out: str = setting("workspace", "workspace folder; runs land in OUT/runs/<time>-<prompt>/",
                        metavar="DIR", text="path", advanced=True, group="output")
 
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):  # JSON has no tuples
-                value = tuple(value)
-            if f.name == "seed" and value == RANDOM_SEED:
-                value = None
-            if not type_ok(value, hints[f.name]):
-                fail(f.name, value, f"expected {_type_name(hints[f.name])}")
-            value = check_value(f.name, value, meta_of(f))
-            object.__setattr__(self, f.name, value)
-        self.validate()
+    def _prepare(self, name: str, value: Any) -> Any:
+        if name == "seed" and value == RANDOM_SEED:
+            return None
+        return super()._prepare(name, value)
 
     def validate(self) -> None:
         """Cross-field rules; `ValueError` naming the field and value of the first bad one."""
@@ -76,43 +132,8 @@ class RunSettings:
         """These settings with a random seed fixed where none is given (the one seed fallback)."""
         return self if self.seed is not None else self.replace(seed=random_seed())
 
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as plain JSON-ready values, with the kind of run first."""
-        return {"kind": self.kind, **dataclasses.asdict(self)}
 
-    def to_json(self) -> str:
-        """The settings as indented JSON (infinities as strings, so the file stays strict JSON)."""
-        return json.dumps(encode(self.to_dict()), indent=2, ensure_ascii=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
-        """Build settings from a dict; unknown keys and a wrong kind are errors naming them."""
-        if not isinstance(data, dict):
-            raise ValueError(f"settings must be a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        kind = data.pop("kind", cls.kind)
-        if kind != cls.kind:
-            raise ValueError(f"kind: these are {kind!r} settings, not {cls.kind!r}")
-        unknown = sorted(set(data) - set(field_names(cls)))
-        if unknown:
-            raise ValueError(f"unknown settings for {cls.kind}: {', '.join(unknown)}")
-        return cls(**decode(data))
-
-    @classmethod
-    def from_json(cls, text: str) -> RunSettings:
-        """Inverse of `to_json`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"settings are not valid JSON: {e}") from None
-        return cls.from_dict(data)
-
-    def replace(self, **changes: Any) -> RunSettings:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-
-def field_names(cls: type[RunSettings]) -> list[str]:
+def field_names(cls: type[Settings]) -> list[str]:
     """The settings fields of a class, in declaration order."""
     return [f.name for f in dataclasses.fields(cls)]
 
