@@ -41,49 +41,19 @@ twice in one key); pieces of weight exactly 0 are dropped, at keys too. Pure Pyt
 
 from __future__ import annotations
 
-import ast
 import bisect
 import functools
 import itertools
 import math
-import operator
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from helpers.expressions import EvalError, Fn, compile_expression, quote
 from helpers.prompts import Prompt, parse_prompt_schedule
 
-Fn = Callable[[float], float]
-
 INTERPOLATIONS = ("linear", "cubic")
-CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
-_UNARY = ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "sqrt", "exp",
-          "log10", "log2", "floor", "ceil", "degrees", "radians")
-# name: (function, fewest arguments, most arguments or None for any number)
-FUNCTIONS: dict[str, tuple[Callable[..., float], int, int | None]] = {
-    **{fname: (getattr(math, fname), 1, 1) for fname in _UNARY},
-    "abs": (abs, 1, 1), "round": (round, 1, 1), "log": (math.log, 1, 2),
-    "atan2": (math.atan2, 2, 2), "pow": (math.pow, 2, 2), "fmod": (math.fmod, 2, 2),
-    "hypot": (math.hypot, 2, None), "min": (min, 2, None), "max": (max, 2, None),
-    "clamp": (lambda x, lo, hi: min(max(x, lo), hi), 3, 3),
-}
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-           ast.Pow: math.pow}
-_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
-            ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _KEY = re.compile(r"\s*(\d+)(?![\w.])\s*:")
 _NEXT_KEY = re.compile(r",\s*\d+\s*:")
-_NAMES = f"t, {', '.join(CONSTANTS)} and the functions {', '.join(sorted(FUNCTIONS))}"
-
-
-def _q(text: str) -> str:
-    """`text` quoted for a message, cut to 60 characters."""
-    return repr(text if len(text) <= 60 else f"{text[:57]}...")
-
-
-class _EvalError(Exception):
-    """An expression failed at some t; the caller adds the schedule name and the frame."""
 
 
 @dataclass(frozen=True)
@@ -129,10 +99,10 @@ class Schedule:
     def _evaluate(self, key: Keyframe, frame: int) -> float:
         try:
             return key.expression(float(frame))
-        except _EvalError as e:
-            raise ValueError(f"{self.name}: at frame {frame}, {_q(key.text)}: {e}") from None
+        except EvalError as e:
+            raise ValueError(f"{self.name}: at frame {frame}, {quote(key.text)}: {e}") from None
         except RecursionError:
-            raise ValueError(f"{self.name}: {_q(key.text)} is nested too deeply") from None
+            raise ValueError(f"{self.name}: {quote(key.text)} is nested too deeply") from None
 
     def _between(self, i: int, frame: int) -> float:
         """Interpolate from constant key i to key i + 1 at a frame strictly between them."""
@@ -168,7 +138,8 @@ def parse_schedule(text: str, name: str = "schedule", interpolation: str = "line
     keys.sort(key=lambda key: key.frame)  # stable: of two equal keys, the first written is first
     for a, b in itertools.pairwise(keys):
         if a.frame == b.frame:
-            raise ValueError(f"{name}: key {a.frame} is given twice: {_q(a.text)} and {_q(b.text)}")
+            raise ValueError(f"{name}: key {a.frame} is given twice: {quote(a.text)} and "
+                             f"{quote(b.text)}")
     return Schedule(name, tuple(keys), interpolation)
 
 
@@ -195,7 +166,7 @@ def _scan(text: str) -> list[tuple[int, str, str]]:
         raise ValueError("empty schedule; write keyframes like '0:(1.0), 30:(1.05)' or one number")
     if not _has_key(text):
         if _value_end(text, 0, 0) < len(text):
-            raise ValueError(f"{_q(text.strip())} has a ',' but no keys; write '0:(1), 30:(2)'")
+            raise ValueError(f"{quote(text.strip())} has a ',' but no keys; write '0:(1), 30:(2)'")
         return [(0, text, text.strip())]
     items, pos = [], 0
     while True:
@@ -227,12 +198,12 @@ def _read_key(text: str, pos: int) -> tuple[int, int]:
     if not token:
         rest = text[pos:].strip()
         if rest.startswith(","):
-            raise ValueError(f"empty keyframe (two commas, or a comma first) at {_q(rest)}")
-        raise ValueError(f"missing frame number before {_q(rest.split(',')[0])}")
+            raise ValueError(f"empty keyframe (two commas, or a comma first) at {quote(rest)}")
+        raise ValueError(f"missing frame number before {quote(rest.split(',')[0])}")
     number = re.match(r"\d+(?![\w.])", token)
     if number:
         raise ValueError(f"missing ':' after key {number.group()!r}")
-    raise ValueError(f"key {_q(token)} is not a frame number (a whole number >= 0)")
+    raise ValueError(f"key {quote(token)} is not a frame number (a whole number >= 0)")
 
 
 def _value_end(text: str, key_start: int, start: int) -> int:
@@ -245,7 +216,7 @@ def _value_end(text: str, key_start: int, start: int) -> int:
         elif char == ")":
             depth -= 1
             if depth < 0:
-                raise ValueError(f"unmatched ')' in {_q(text[key_start : i + 1].strip())}")
+                raise ValueError(f"unmatched ')' in {quote(text[key_start : i + 1].strip())}")
         elif depth == 0 and char == ",":
             return i
         elif depth == 0 and char == ":":
@@ -253,7 +224,7 @@ def _value_end(text: str, key_start: int, start: int) -> int:
     if depth > 0:
         nxt = _NEXT_KEY.search(text, start)
         cut = nxt.start() if nxt else len(text)
-        raise ValueError(f"missing ')' after {_q(text[key_start:cut].strip())}")
+        raise ValueError(f"missing ')' after {quote(text[key_start:cut].strip())}")
     return len(text)
 
 
@@ -262,145 +233,24 @@ def _missing_comma(text: str, key_start: int, colon: int) -> None:
     before = text[key_start:colon]
     key = re.search(r"[^\s(),]+\s*$", before)
     if not key or not before[: key.start()].strip():
-        raise ValueError(f"unexpected ':' after {_q(before.strip())}")
+        raise ValueError(f"unexpected ':' after {quote(before.strip())}")
     rest = text[key_start + key.start() :].split(",")[0].strip()
-    raise ValueError(f"missing ',' between {_q(before[: key.start()].strip())} and {_q(rest)}")
+    first = quote(before[: key.start()].strip())
+    raise ValueError(f"missing ',' between {first} and {quote(rest)}")
 
 
 def _keyframe(frame: int, value: str, written: str) -> Keyframe:
     """Build one key; constant expressions are evaluated now, so their errors come at parse time."""
     if not value.replace("(", "").replace(")", "").strip():
-        raise ValueError(f"{_q(written)} has no value")
+        raise ValueError(f"{quote(written)} has no value")
     try:
-        expression, uses_t = _compile(value)
+        expression, uses_t = compile_expression(value)
         constant = None if uses_t else expression(0.0)
-    except (ValueError, _EvalError) as e:
-        raise ValueError(f"in {_q(written)}: {e}") from None
+    except (ValueError, EvalError) as e:
+        raise ValueError(f"in {quote(written)}: {e}") from None
     except RecursionError:
-        raise ValueError(f"in {_q(written)}: nested too deeply") from None
+        raise ValueError(f"in {quote(written)}: nested too deeply") from None
     return Keyframe(frame, written, constant, expression)
-
-
-def _compile(value: str) -> tuple[Fn, bool]:
-    """A function of t built from the whitelisted syntax tree of `value`, and whether it uses t."""
-    source = " ".join(value.split())
-    try:
-        tree = ast.parse(source, mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"{_q(source)} is not a valid expression ({e.msg})") from None
-    except (ValueError, RecursionError, MemoryError):
-        raise ValueError(f"{_q(source)} is not a valid expression") from None
-    builder = _Builder(source)
-    try:
-        return builder.build(tree.body), builder.uses_t
-    except RecursionError:
-        raise ValueError(f"{_q(source)} is nested too deeply") from None
-
-
-def _apply(function: Callable[..., float], part: str, *args: float) -> float:
-    """`function(*args)` as a finite float, or an _EvalError naming `part`."""
-    try:
-        value = float(function(*args))
-    except ZeroDivisionError:
-        raise _EvalError(f"division by zero in {_q(part)}") from None
-    except OverflowError:
-        raise _EvalError(f"{_q(part)} is too large (overflow)") from None
-    except ValueError:
-        raise _EvalError(f"{_q(part)} is outside the function's domain") from None
-    if not math.isfinite(value):
-        raise _EvalError(f"{_q(part)} is not finite ({value})")
-    return value
-
-
-class _Builder:
-    """Turns whitelisted syntax nodes into closures; anything else is a ValueError naming it."""
-
-    def __init__(self, source: str) -> None:
-        self.source, self.uses_t = source, False
-
-    def part(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or ast.unparse(node)
-
-    def build(self, node: ast.AST) -> Fn:
-        method = getattr(self, f"_{type(node).__name__.lower()}", None)
-        if method is None:
-            kind = type(node).__name__.lower()
-            raise ValueError(f"{_q(self.part(node))} is not allowed ({kind})")
-        return method(node)
-
-    def _constant(self, node: ast.Constant) -> Fn:
-        number = node.value
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise ValueError(f"{_q(self.part(node))} is not a number")
-        if not -1e308 <= number <= 1e308:  # also inf from `1e999`; a huge int cannot be a float
-            raise ValueError(f"the number {_q(self.part(node))} is too large")
-        number = float(number)
-        return lambda t: number
-
-    def _name(self, node: ast.Name) -> Fn:
-        if node.id == "t":
-            self.uses_t = True
-            return lambda t: t
-        if node.id in CONSTANTS:
-            number = CONSTANTS[node.id]
-            return lambda t: number
-        if node.id in FUNCTIONS:
-            raise ValueError(f"function {node.id!r} must be called, like {node.id}(t)")
-        raise ValueError(f"unknown name {node.id!r}; use only {_NAMES}")
-
-    def _unaryop(self, node: ast.UnaryOp) -> Fn:
-        operand = self.build(node.operand)
-        if isinstance(node.op, ast.USub):
-            return lambda t: -operand(t)
-        if isinstance(node.op, ast.UAdd):
-            return operand
-        raise ValueError(f"{_q(self.part(node))}: this operator is not allowed here")
-
-    def _binop(self, node: ast.BinOp) -> Fn:
-        op = _BINARY.get(type(node.op))
-        if op is None:
-            raise ValueError(f"the operator in {_q(self.part(node))} is not allowed")
-        left, right, part = self.build(node.left), self.build(node.right), self.part(node)
-        return lambda t: _apply(op, part, left(t), right(t))
-
-    def _call(self, node: ast.Call) -> Fn:
-        part = self.part(node)
-        if not isinstance(node.func, ast.Name):
-            raise ValueError(f"only calls of named functions are allowed, not {_q(part)}")
-        if node.func.id not in FUNCTIONS:
-            raise ValueError(f"unknown function {node.func.id!r}; use only {_NAMES}")
-        if node.keywords:
-            raise ValueError(f"keyword arguments are not allowed: {_q(part)}")
-        function, fewest, most = FUNCTIONS[node.func.id]
-        if len(node.args) < fewest or (most is not None and len(node.args) > most):
-            wanted = f"{fewest}" if fewest == most else f"at least {fewest}"
-            raise ValueError(f"{node.func.id} takes {wanted} argument(s): {_q(part)}")
-        args = [self.build(arg) for arg in node.args]
-        return lambda t: _apply(function, part, *(arg(t) for arg in args))
-
-    def _ifexp(self, node: ast.IfExp) -> Fn:
-        test = self.condition(node.test)
-        body, orelse = self.build(node.body), self.build(node.orelse)
-        return lambda t: body(t) if test(t) else orelse(t)
-
-    def _compare(self, node: ast.Compare) -> Fn:
-        raise ValueError(f"comparison {_q(self.part(node))} is only allowed in 'a if cond else b'")
-
-    def condition(self, node: ast.AST) -> Callable[[float], bool]:
-        """A condition: comparisons joined by and / or / not."""
-        if isinstance(node, ast.BoolOp):
-            parts = [self.condition(value) for value in node.values]
-            combine = all if isinstance(node.op, ast.And) else any
-            return lambda t: combine(part(t) for part in parts)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            inner = self.condition(node.operand)
-            return lambda t: not inner(t)
-        if not isinstance(node, ast.Compare) or not all(type(o) in _COMPARE for o in node.ops):
-            part = _q(self.part(node))
-            raise ValueError(f"the condition {part} must be a comparison like t < 30")
-        terms = [self.build(term) for term in (node.left, *node.comparators)]
-        ops = [_COMPARE[type(o)] for o in node.ops]
-        return lambda t: all(op(terms[i](t), terms[i + 1](t)) for i, op in enumerate(ops))
 
 
 def prompts_at_frame(text: str, frame: int, name: str = "prompt_schedule") -> list[Prompt]:

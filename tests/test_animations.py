@@ -189,3 +189,34 @@ def test_bad_animation_settings_fail_before_anything_loads(tiny_models, tmp_path
     with pytest.raises(ValueError, match=message):
         diffuse(diffusion_settings(tmp_path, **changes))
     assert not (tmp_path / "runs").exists()
+
+
+# --- from the command line to a video --------------------------------------------------------
+
+TINY_VQGAN = ["vqgan-clip", "--vqgan", "test-tiny-vqgan", "--clip", "test-tiny-clip",
+              "--cutn", "2", "--size", "64", "64", "--device", "cpu", "--quiet"]
+TINY_SD = ["diffusion", "--model", "test-tiny-sd", "--steps", "2", "--size", "64", "64",
+           "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.parametrize(("args", "frames"), [
+    ([*TINY_VQGAN, "--prompt", "desert", "--animate", "zoom", "--frames", "3",
+      "--iterations-per-frame", "2", "--zoom", "0:(1.1), 2:(1.2)", "--angle", "2", "--tx", "1",
+      "--ty", "0:(1 + sin(t))"], 3),
+    ([*TINY_SD, "--prompt-schedule", "0: a red cube\\n2: a blue ball", "--animate", "walk"], 3),
+    ([*TINY_SD, "--prompt", "a cat", "--animate", "2d", "--frames", "3", "--zoom", "1.05"], 3),
+], ids=["zoom", "walk", "2d"])
+def test_the_cli_makes_an_animation_and_assembles_its_video(args, frames, tiny_models, tmp_path,
+                                                           capsys):
+    import imageio_ffmpeg
+
+    from helpers.cli import main
+
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    assert len(runs.list_frames(run_dir)) == frames
+    assert main(["video", run_dir, "--fps", "4", "--quiet"]) == 0
+    video = capsys.readouterr().out.strip().splitlines()[-1]
+    assert imageio_ffmpeg.count_frames_and_secs(video)[0] == frames
+    assert main(["info", video]) == 0
+    assert f'"animate": "{args[args.index("--animate") + 1]}"' in capsys.readouterr().out
