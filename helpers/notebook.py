@@ -1,0 +1,369 @@
+"""What the notebooks call: one function per action, so no notebook cell holds logic.
+
+Every notebook opens the workspace (`connect`), then: notebook 1 reports the machine
+(`setup`), 2 chooses and downloads the models (`model_form`, `save_models`), 3 sets the
+parameters (`parameters_form`, `save_parameters`), 4 runs (`run`), 5 makes the video
+(`video_form`, `make_video`). Forms show what the workspace holds; headless (papermill),
+where widget callbacks never fire, the values of the `parameters` cell reach the same
+functions, so "Run all" works everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from helpers.reporting import Log
+from helpers.workspace import Workspace, open_workspace
+
+ENGINES = ("vqgan-clip", "diffusion")
+MODEL_FIELDS = {"vqgan-clip": ("vqgan", "clip"), "diffusion": ("model", "vae", "model_config")}
+# The tiny offline models, at sizes and lengths that take seconds on a CPU
+TEST_SETTINGS = {
+    "vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip", "width": 64,
+                   "height": 64, "iterations": 6, "save_every": 2, "cutn": 4,
+                   "iterations_per_frame": 2, "frames": 3},
+    "diffusion": {"model": "test-tiny-sd", "vae": "", "model_config": "", "width": 64,
+                  "height": 64, "steps": 4},
+}
+DEFAULT_PROMPT = "a lighthouse in a storm:1 | oil painting:0.5"
+
+
+def check_version(written_for: str, log: Log = print) -> str:
+    """Warn when the installed package is not the version the notebook was written for."""
+    from helpers.project import version
+
+    installed = version()
+    if installed != written_for:
+        log(f"warning: this notebook was written for Dreamframe {written_for}, and "
+            f"{installed} is installed; if something fails, open the notebook of that version")
+    return installed
+
+
+def connect(workspace: str = "", log: Log = print) -> Workspace:
+    """Open the workspace (Drive on Colab, mounted here) and say where it is."""
+    ws = open_workspace(workspace, log)
+    where = "on Google Drive" if ws.colab and ws.persistent else \
+        "on this machine's disk (lost on disconnect)" if ws.colab else "here"
+    log(f"workspace: {ws.root} ({where})")
+    return ws
+
+
+# --- 1. setup --------------------------------------------------------------------------------
+
+
+def machine_report() -> dict[str, Any]:
+    """The machine: Python, torch, and the GPU (name and memory) or none."""
+    import platform
+
+    import torch
+
+    from helpers.project import version
+
+    report: dict[str, Any] = {"dreamframe": version(), "python": platform.python_version(),
+                              "torch": torch.__version__.split("+")[0]}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        report["gpu"] = {"name": torch.cuda.get_device_name(), "memory_gb": round(total / 1e9, 1),
+                         "free_gb": round(free / 1e9, 1)}
+    elif torch.backends.mps.is_available():
+        report["gpu"] = {"name": "Apple Metal (MPS)", "memory_gb": None}
+    else:
+        report["gpu"] = None
+    return report
+
+
+def setup(ws: Workspace, log: Log = print) -> dict[str, Any]:
+    """Report the machine in plain words and record it in setup.json."""
+    from datetime import datetime
+
+    report = {**machine_report(), "colab": ws.colab, "persistent": ws.persistent,
+              "workspace": str(ws.root), "time": datetime.now().isoformat(timespec="seconds")}
+    gpu = report["gpu"]
+    if gpu:
+        memory = f", {gpu['memory_gb']} GB" if gpu.get("memory_gb") else ""
+        log(f"GPU: {gpu['name']}{memory}")
+    else:
+        log("No GPU: everything runs on the CPU, many times slower. A 512x512 image takes "
+            "minutes instead of seconds; on Colab choose Runtime > Change runtime type > GPU, "
+            "then run this notebook again. The tiny test models (test_models = True) still "
+            "run in seconds.")
+    log(f"Dreamframe {report['dreamframe']}, Python {report['python']}, torch {report['torch']}")
+    ws.write("setup.json", report)
+    return report
+
+
+# --- settings in the workspace ---------------------------------------------------------------
+
+
+def engine_of(ws: Workspace, engine: str = "") -> str:
+    """The engine: as given, else the workspace's model choice, else VQGAN+CLIP."""
+    engine = engine.strip() or (ws.read("model.json") or {}).get("engine", "") or ENGINES[0]
+    if engine not in ENGINES:
+        raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    return engine
+
+
+def workspace_values(ws: Workspace, engine: str, test_models: bool) -> dict[str, Any]:
+    """The settings values the workspace holds for an engine: params.json, then the models of
+    model.json (or the test models), the workspace as `out`."""
+    values: dict[str, Any] = {"prompt": DEFAULT_PROMPT}
+    if test_models:
+        values.update(TEST_SETTINGS[engine])
+    params = ws.read("params.json") or {}
+    if params.get("kind") == engine:
+        values.update({k: v for k, v in params.items() if k != "kind"})
+    models = ws.read("model.json") or {}
+    if models.get("engine") == engine:
+        values.update({k: models[k] for k in MODEL_FIELDS[engine] if k in models})
+    if test_models:
+        values.update({k: v for k, v in TEST_SETTINGS[engine].items()
+                       if k in MODEL_FIELDS[engine]})
+    values["out"] = str(ws.root)
+    return values
+
+
+def settings_class(engine: str) -> type:
+    """The settings class of an engine."""
+    from helpers.settings import SETTINGS_KINDS
+
+    return SETTINGS_KINDS[engine]
+
+
+def load_settings(ws: Workspace, engine: str = "", test_models: bool = False,
+                  **given: Any) -> Any:
+    """The settings a run uses: what the workspace holds, with `given` values on top."""
+    engine = engine_of(ws, engine)
+    values = {**workspace_values(ws, engine, test_models), **_given(given)}
+    return settings_class(engine).from_dict(values)
+
+
+def _given(given: dict[str, Any]) -> dict[str, Any]:
+    """Parameter-cell values that were set (None and "" mean: keep the workspace's)."""
+    return {k: v for k, v in given.items() if v is not None and v != ""}
+
+
+# --- 2. models -------------------------------------------------------------------------------
+
+
+def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
+               **given: Any) -> Any:
+    """Show the model choice for an engine: catalogue dropdowns (size, licence, cached) or a
+    source of your own; it starts from model.json."""
+    from IPython.display import display
+
+    from helpers.widgets.models import ModelForm
+
+    engine = engine_of(ws, engine)
+    values = {**(ws.read("model.json") or {}), **_given(given), "engine": engine}
+    if test_models:
+        values.update(TEST_SETTINGS[engine])
+    form = ModelForm(values, cache=ws.models)
+    display(form.widget)
+    return form
+
+
+def save_models(ws: Workspace, form: Any, log: Log = print, progress: bool = True) -> dict:
+    """Check the chosen models, download what is missing into the workspace, write
+    model.json; a problem is shown plainly (nothing written)."""
+    choice = dict(form) if isinstance(form, dict) else form.values()
+    try:
+        download_models(choice, ws, log, progress)
+    except (ValueError, OSError, RuntimeError) as e:
+        _show_error(e, log)
+        return {}
+    ws.write("model.json", choice)
+    log(f"model.json saved: {', '.join(f'{k} = {v}' for k, v in choice.items() if v)}")
+    return choice
+
+
+def download_models(choice: dict[str, Any], ws: Workspace, log: Log, progress: bool) -> None:
+    """Resolve each model of a choice before anything downloads, then fetch the catalogue ones."""
+    from helpers.download import fetch_all
+
+    engine = engine_of(ws, choice.get("engine", ""))
+    if engine == "vqgan-clip":
+        from helpers.clip import resolve_clip
+        from helpers.settings import parse_clip_spec
+        from helpers.vqgan_clip.checks import resolve_vqgan
+
+        refs = [resolve_vqgan(choice.get("vqgan", "")).model]
+        refs += [resolve_clip(name).model for name, _ in parse_clip_spec(choice.get("clip", ""))]
+    else:
+        from helpers.catalog import find_model
+        from helpers.diffusion.models import resolve_model
+
+        ref = resolve_model(choice.get("model", ""), ws.models)
+        refs = [find_model(ref.spec) if ref.kind == "catalogue" else None]
+    fetch_all([m for m in refs if m is not None], ws.models, progress=progress, log=log)
+
+
+# --- 3. parameters ---------------------------------------------------------------------------
+
+
+def parameters_form(ws: Workspace, engine: str = "", test_models: bool = False,
+                    **given: Any) -> Any:
+    """Show the form of the engine's settings, filled with what the workspace holds and the
+    parameter cell's values; the models come from notebook 2."""
+    from IPython.display import HTML, display
+
+    from helpers.widgets import SettingsForm
+
+    engine = engine_of(ws, engine)
+    values = {**workspace_values(ws, engine, test_models), **_given(given)}
+    form = SettingsForm(settings_class(engine), values,
+                        exclude=("out", *MODEL_FIELDS[engine]), uploads=ws.uploads)
+    models = ", ".join(f"{k}: {values[k]}" for k in MODEL_FIELDS[engine] if values.get(k))
+    display(HTML(f"<b>{engine}</b> with {models or 'the default models'} "
+                 "<i>(change them in notebook 2)</i>"))
+    display(form.widget, _save_button(lambda: save_parameters(ws, form)))
+    return form
+
+
+def _save_button(save: Any) -> Any:
+    """A Save button for interactive use (headless, the notebook's next cell saves)."""
+    from ipywidgets import Button
+
+    button = Button(description="Save", button_style="success", icon="check")
+    button.add_class("dreamframe-save")
+    button.on_click(lambda _button: save())
+    return button
+
+
+def save_parameters(ws: Workspace, form: Any) -> bool:
+    """Write params.json when the form's settings are valid; else show why (nothing written)."""
+    return bool(form.save(ws.root / "params.json"))
+
+
+# --- 4. run ----------------------------------------------------------------------------------
+
+
+def run(ws: Workspace, engine: str = "", test_models: bool = False, resume: str = "",
+        log: Log = print, **given: Any) -> Path | None:
+    """Run the workspace's settings into a new run folder (or continue one: `resume` is a run
+    folder or "latest"), with a progress bar and a preview updated in place."""
+    try:
+        return _run(ws, engine, test_models, resume, log, given)
+    except KeyboardInterrupt as e:  # a RunStopped says what was kept
+        message = getattr(e, "message", "stopped")
+        log(f"{message}\nTo continue here, set resume = \"latest\" in the parameters cell and "
+            "run this notebook again.")
+    except (ValueError, OSError, RuntimeError) as e:
+        _show_error(e, log)
+    return None
+
+
+def _run(ws: Workspace, engine: str, test_models: bool, resume: str, log: Log,
+         given: dict[str, Any]) -> Path:
+    from helpers import runs
+
+    preview = _preview()
+    engine = engine_of(ws, engine if not resume else _resume_engine(ws, resume, engine))
+    module = _engine_module(engine)
+    options: dict[str, Any] = {"cache": ws.models, "log": log, "progress": True}
+    if engine == "vqgan-clip":
+        options["on_step"] = lambda step, _run_dir: _show_step(preview, step)
+    else:
+        options["on_image"] = lambda _path, image: _show_image(preview, image)
+    if resume:
+        run_dir = _resume_folder(ws, resume)
+        return module.generate(resume=run_dir, changes=_given(given), **options)
+    settings = load_settings(ws, engine, test_models, **given)
+    run_dir = module.generate(settings, **options)
+    last = runs.latest_frame(run_dir)
+    if last is not None:
+        _show_image(preview, runs.read_frame(run_dir, int(last.stem)))
+    return run_dir
+
+
+def _engine_module(engine: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"helpers.{engine.replace('-', '_')}")
+
+
+def _resume_folder(ws: Workspace, resume: str) -> Path:
+    folder = ws.latest_run() if resume.strip() == "latest" else Path(resume).expanduser()
+    if folder is None:
+        raise ValueError(f"resume: the workspace {ws.root} has no run to continue")
+    return folder
+
+
+def _resume_engine(ws: Workspace, resume: str, engine: str) -> str:
+    from helpers import runs
+
+    kind = runs.read_run_settings(_resume_folder(ws, resume)).get("kind", "")
+    return kind or engine
+
+
+def _preview() -> Any:
+    from IPython.display import display
+    from ipywidgets import Image, Layout
+
+    image = Image(format="png", layout=Layout(max_width="512px"))
+    display(image)
+    return image
+
+
+def _show_step(preview: Any, step: Any) -> None:
+    """The newest frame of a VQGAN+CLIP run, in place (only at frames: copies cost time)."""
+    from helpers.vqgan_clip.loop import to_pil
+
+    if step.i == 1 or step.i % 10 == 0:
+        _show_image(preview, to_pil(step.image))
+
+
+def _show_image(preview: Any, image: Any) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    preview.value = buffer.getvalue()
+
+
+def _show_error(error: Exception, log: Log) -> None:
+    """An expected failure in one plain line, never a traceback."""
+    log(f"error: {error}")
+
+
+# --- 5. video --------------------------------------------------------------------------------
+
+
+def video_form(ws: Workspace, run: str = "", **given: Any) -> Any:
+    """Show the run picker (newest first) and the video settings."""
+    from IPython.display import display
+    from ipywidgets import Dropdown
+
+    from helpers.settings import VideoSettings
+    from helpers.widgets import SettingsForm
+
+    folders = ws.run_folders()
+    options = [(f"{p.name} ({len(list((p / 'frames').glob('*.png')))} frames)", str(p))
+               for p in folders]
+    chosen = str(_resume_folder(ws, run)) if run and run != "latest" else \
+        (options[0][1] if options else None)
+    picker = Dropdown(options=options, value=chosen, description="run")
+    form = SettingsForm(VideoSettings, _given(given), exclude=("out",))
+    display(picker, form.widget)
+    form.run_picker = picker
+    return form
+
+
+def make_video(ws: Workspace, form: Any, log: Log = print) -> Path | None:
+    """Assemble the picked run's frames, show the video here, offer it for download on Colab."""
+    from IPython.display import display
+
+    from helpers.video import assemble, offer_download, show_video
+
+    run_dir = getattr(form, "run_picker", None) and form.run_picker.value
+    try:
+        if not run_dir:
+            raise ValueError(f"run: the workspace {ws.root} has no run yet; make one in "
+                             "notebook 4")
+        path = assemble(run_dir, form.settings(), log=log)
+    except (ValueError, OSError, RuntimeError) as e:
+        _show_error(e, log)
+        return None
+    display(show_video(path))
+    offer_download(path)
+    return path

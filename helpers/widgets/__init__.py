@@ -1,0 +1,30 @@
+"""ipywidgets forms generated from the settings metadata, for the notebooks.
+
+`SettingsForm(cls, values, exclude=..., uploads=...)` is the form of a settings class: basic
+fields shown by section, advanced ones folded, live previews of prompts and schedules, uploads
+with thumbnails, size presets, a random-seed button, loading from runs and images; it works on
+ipywidgets 7.7 (Google Colab's) and 8 with core widgets only. `prompt_preview` and
+`schedule_check` are the live checks as HTML; `read_upload` reads a FileUpload on 7 and 8.
+
+Names load lazily: `from helpers.widgets import prompt_preview` does not import ipywidgets, and
+nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from helpers.lazy import lazy_exports
+
+_EXPORTS = {
+    "SettingsForm": "form",
+    "prompt_preview": "preview",
+    "prompt_schedule_preview": "preview",
+    "schedule_check": "preview",
+    "read_upload": "compat",
+    "save_upload": "uploads",
+    "SIZE_PRESETS": "layout",
+    "GROUP_ORDER": "layout",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
