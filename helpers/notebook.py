@@ -201,6 +201,26 @@ def download_models(choice: dict[str, Any], ws: Workspace, log: Log, progress: b
 # --- 3. parameters ---------------------------------------------------------------------------
 
 
+def upload(ws: Workspace, enabled: bool = True, log: Log = print) -> list[Path]:
+    """On Colab, Colab's own upload button (the form's one fails for files of 1 MB or more);
+    the files land in the workspace's uploads folder. Elsewhere: a hint to type a path."""
+    from helpers.widgets.uploads import save_upload
+    from helpers.workspace import in_colab
+
+    if not enabled:
+        return []
+    if not in_colab():
+        log("upload: Colab's upload button is for Colab; here, type a path in the form or use "
+            "its Upload button")
+        return []
+    from google.colab import files
+
+    saved = [save_upload(ws.uploads, name, data) for name, data in files.upload().items()]
+    for path in saved:
+        log(f"saved {path}: type it as the init image or an image prompt in the form")
+    return saved
+
+
 def parameters_form(ws: Workspace, engine: str = "", test_models: bool = False,
                     **given: Any) -> Any:
     """Show the form of the engine's settings, filled with what the workspace holds and the

@@ -137,3 +137,24 @@ def test_notebook_4_alone_on_a_fresh_workspace(tiny_models, tmp_path):
     execute("4_run", ws, engine="diffusion")
     (run_dir,) = (ws / "runs").iterdir()
     assert len(frames_of(run_dir)) == 1
+
+
+@pytest.mark.slow
+def test_notebook_4_continues_a_stopped_run_with_one_parameter(tiny_models, tmp_path):
+    from helpers.diffusion import generate
+    from helpers.settings import DiffusionSettings
+
+    ws = tmp_path / "ws"
+    settings = DiffusionSettings(prompt="a red cube", model="test-tiny-sd", width=64, height=64,
+                                 steps=2, batch_count=3, seed=1, device="cpu", out=str(ws))
+
+    def stop_after_first(path, _image):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(settings, log=lambda _: None, progress=False, on_image=stop_after_first)
+    (run_dir,) = (ws / "runs").iterdir()
+    assert len(frames_of(run_dir)) == 1
+    execute("4_run", ws, resume="latest")
+    assert list((ws / "runs").iterdir()) == [run_dir]
+    assert len(frames_of(run_dir)) == 3

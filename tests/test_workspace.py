@@ -156,3 +156,18 @@ def test_colab_links_and_installs_come_from_the_one_repository_url():
     assert project.colab_url("4_run") == (f"https://colab.research.google.com/github/{owner_repo}"
                                           f"/blob/{project.BRANCH}/notebooks/4_run.ipynb")
     assert project.install_spec("1.2.3") == f"dreamframe @ git+{project.REPOSITORY}@v1.2.3"
+
+
+def test_on_colab_uploads_go_through_colabs_own_button_into_the_workspace(monkeypatch,
+                                                                          tmp_path):
+    ws = make(tmp_path / "ws")
+    lines: list[str] = []
+    assert notebook.upload(ws, enabled=False, log=lines.append) == [] and lines == []
+    assert notebook.upload(ws, log=lines.append) == []  # not Colab: a hint only
+    assert "type a path" in lines[-1]
+    colab = types.ModuleType("google.colab")
+    colab.files = types.SimpleNamespace(upload=lambda: {"my init.png": b"\x89PNG big"})
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    (saved,) = notebook.upload(ws, log=lines.append)
+    assert saved.parent == ws.uploads and saved.read_bytes() == b"\x89PNG big"
+    assert str(saved) in lines[-1]

@@ -83,6 +83,7 @@ clip = ""             # VQGAN+CLIP: CLIP models, "name:1 | name:0.5"
 model = ""            # diffusion: a catalogue name, Hub id, folder or .safetensors file
 vae = ""              # diffusion: another VAE (empty: the model's own)''',
     "3_parameters": '''\
+upload = False        # True on Colab: Colab's upload button, for images of 1 MB or more
 prompt = ""           # empty: the prompt the workspace holds
 seed = None           # None: the workspace's; -1: a new random seed each run
 width = None          # None: the workspace's
@@ -109,6 +110,7 @@ ACTIONS = {
         "notebook.save_models(ws, choice);",
     ],
     "3_parameters": [
+        "notebook.upload(ws, upload);",
         "form = notebook.parameters_form(ws, engine, test_models, prompt=prompt, seed=seed, "
         "width=width, height=height)",
         "## Save\nRun the next cell (or press **Save** in the form) to keep these settings for "
