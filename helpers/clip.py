@@ -49,6 +49,15 @@ class Clip:
         pooled = self.model.text_model(input_ids=ids).pooler_output
         return F.normalize(self.model.text_projection(pooled).float(), dim=-1)
 
+    def cut_off(self, text: str) -> str:
+        """The end of `text` beyond the model's context (CLIP's 77 tokens with the start and end
+        tokens), which `encode_text` drops; "" when it all fits."""
+        max_length = self.tokenizer.model_max_length
+        ids = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]  # start ... end
+        if len(ids) <= max_length:
+            return ""
+        return self.tokenizer.decode(ids[max_length - 1 : -1]).strip()
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-length embeddings of images in [0, 1] at the model's input size (differentiable)."""
         pixels = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)

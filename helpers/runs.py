@@ -183,14 +183,15 @@ def latest_frame(run_dir: Path) -> Path | None:
     return frames[-1] if frames else None
 
 
-def encode_png(image: Image, infotext: str, settings_json: str) -> bytes:
+def encode_png(image: Image, infotext: str, settings_json: str | None) -> bytes:
     """PNG bytes of `image` with the `parameters` infotext and `dreamframe` settings chunks."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     # tEXt when the text fits Latin-1, else iTXt (UTF-8): what the web UI writes.
     info.add_text(PARAMETERS_CHUNK, infotext)
-    info.add_itxt(SETTINGS_CHUNK, settings_json, zip=True)
+    if settings_json is not None:
+        info.add_itxt(SETTINGS_CHUNK, settings_json, zip=True)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
@@ -225,10 +226,12 @@ def save_frame(
 
 
 def read_image_info(path: Path) -> tuple[str | None, dict[str, Any] | None]:
-    """The `parameters` infotext and parsed `dreamframe` settings of an image (None if absent).
+    """The infotext and parsed Dreamframe settings of an image (None where absent): PNG text
+    chunks, or the EXIF of a JPEG or WebP (`helpers.exif`), which wins as in the web UI.
 
     Only the metadata is read, never the pixels, so an image of any size is safe to read.
     """
+    from helpers.exif import read_exif_info
     from helpers.inputs import opened
 
     path = Path(path)
@@ -236,12 +239,16 @@ def read_image_info(path: Path) -> tuple[str | None, dict[str, Any] | None]:
         raise FileNotFoundError(f"image file not found: {path}")
     with opened(path, "image") as image:
         chunks = {k: v for k, v in image.info.items() if isinstance(k, str)}
-    parameters = chunks.get(PARAMETERS_CHUNK)
-    raw = chunks.get(SETTINGS_CHUNK)
+        try:
+            comment, note = read_exif_info(image)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    parameters = comment or chunks.get(PARAMETERS_CHUNK)
+    raw = chunks.get(SETTINGS_CHUNK) or note
+    parameters = parameters if isinstance(parameters, str) else None
     if raw is None:
-        return (parameters if isinstance(parameters, str) else None), None
-    settings = _json_object(raw, f"{path}: the {SETTINGS_CHUNK!r} chunk")
-    return (parameters if isinstance(parameters, str) else None), settings
+        return parameters, None
+    return parameters, _json_object(raw, f"{path}: the {SETTINGS_CHUNK!r} settings")
 
 
 def format_image_info(path: Path) -> str:
@@ -256,7 +263,7 @@ def format_image_info(path: Path) -> str:
     parameters, settings = read_image_info(path)
     head = parameters if parameters is not None else "No generation parameters in this image."
     if settings is None:
-        tail = f"No Dreamframe metadata in this image (no {SETTINGS_CHUNK!r} chunk)."
+        tail = "No Dreamframe metadata in this image (no settings beside the infotext)."
     else:
         tail = json.dumps(settings, indent=2, ensure_ascii=False)
     return f"{head}\n\n{tail}"

@@ -86,7 +86,22 @@ class VQGAN(nn.Module):
         `quantize.embed.weight`, not taming's sampled (random even in eval mode) Gumbel softmax.
         """
         z_q = F.embedding(self.indices(z), self.codebook).movedim(-1, 1)
-        return z + (z_q - z).detach()
+        return z_q + (z - z.detach())  # exactly z_q; z's gradient
+
+    def encode_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> the encoder's code at each latent position, shape (B, H, W).
+
+        The model's own choice, as taming's `encode`: the nearest codebook vector for a VQ model;
+        for a Gumbel model the argmax of GumbelQuantize's logits (its hard Gumbel softmax
+        without the sampling noise), not the nearest vector, which may be another code.
+        """
+        z = self.encode(x)
+        return self.gumbel_logits(z).argmax(1) if self.gumbel else self.indices(z)
+
+    def encode_quantized(self, x: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> the codebook vectors of its codes (B, e_dim, H, W): taming's
+        `encode(x)[0]`, where the VQGAN+CLIP notebooks start from an init image."""
+        return F.embedding(self.encode_codes(x), self.codebook).movedim(-1, 1)
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         """Quantised latent -> image, about [-1, 1] (post_quant_conv, then decoder; not clamped)."""

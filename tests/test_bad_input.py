@@ -318,7 +318,8 @@ def test_seed_minus_one_means_random_as_in_the_web_ui(tiny_models, tmp_path, cap
 def test_sampler_names_match_in_any_case(tiny_models, tmp_path, capsys):
     assert main([*DIFFUSION, "--sampler", "dpm++ 2m KARRAS", "--out", str(tmp_path)]) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    assert runs.read_run_settings(run_dir)["sampler"] == "DPM++ 2M Karras"
+    stored = runs.read_run_settings(run_dir)
+    assert (stored["sampler"], stored["schedule"]) == ("DPM++ 2M", "Karras")  # the old name too
 
 
 def test_info_reads_the_settings_of_a_huge_image_without_decoding_it(tmp_path, capsys):

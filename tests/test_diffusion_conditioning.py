@@ -1,16 +1,17 @@
-"""Weighted prompts for diffusion: planning, chunked encoding, clip skip, composable UNet."""
+"""Weighted prompts for diffusion: planning, chunked encoding, emphasis, clip skip per family,
+the unconditional side's padding, composable UNet with the web UI's AND weights."""
 
 import pytest
 import torch
 
 from helpers.diffusion.conditioning import (
-    _chunk_ids,
     composed_unet,
     encode_plan,
     encode_text,
     negative_pieces,
     plan_prompts,
     positive_pieces,
+    prompt_chunks,
 )
 
 
@@ -21,6 +22,29 @@ def pipe(tiny_models):
     return StableDiffusionPipeline.from_pretrained(tiny_models["test-tiny-sd"],
                                                    safety_checker=None,
                                                    requires_safety_checker=False)
+
+
+@pytest.fixture(scope="module")
+def normed(tiny_models):
+    """The tiny SD with a final norm whose bias is not zero, as in trained CLIP models: with
+    the random model's zero bias every chunk's mean is ~0 and restoring it is ill-conditioned."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_models["test-tiny-sd"],
+                                                   safety_checker=None,
+                                                   requires_safety_checker=False)
+    norm = getattr(pipe.text_encoder, "text_model", pipe.text_encoder).final_layer_norm
+    with torch.no_grad():
+        norm.bias.copy_(0.5 + 0.1 * torch.randn(norm.bias.shape,
+                                                generator=torch.Generator().manual_seed(0)))
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def sdxl(tiny_models):
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline.from_pretrained(tiny_models["test-tiny-sdxl"])
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -59,7 +83,7 @@ def test_only_several_pieces_in_composable_mode_need_the_wrapped_unet():
 
 def test_long_prompts_are_cut_into_77_token_chunks(pipe):
     text = "a very long prompt about a castle " * 6  # ~200 characters = tokens here
-    chunks = _chunk_ids(pipe.tokenizer, text)
+    chunks = [ids for ids, _ in prompt_chunks(pipe.tokenizer, text)]
     tok = pipe.tokenizer
     assert len(chunks) == 3 and all(len(c) == 77 for c in chunks)
     assert all(c[0] == tok.bos_token_id for c in chunks)
@@ -102,14 +126,31 @@ def test_clip_skip_changes_the_conditioning(pipe):
     assert not torch.allclose(encode_text(pipe, "a cat", 1)[0], encode_text(pipe, "a cat", 2)[0])
 
 
-def test_pieces_of_different_lengths_are_padded_to_one_length(pipe):
+def test_pieces_of_one_side_are_padded_with_their_last_vector(pipe):
+    # the web UI's stack_conds for AND parts of different lengths; the same for our pieces
     long = "a very long description of a mountain village in winter " * 4
-    chunks = len(_chunk_ids(pipe.tokenizer, long))
+    chunks = len(prompt_chunks(pipe.tokenizer, long))
     cond, uncond = encode_plan(pipe, plan_prompts(f"{long} | a cat", "blurry"))
     assert chunks == 3 and cond.embeds.shape[0] == 2
     assert cond.embeds.shape[1] == uncond.embeds.shape[1] == chunks * 77
+    cat, _ = encode_text(pipe, "a cat")
+    assert torch.equal(cond.embeds[1:, :77], cat)
+    assert torch.equal(cond.embeds[1, 77:], cat[0, -1].expand(2 * 77, -1))
+    assert cond.length is None and cond.attention_mask() is None
+
+
+def test_the_shorter_side_is_padded_with_the_empty_chunk_and_keeps_its_length(pipe):
+    long = "a very long description of a mountain village in winter " * 4
+    cond, uncond = encode_plan(pipe, plan_prompts(long, "blurry"))
     empty, _ = encode_text(pipe, "")
-    assert torch.equal(cond.embeds[1:, 77:154], empty)  # the short piece, padded
+    blurry, _ = encode_text(pipe, "blurry")
+    assert uncond.embeds.shape == cond.embeds.shape == (1, 3 * 77, 32)
+    assert torch.equal(uncond.embeds[:, :77], blurry)
+    assert torch.equal(uncond.embeds[:, 77:154], empty)
+    assert torch.equal(uncond.embeds[:, 154:], empty)
+    assert uncond.length == 77
+    mask = uncond.attention_mask()
+    assert mask.shape == (1, 231) and mask[0, :77].all() and not mask[0, 77:].any()
 
 
 def test_blend_is_the_weighted_mean_of_the_embeddings(pipe):
@@ -118,6 +159,104 @@ def test_blend_is_the_weighted_mean_of_the_embeddings(pipe):
     dog, _ = encode_text(pipe, "a dog")
     assert cond.embeds.shape[0] == 1
     assert torch.allclose(cond.embeds, 0.75 * cat + 0.25 * dog, atol=1e-6)
+
+
+# --- the web UI's syntax: emphasis, BREAK, comma backtrack --------------------------------------
+
+
+def _hidden(pipe, text: str):
+    """The plain CLIP output of one 77-token chunk of `text` (no emphasis)."""
+    ids = pipe.tokenizer(text, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return pipe.text_encoder(ids)[0]
+
+
+def test_emphasis_scales_the_tokens_then_restores_the_chunk_mean(normed):
+    emphasised, _ = encode_text(normed, "(masterpiece:1.2), a cat")
+    plain = _hidden(normed, "masterpiece, a cat")  # the same tokens without the markup
+    multipliers = torch.ones(77)
+    multipliers[1:12] = 1.2  # "masterpiece": 11 characters = 11 tokens after the start token
+    scaled = plain * multipliers[None, :, None]
+    assert torch.allclose(emphasised, scaled * (plain.mean() / scaled.mean()), atol=1e-5)
+    assert torch.allclose(emphasised.mean(), plain.mean(), atol=1e-6)
+    assert not torch.allclose(emphasised, plain, atol=1e-3)
+
+
+def test_emphasis_multipliers_follow_the_tokens_and_stay_within_their_chunk(normed):
+    (ids, multipliers), = prompt_chunks(normed.tokenizer, "a [cat] (dog)")
+    assert ids[1:8] == normed.tokenizer("a cat dog", add_special_tokens=False).input_ids
+    assert multipliers[:8] == [1.0, 1.0] + [1 / 1.1] * 3 + [1.1] * 3  # start, a, cat, dog
+    assert multipliers[8:] == [1.0] * 69  # the end token and the padding
+    long = "a castle on a hill " * 6 + "(red)"  # 84 + 3 tokens: the second chunk has "red"
+    first, second = (encode_text(normed, t)[0] for t in (long, long.replace("(red)", "red")))
+    assert torch.equal(first[:, :77], second[:, :77])
+    assert torch.allclose(first[:, 77:].mean(), second[:, 77:].mean(), atol=1e-6)
+
+
+def test_sdxl_emphasis_restores_the_mean_of_each_encoder(sdxl):
+    emphasised, _ = encode_text(sdxl, "a (cat:1.5)")
+    plain, _ = encode_text(sdxl, "a cat")
+    for encoder in (slice(0, 32), slice(32, 64)):  # CLIP-L, then OpenCLIP-G
+        assert torch.allclose(emphasised[..., encoder].mean(), plain[..., encoder].mean(),
+                              atol=1e-5)
+    assert not torch.allclose(emphasised, plain, atol=1e-3)
+
+def test_a_prompt_without_emphasis_encodes_exactly_as_plain_text(normed):
+    ours, _ = encode_text(normed, "a castle, at night, 4k")
+    theirs, _ = normed.encode_prompt("a castle, at night, 4k", "cpu", 1, False)
+    assert torch.equal(ours, theirs)
+
+
+def test_break_starts_a_new_chunk(pipe):
+    both, _ = encode_text(pipe, "a cat BREAK a dog")
+    cat, _ = encode_text(pipe, "a cat")
+    dog, _ = encode_text(pipe, "a dog")
+    assert torch.equal(both, torch.cat([cat, dog], dim=1))
+    assert len(prompt_chunks(pipe.tokenizer, "BREAK a dog")) == 2  # an empty chunk first
+
+
+def test_a_full_chunk_breaks_after_a_comma_among_its_last_20_tokens(pipe):
+    tok = pipe.tokenizer  # character level: every character but a space is a token
+    text = "x" * 70 + "," + "y" * 10  # the comma is token 71 of 81
+    tokens = tok(text, add_special_tokens=False).input_ids
+    first, second = prompt_chunks(tok, text)
+    assert first[0][1:72] == tokens[:71] and first[0][72:] == [tok.eos_token_id] * 5
+    assert second[0][1:11] == tokens[71:]
+    text = "x" * 50 + "," + "y" * 30  # the comma is 25 tokens back when the chunk is full
+    tokens = tok(text, add_special_tokens=False).input_ids
+    first, second = prompt_chunks(tok, text)
+    assert first[0][1:76] == tokens[:75] and second[0][1:7] == tokens[75:]
+
+
+# --- clip skip per family -----------------------------------------------------------------------
+
+
+def test_sd2_open_clip_ignores_clip_skip_as_the_web_ui_does(pipe):
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(**{**pipe.text_encoder.config.to_dict(), "hidden_act": "gelu"})
+    sd2 = StableDiffusionPipeline(**{**pipe.components, "text_encoder": CLIPTextModel(config)})
+    last, _ = encode_text(sd2, "a red cube", 1)
+    assert torch.equal(encode_text(sd2, "a red cube", 2)[0], last)
+    assert torch.equal(last, _hidden(sd2, "a red cube"))
+
+
+def test_sdxl_clip_skip_reaches_clip_l_only_from_3_on(sdxl):
+    ids = sdxl.tokenizer("a cat", padding="max_length", max_length=77,
+                         return_tensors="pt").input_ids
+    with torch.no_grad():
+        clip_l = sdxl.text_encoder(ids, output_hidden_states=True).hidden_states
+        clip_g = sdxl.text_encoder_2(ids, output_hidden_states=True).hidden_states
+    one, two, three = (encode_text(sdxl, "a cat", n)[0] for n in (1, 2, 3))
+    assert torch.equal(one, two)
+    assert torch.equal(one, torch.cat([clip_l[-2], clip_g[-2]], dim=-1))
+    assert torch.equal(three, torch.cat([clip_l[-3], clip_g[-2]], dim=-1))  # G: never skipped
+
+
+def test_clip_skip_beyond_the_encoder_is_an_error(pipe):
+    with pytest.raises(ValueError, match="clip_skip: 5 is more than the text encoder's 2 layers"):
+        encode_text(pipe, "a cat", 5)
 
 
 # --- composable: the combined noise prediction --------------------------------------------------
@@ -187,3 +326,45 @@ def test_one_batched_unet_call_evaluates_every_piece(pipe):
     finally:
         del pipe.unet.forward
     assert calls == [5]  # 1 unconditional + 4 pieces, in one call
+
+
+
+def test_and_weights_are_not_normalised(pipe):
+    # the web UI: uncond + cfg * (1 (a - u) + 0.5 (b - u)), for guided and unguided calls
+    cond, uncond = encode_plan(pipe, plan_prompts("a red cube AND a blue sphere:0.5", "blurry"))
+    assert cond.weights.tolist() == [1.0, 0.5]
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor(400)
+    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
+        guided = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=None).sample
+        unguided = pipe.unet(x, t, encoder_hidden_states=None).sample
+    u = _unet(pipe, x, t, uncond.embeds)
+    a, b = (_unet(pipe, x, t, cond.embeds[i:i + 1]) for i in (0, 1))
+    expected = u + (a - u) + 0.5 * (b - u)
+    assert torch.allclose(guided[:1], u, atol=1e-5)
+    assert torch.allclose(guided[1:], expected, atol=1e-5)
+    assert torch.allclose(unguided, expected, atol=1e-5)
+
+
+def test_each_side_is_evaluated_at_its_own_length(pipe):
+    # the web UI's default: a long prompt and a short negative prompt are not padded
+    long = "a very long description of a mountain village in winter " * 4
+    cond, uncond = encode_plan(pipe, plan_prompts(f"{long} | a cat", "blurry"))
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor(300)
+    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
+        out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=None).sample
+    blurry = _unet(pipe, x, t, encode_text(pipe, "blurry")[0])
+    padded = _unet(pipe, x, t, uncond.embeds)
+    assert torch.allclose(out[:1], blurry, atol=1e-5)
+    assert not torch.allclose(padded, blurry, atol=1e-4)  # what padding without the mask gives
+    mixed = 0.5 * _unet(pipe, x, t, cond.embeds[:1]) + 0.5 * _unet(pipe, x, t, cond.embeds[1:])
+    assert torch.allclose(out[1:], mixed, atol=1e-5)
+
+
+def test_blend_mixes_the_pieces_of_each_and_part(pipe):
+    cond, _ = encode_plan(pipe, plan_prompts("a cat:3 | a dog AND a bird:0.5", mode="blend"))
+    cat, dog, bird = (encode_text(pipe, t)[0] for t in ("a cat", "a dog", "a bird"))
+    assert cond.embeds.shape[0] == 2 and cond.weights.tolist() == [1.0, 0.5]
+    assert torch.allclose(cond.embeds[:1], 0.75 * cat + 0.25 * dog, atol=1e-6)
+    assert torch.allclose(cond.embeds[1:], bird, atol=1e-6)

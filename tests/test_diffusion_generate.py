@@ -13,8 +13,11 @@ from helpers.infotext import format_infotext
 from helpers.runs import list_frames, read_image_info
 from helpers.settings import DiffusionSettings
 
-SCHEDULERS = {"Euler a": ("EulerAncestralDiscreteScheduler", {}),
-              "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True})}
+# The timestep samplers run through diffusers' schedulers: a plain diffusers call is their
+# reference (the web UI's k-diffusion samplers have theirs in test_sampling_reference.py).
+SCHEDULERS = {"DDIM": ("DDIMScheduler", {}),
+              "UniPC": ("UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3,
+                                                    "lower_order_final": True})}
 
 
 
@@ -26,7 +29,7 @@ def folder(tiny_models):
 def settings(folder, tmp_path, **changes) -> DiffusionSettings:
     base = {"prompt": "a red cube", "negative_prompt": "blurry", "model": str(folder),
             "width": 64, "height": 64, "steps": 3, "seed": 42, "cfg_scale": 7.5,
-            "sampler": "Euler a", "out": str(tmp_path)}
+            "sampler": "Euler a", "out": str(tmp_path)}  # a web-UI sampler unless said
     return DiffusionSettings(**{**base, **changes})
 
 
@@ -39,10 +42,13 @@ def plain_pipeline(folder, sampler: str, img2img: bool = False):
     import diffusers
 
     name = "StableDiffusionImg2ImgPipeline" if img2img else "StableDiffusionPipeline"
-    pipe = getattr(diffusers, name).from_pretrained(folder, safety_checker=None,
-                                                    requires_safety_checker=False)
     cls, options = SCHEDULERS[sampler]
-    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **options)
+    config = diffusers.PNDMScheduler.load_config(folder, subfolder="scheduler")
+    scheduler = getattr(diffusers, cls).from_config(config, **options)
+    # given to the constructor, which sets the pipeline's own fixes (DDIM: clip_sample off)
+    pipe = getattr(diffusers, name).from_pretrained(folder, scheduler=scheduler,
+                                                    safety_checker=None,
+                                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -73,10 +79,10 @@ def init_image(tmp_path):
 
 
 def test_img2img_equals_a_plain_diffusers_call(folder, tmp_path, init_image):
-    run_dir = generate(settings(folder, tmp_path, init_image=str(init_image), strength=0.6),
-                       log=quiet)
+    run_dir = generate(settings(folder, tmp_path, init_image=str(init_image), strength=0.6,
+                                sampler="DDIM"), log=quiet)
     resized = Image.open(init_image).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS)
-    pipe = plain_pipeline(folder, "Euler a", img2img=True)
+    pipe = plain_pipeline(folder, "DDIM", img2img=True)
     expected = pipe("a red cube", image=resized, strength=0.6, negative_prompt="blurry",
                     num_inference_steps=3, guidance_scale=7.5,
                     generator=torch.Generator().manual_seed(42)).images[0]
@@ -156,8 +162,8 @@ def test_from_image_applies_overrides_and_reads_web_ui_infotexts(folder, tmp_pat
     meta.add_text("parameters", info)
     Image.new("RGB", (8, 8)).save(path, pnginfo=meta)
     s = settings_from_image(path, model=str(folder), steps=4)
-    assert (s.prompt, s.negative_prompt, s.sampler, s.cfg_scale, s.seed) == (
-        "a castle", "ugly", "DPM++ 2M Karras", 6.5, 1234)
+    assert (s.prompt, s.negative_prompt, s.sampler, s.schedule, s.cfg_scale, s.seed) == (
+        "a castle", "ugly", "DPM++ 2M", "Karras", 6.5, 1234)
     assert (s.width, s.height, s.strength, s.clip_skip, s.steps) == (512, 768, 0.5, 2, 4)
     assert s.model == str(folder)
 

@@ -1,4 +1,4 @@
-"""Web-UI sampler names -> diffusers schedulers, and the DiffusionSettings they live in."""
+"""The web UI's samplers and schedule types by name, and the DiffusionSettings they live in."""
 
 import json
 
@@ -6,10 +6,11 @@ import pytest
 
 from helpers.diffusion.samplers import (
     SAMPLER_NAMES,
+    SCHEDULE_NAMES,
     get_sampler,
-    infotext_sampler,
     make_scheduler,
     sampler_from_infotext,
+    split_name,
 )
 from helpers.settings import DiffusionSettings, settings_from_json
 
@@ -19,91 +20,78 @@ SD15 = {"_class_name": "PNDMScheduler", "num_train_timesteps": 1000, "beta_start
         "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
         "timestep_spacing": "leading"}
 
-EXPECTED = {  # name: (class, options that must hold)
-    "Euler": ("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "Heun": ("HeunDiscreteScheduler", {"use_karras_sigmas": False}),
-    "LMS": ("LMSDiscreteScheduler", {"use_karras_sigmas": False}),
-    "LMS Karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
-    "DPM2": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": False}),
-    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": False}),
-    "DPM++ 2M": ("DPMSolverMultistepScheduler",
-                 {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": False}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler",
-                        {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
-    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler",
-                     {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": False}),
-    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler",
-                            {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
-    "DPM++ SDE": ("DPMSolverSDEScheduler", {"use_karras_sigmas": False}),
-    "DPM++ SDE Karras": ("DPMSolverSDEScheduler", {"use_karras_sigmas": True}),
-    "DDIM": ("DDIMScheduler", {}),
-    "PLMS": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "UniPC": ("UniPCMultistepScheduler", {"use_karras_sigmas": False}),
-    "LCM": ("LCMScheduler", {}),
+WEB_UI = {  # the web UI 1.9+'s samplers: (k-diffusion function, its Automatic schedule)
+    "DPM++ 2M": ("dpmpp_2m", "Karras"), "DPM++ SDE": ("dpmpp_sde", "Karras"),
+    "DPM++ 2M SDE": ("dpmpp_2m_sde", "Exponential"),
+    "DPM++ 2M SDE Heun": ("dpmpp_2m_sde", "Exponential"),
+    "DPM++ 2S a": ("dpmpp_2s_ancestral", "Karras"),
+    "DPM++ 3M SDE": ("dpmpp_3m_sde", "Exponential"), "Euler a": ("euler_ancestral", "Uniform"),
+    "Euler": ("euler", "Uniform"), "LMS": ("lms", "Uniform"), "Heun": ("heun", "Uniform"),
+    "DPM2": ("dpm_2", "Karras"), "DPM2 a": ("dpm_2_ancestral", "Karras"),
 }
+TIMESTEP = {"DDIM": "DDIMScheduler", "PLMS": "PNDMScheduler",
+            "UniPC": "UniPCMultistepScheduler", "LCM": "LCMScheduler"}
 
 
-def test_every_web_ui_name_of_the_issue_is_offered():
-    assert set(SAMPLER_NAMES) == set(EXPECTED)
+def test_every_web_ui_sampler_is_offered():
+    assert set(SAMPLER_NAMES) == set(WEB_UI) | set(TIMESTEP)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_names_map_to_scheduler_classes_and_options(name):
-    if EXPECTED[name][0] == "DPMSolverSDEScheduler":
-        pytest.importorskip("torchsde")
+@pytest.mark.parametrize("name", sorted(WEB_UI))
+def test_web_ui_samplers_run_as_k_diffusion_does(name):
+    sampler = get_sampler(name)
+    assert (sampler.kind, sampler.function, sampler.schedule) == ("k", *WEB_UI[name])
+    assert sampler.discard_penultimate == (name in ("DPM2", "DPM2 a", "DPM++ 3M SDE"))
+    assert sampler.brownian == ("SDE" in name)
+    assert get_sampler(name.upper()).name == name  # any case
+
+
+@pytest.mark.parametrize("name", sorted(TIMESTEP))
+def test_timestep_samplers_are_diffusers_schedulers_on_the_models_config(name):
     scheduler = make_scheduler(name, SD15)
-    cls, options = EXPECTED[name]
-    assert type(scheduler).__name__ == cls
-    for key, value in options.items():
-        assert scheduler.config[key] == value, key
-    # the model's training values carry over
-    assert scheduler.config["beta_schedule"] == "scaled_linear"
-    assert scheduler.config["beta_end"] == 0.012
+    assert type(scheduler).__name__ == TIMESTEP[name]
+    assert scheduler.config["beta_schedule"] == "scaled_linear"  # the model's values carry over
+    if name == "UniPC":  # the web UI's options
+        assert (scheduler.config["solver_type"], scheduler.config["solver_order"]) == ("bh1", 3)
 
 
-def test_a_model_shipped_with_karras_sigmas_does_not_make_plain_euler_karras():
-    karras_config = {**SD15, "_class_name": "DPMSolverMultistepScheduler",
-                     "use_karras_sigmas": True, "algorithm_type": "sde-dpmsolver++"}
-    assert make_scheduler("Euler", karras_config).config["use_karras_sigmas"] is False
-    dpm = make_scheduler("DPM++ 2M", karras_config)
-    assert dpm.config["use_karras_sigmas"] is False
-    assert dpm.config["algorithm_type"] == "dpmsolver++"
+def test_a_model_shipped_with_karras_sigmas_does_not_make_unipc_karras():
+    karras = {**SD15, "_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": True}
+    assert make_scheduler("UniPC", karras).config["use_karras_sigmas"] is False
 
 
-def test_turbo_models_keep_their_trailing_timestep_spacing():
-    turbo = {**SD15, "_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing"}
-    assert make_scheduler("Euler a", turbo).config["timestep_spacing"] == "trailing"
-
-
-def test_dpmpp_sde_is_the_stochastic_k_diffusion_sampler_not_the_ode_solver():
-    pytest.importorskip("torchsde")
-    scheduler = make_scheduler("DPM++ SDE", SD15)
-    assert type(scheduler).__name__ == "DPMSolverSDEScheduler"
-    assert type(scheduler).__name__ != "DPMSolverSinglestepScheduler"
-
-
-def test_unknown_sampler_lists_the_valid_names():
+def test_unknown_sampler_lists_the_valid_names_and_the_closest():
     with pytest.raises(ValueError) as e:
         get_sampler("Euler b")
     message = str(e.value)
     assert message.startswith("sampler") and "'Euler b'" in message
-    for name in ("Euler a", "DPM++ 2M Karras", "UniPC", "LCM"):
+    assert "did you mean 'Euler a' or 'Euler'" in message
+    for name in ("DPM++ 2M", "UniPC", "LCM"):
         assert name in message
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_infotext_sampler_and_schedule_type_read_back(name):
-    sampler, schedule = infotext_sampler(name)
-    assert "Karras" not in sampler
-    assert schedule == ("Karras" if name.endswith("Karras") else "Automatic")
-    assert sampler_from_infotext(sampler, schedule) == name
-    assert sampler_from_infotext(name) == name  # old-style infotexts: one combined name
+@pytest.mark.parametrize(("old", "new"), [
+    ("DPM++ 2M Karras", ("DPM++ 2M", "Karras")), ("LMS Karras", ("LMS", "Karras")),
+    ("DPM++ SDE Karras", ("DPM++ SDE", "Karras")), ("Euler", ("Euler", "Automatic")),
+    ("DPM++ 2M SDE Exponential", ("DPM++ 2M SDE", "Exponential")),
+])
+def test_old_combined_names_still_work(old, new):
+    assert split_name(old) == new
+    assert sampler_from_infotext(old) == new
+    settings = DiffusionSettings(prompt="x", sampler=old)
+    assert (settings.sampler, settings.schedule) == new
 
 
-def test_an_unsupported_schedule_type_is_an_error():
-    with pytest.raises(ValueError, match="Exponential"):
-        sampler_from_infotext("Euler", "Exponential")
+def test_infotext_sampler_and_schedule_type_read_as_two_settings():
+    assert sampler_from_infotext("DPM++ 2M", "Karras") == ("DPM++ 2M", "Karras")
+    assert sampler_from_infotext("Euler a", "") == ("Euler a", "Automatic")
+    assert sampler_from_infotext("DPM++ 2M", "Align Your Steps") == ("DPM++ 2M",
+                                                                     "Align Your Steps")
+    with pytest.raises(ValueError, match="Karas"):
+        sampler_from_infotext("DPM++ 2M", "Karas")
+    with pytest.raises(ValueError, match="DPM adaptive"):
+        sampler_from_infotext("DPM adaptive")
+    assert "Beta" in SCHEDULE_NAMES
 
 
 # --- DiffusionSettings ---------------------------------------------------------------------------

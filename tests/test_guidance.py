@@ -1,4 +1,4 @@
-"""CLIP guidance pieces: cutouts, the gradient tricks, spherical distance and prompt losses."""
+"""CLIP guidance pieces: cutouts, resampling, augmentations, the gradient tricks, losses."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import guidance
 from helpers.guidance import (
     Cutouts,
     Target,
+    add_noise,
+    augment_pipeline,
     clamp_with_grad,
+    lanczos_taps,
     noise_target,
     prompt_loss,
     replace_grad,
+    resample,
     spherical_distance,
 )
-
-AUGMENTS = ("affine", "perspective", "jitter", "erasing", "sharpness", "noise", "rotation",
-            "resized_crop", "thin_plate_spline")
+from helpers.settings import VQGANClipSettings
+from helpers.settings.vqgan_clip import AUGMENT_PRESETS, AUGMENTS
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -41,32 +45,36 @@ def is_one_of(crop: torch.Tensor, candidates: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("method", ["classic", "pooled"])
-def test_cutouts_have_clip_input_size(method):
-    cut = Cutouts(32, cutn=5, cut_pow=1.0, augments=("affine", "jitter"), method=method)
+@pytest.mark.parametrize("augments", [("affine", "jitter"), ("crowson2021",), ("nerdyrodent",)])
+def test_cutouts_have_clip_input_size(method, augments):
+    cut = Cutouts(32, cutn=5, cut_pow=1.0, augments=augments, method=method)
     out = cut(torch.rand(1, 3, 80, 48))
     assert out.shape == (5, 3, 32, 32)
 
 
-@pytest.mark.parametrize("method", ["classic", "pooled"])
-def test_cutouts_stay_within_the_image_value_range(method):
-    torch.manual_seed(0)
+def test_pooled_cutouts_without_noise_stay_within_the_image_value_range():
     image = torch.rand(1, 3, 40, 56) * 0.5 + 0.25  # in [0.25, 0.75]
-    out = Cutouts(16, cutn=6, method=method)(image)
-    assert out.shape == (6, 3, 16, 16)
+    out = Cutouts(16, cutn=6, method="pooled", noise_fac=0)(image)
     assert float(out.min()) >= float(image.min()) - 1e-6
     assert float(out.max()) <= float(image.max()) + 1e-6
 
 
+def test_classic_cutouts_keep_a_flat_image_flat():
+    torch.manual_seed(0)
+    out = Cutouts(16, cutn=6, method="classic", noise_fac=0)(torch.full((1, 3, 40, 56), 0.3))
+    torch.testing.assert_close(out, torch.full_like(out, 0.3))
+
+
 def test_classic_cutouts_are_different_views():
     torch.manual_seed(0)
-    out = Cutouts(16, cutn=4, method="classic")(torch.rand(1, 3, 64, 64))
+    out = Cutouts(16, cutn=4, method="classic", noise_fac=0)(torch.rand(1, 3, 64, 64))
     assert all(not torch.allclose(out[0], view) for view in out[1:])
 
 
 def test_classic_cutouts_with_a_huge_cut_pow_are_exact_windows_of_the_cut_size():
     torch.manual_seed(0)
     image = torch.rand(1, 3, 24, 20)
-    out = Cutouts(8, cutn=5, cut_pow=1e6, method="classic")(image)  # rand**1e6 -> size 8
+    out = Cutouts(8, cutn=5, cut_pow=1e6, method="classic", noise_fac=0)(image)  # side 8
     candidates = windows(image, 8)
     assert all(is_one_of(crop, candidates) for crop in out)
 
@@ -74,25 +82,83 @@ def test_classic_cutouts_with_a_huge_cut_pow_are_exact_windows_of_the_cut_size()
 def test_classic_cutouts_with_cut_pow_zero_span_the_short_side():
     torch.manual_seed(0)
     image = torch.rand(1, 3, 24, 16)
-    out = Cutouts(8, cutn=5, cut_pow=0.0, method="classic")(image)  # rand**0 -> size 16
-    candidates = F.avg_pool2d(windows(image, 16), 2)  # 16x16 windows pooled down to 8x8
+    out = Cutouts(8, cutn=5, cut_pow=0.0, method="classic", noise_fac=0)(image)  # side 16
+    candidates = resample(windows(image, 16), (8, 8))  # 16x16 windows resampled down to 8x8
     assert all(is_one_of(crop, candidates) for crop in out)
 
 
 def test_classic_cutouts_of_an_image_smaller_than_the_cut_are_scaled_up():
     torch.manual_seed(0)
     image = torch.rand(1, 3, 10, 12)
-    out = Cutouts(32, cutn=3, method="classic")(image)
+    out = Cutouts(32, cutn=3, method="classic", noise_fac=0)(image)
     assert out.shape == (3, 3, 32, 32)
-    candidates = F.adaptive_avg_pool2d(windows(image, 10), 32)  # the short side, scaled up
+    candidates = F.interpolate(windows(image, 10), size=(32, 32), mode="bicubic",
+                               align_corners=True)  # the short side, bicubic up, no low-pass
     assert all(is_one_of(crop, candidates) for crop in out)
 
 
-def test_pooled_cutouts_without_augments_are_one_view_repeated():
+def test_cutout_boxes_lie_inside_the_image_with_sides_between_the_cut_and_the_short_side():
+    torch.manual_seed(0)
+    boxes = Cutouts(8, cutn=50, method="classic").boxes(20, 30)
+    assert len(boxes) == 50
+    assert all(8 <= s <= 20 and 0 <= y <= 20 - s and 0 <= x <= 30 - s for y, x, s in boxes)
+    assert len({s for _, _, s in boxes}) > 3
+
+
+def test_pooled_cutouts_without_augments_or_noise_are_one_view_repeated():
     image = torch.rand(1, 3, 48, 32)
-    out = Cutouts(16, cutn=4, method="pooled")(image)
+    out = Cutouts(16, cutn=4, method="pooled", noise_fac=0)(image)
     expected = (F.adaptive_avg_pool2d(image, 16) + F.adaptive_max_pool2d(image, 16)) / 2
     assert all(torch.allclose(view, expected[0]) for view in out)
+
+
+def test_noise_has_a_strength_of_its_own_per_cutout_up_to_noise_fac():
+    torch.manual_seed(0)
+    image = torch.full((1, 3, 64, 64), 0.5)
+    out = Cutouts(32, cutn=16, method="pooled", noise_fac=0.1)(image)
+    spread = (out - 0.5).std(dim=(1, 2, 3))
+    assert float(spread.max()) < 0.1 * 1.1  # a standard normal times a strength <= 0.1
+    assert float(spread.max() - spread.min()) > 0.02  # strengths differ between cutouts
+    assert torch.equal(add_noise(image, 0.0), image)
+
+
+# --- resampling -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.9, 0.5, 0.3, 0.1])
+def test_lanczos_taps_are_a_normalised_symmetric_low_pass(ratio):
+    taps = lanczos_taps(ratio)
+    assert len(taps) % 2 == 1
+    assert math.isclose(float(taps.sum()), 1.0, rel_tol=1e-6)
+    torch.testing.assert_close(taps, taps.flip(0))
+    assert int(taps.argmax()) == len(taps) // 2
+    assert len(taps) * ratio >= 4 - 2 * ratio  # it spans Lanczos-2's support, +-2 output pixels
+
+
+def test_lanczos_taps_vanish_at_whole_output_pixels():
+    taps = lanczos_taps(0.5)  # one tap per half output pixel: x = -1.5 ... 1.5
+    assert len(taps) == 7
+    torch.testing.assert_close(taps[[1, 5]], torch.zeros(2))
+
+
+def test_resampling_removes_the_aliasing_of_plain_bicubic():
+    stripes = torch.arange(64).remainder(2).float().expand(1, 3, 64, 64)  # the finest detail
+    plain = F.interpolate(stripes, size=(16, 16), mode="bicubic", align_corners=True)
+    filtered = resample(stripes, (16, 16))
+    assert float(plain.std()) > 0.3  # aliased: the stripes come back as a coarse pattern
+    assert float(filtered.std()) < 0.02  # low-passed first: an even grey
+
+
+def test_resampling_filters_only_the_axis_that_shrinks():
+    image = torch.rand(2, 3, 40, 10)
+    out = resample(image, (20, 30))  # rows shrink, columns grow
+    rows_only = F.conv2d(F.pad(image.reshape(6, 1, 40, 10), (0, 0, 3, 3), mode="reflect"),
+                         lanczos_taps(0.5).view(1, 1, -1, 1)).view(2, 3, 40, 10)
+    expected = F.interpolate(rows_only, size=(20, 30), mode="bicubic", align_corners=True)
+    torch.testing.assert_close(out, expected)
+
+
+# --- augmentations --------------------------------------------------------------------------
 
 
 def test_cutouts_with_augments_repeat_under_the_same_seed():
@@ -108,7 +174,7 @@ def test_cutouts_with_augments_repeat_under_the_same_seed():
     assert not torch.equal(first, other)
 
 
-@pytest.mark.parametrize("name", AUGMENTS)
+@pytest.mark.parametrize("name", AUGMENTS + AUGMENT_PRESETS)
 def test_every_named_augment_keeps_the_cutout_shape(name):
     torch.manual_seed(0)
     out = Cutouts(16, cutn=3, augments=(name,), method="classic")(torch.rand(1, 3, 40, 24))
@@ -116,11 +182,24 @@ def test_every_named_augment_keeps_the_cutout_shape(name):
     assert bool(torch.isfinite(out).all())
 
 
+def test_the_settings_name_every_augmentation_and_preset_there_is():
+    assert set(AUGMENT_PRESETS) == set(guidance.AUGMENT_PRESETS)
+    for name in AUGMENTS:
+        assert len(augment_pipeline((name,), 16)) == 1
+
+
 def test_unknown_augment_is_named():
     with pytest.raises(ValueError, match="wobble") as error:
         Cutouts(32, 2, augments=("wobble",))
     assert str(error.value).startswith("augments: ")
-    assert ", ".join(AUGMENTS) in str(error.value)
+    assert ", ".join(AUGMENT_PRESETS + AUGMENTS) in str(error.value)
+
+
+def test_a_preset_stands_alone():
+    with pytest.raises(ValueError, match=r"^augments: the preset 'nerdyrodent' stands alone"):
+        augment_pipeline(("flip", "nerdyrodent"), 32)
+    with pytest.raises(ValueError, match=r"^augments: the preset crowson2021 stands alone"):
+        VQGANClipSettings(prompt="a", augments=("crowson2021", "flip"))
 
 
 def test_unknown_cut_method_is_named():

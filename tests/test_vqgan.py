@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_safeload import Callback, Exploit
 from torch import nn
 
@@ -122,6 +123,28 @@ def test_transformer_checkpoint_loads_its_first_stage(tmp_path):
     ref = _reference(F16, gumbel=False, seed=3)
     ckpt = _save(tmp_path, ref, F16, prefix="first_stage_model.", yaml=_transformer_yaml(F16))
     _assert_equivalent(load_vqgan(ckpt), ref, gumbel=False)
+
+
+def _noiseless_gumbel_softmax(logits, tau=1.0, hard=False, dim=-1):
+    """F.gumbel_softmax(hard=True)'s value without the Gumbel noise: the argmax as a one-hot."""
+    return F.one_hot(logits.argmax(dim), logits.shape[dim]).movedim(-1, dim).to(logits.dtype)
+
+
+@pytest.mark.parametrize(("cfg", "gumbel"), [(F16, False), (GUMBEL_F8, True)])
+def test_encode_quantized_gives_tamings_codes(tmp_path, monkeypatch, cfg, gumbel):
+    ref = _reference(cfg, gumbel=gumbel, seed=4)
+    model = load_vqgan(_save(tmp_path, ref, cfg, gumbel=gumbel))
+    if gumbel:  # taming samples Gumbel noise even in eval mode; the model's choice is without
+        monkeypatch.setattr(F, "gumbel_softmax", _noiseless_gumbel_softmax)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        h = ref.quant_conv(ref.encoder(x))
+        zq_ref, _, (_, _, codes_ref) = ref.quantize(h)
+        z_q, codes = model.encode_quantized(x), model.encode_codes(x)
+    torch.testing.assert_close(z_q, zq_ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(codes.flatten(), codes_ref.flatten())
+    if gumbel:  # the premise: the nearest codebook vector is another code somewhere
+        assert not torch.equal(codes, model.indices(h))
 
 
 def test_quantize_passes_gradient_straight_through(tmp_path):

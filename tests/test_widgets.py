@@ -124,7 +124,8 @@ def test_sections_follow_the_group_order() -> None:
     form = SettingsForm(DiffusionSettings)
     *basic, accordion, _, message = form.widget.children
     assert message is form.message
-    assert headings(basic) == ["Prompt", "Image", "Model", "Sampling", "Run", "Animation"]
+    assert headings(basic) == ["Prompt", "Image", "Model", "Sampling", "Hires", "Run",
+                               "Animation"]
     assert headings(accordion.children[0].children) == [
         "Prompt", "Model", "Sampling", "Run", "Animation", "Output", "Device"]
     video = SettingsForm(VideoSettings)
@@ -174,7 +175,7 @@ def test_widget_values_give_the_expected_diffusion_settings_and_json(tmp_path) -
     form = SettingsForm(DiffusionSettings)
     form.field("prompt").value = "a castle:2 | fog:-0.5"
     form.field("negative_prompt").value = "blurry"
-    form.fill({"sampler": "dpm++ 2m karras"})  # casefold: the canonical name is kept
+    form.fill({"sampler": "dpm++ 2m", "schedule": "karras"})  # casefold: canonical names kept
     form.field("steps").value = 30
     form.field("cfg_scale").value = 6.5
     form.field("save_trajectory").value = True
@@ -183,8 +184,8 @@ def test_widget_values_give_the_expected_diffusion_settings_and_json(tmp_path) -
     form.size_preset.value = "768x512"
     form.field("prompt_schedule").value = "0: a\n10: b"
     expected = DiffusionSettings(
-        prompt="a castle:2 | fog:-0.5", negative_prompt="blurry", sampler="DPM++ 2M Karras",
-        steps=30, cfg_scale=6.5, save_trajectory=True, seed=None,
+        prompt="a castle:2 | fog:-0.5", negative_prompt="blurry", sampler="DPM++ 2M",
+        schedule="Karras", steps=30, cfg_scale=6.5, save_trajectory=True, seed=None,
         sdxl_original_size=(1024, 768), width=768, height=512, prompt_schedule="0: a\n10: b")
     assert form.settings() == expected
     assert form.save(tmp_path / "params.json")
@@ -422,10 +423,10 @@ def test_load_diffusion_form_from_a_web_ui_png(tmp_path) -> None:
     form = SettingsForm(DiffusionSettings, exclude=("model",))
     assert form.load(_web_ui_png(tmp_path)) is True
     s = form.settings()
-    assert (s.prompt, s.negative_prompt, s.steps, s.sampler, s.cfg_scale, s.seed, s.width,
-            s.height) == ("a castle on a hill, (masterpiece:1.2)", "blurry, lowres", 28,
-                          "DPM++ 2M Karras", 6.5, 1234, 640, 448)
-    assert (form.field("width").value, form.field("sampler").value) == (640, "DPM++ 2M Karras")
+    assert (s.prompt, s.negative_prompt, s.steps, s.sampler, s.schedule, s.cfg_scale, s.seed,
+            s.width, s.height) == ("a castle on a hill, (masterpiece:1.2)", "blurry, lowres",
+                                   28, "DPM++ 2M", "Karras", 6.5, 1234, 640, 448)
+    assert (form.field("width").value, form.field("schedule").value) == (640, "Karras")
 
 
 def test_load_vqgan_form_takes_prompt_seed_size_steps_of_an_infotext(tmp_path) -> None:

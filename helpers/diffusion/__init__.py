@@ -5,7 +5,9 @@ The same four stages as `helpers.vqgan_clip`, under the same names:
 `loading.load_models` -> `loop.run` (a generator of images, no side effects) ->
 `runner.generate` (run folder, images with infotext, resume). Building blocks: `samplers`
 (web-UI sampler names -> schedulers), `conditioning` (weighted prompts, composable / blend,
-77-token chunks, clip skip), `models` (what a model spec is, single files).
+77-token chunks, clip skip), `models` (what a model spec is, single files), `infotext` (what
+each image carries, read back by `settings_from_image`), `extras` (LoRA and textual inversion
+from the workspace).
 
 The public API is importable from here; it loads lazily, so importing `helpers.diffusion` (or
 its light `samplers` / `conditioning` modules, as settings validation does) stays cheap.
@@ -17,7 +19,8 @@ from helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "generate": "runner",
-    "settings_from_image": "runner",
+    "settings_from_image": "infotext",
+    "check_extras": "extras",
     "check_inputs": "checks",
     "Checked": "checks",
     "prepare": "checks",

@@ -232,7 +232,7 @@ def _draw(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, ima
     plan = plan_prompts(prompt_at(settings, frame), settings.negative_prompt,
                         settings.prompt_mode)
     cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
-    wrap = plan.composed
+    wrap = plan.composed or cond.length is not None or uncond.length is not None
     return call_pipeline(pipe, pipes.loaded.family, frame_settings, (cond, uncond, wrap),
                          [seed], image, _callback(frame, on_step))[0]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.diffusion.extras import check_extras
 from helpers.diffusion.models import ModelRef, hub_family, resolve_model
 from helpers.diffusion.samplers import get_sampler, make_scheduler
 from helpers.reporting import Log
@@ -76,11 +77,12 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
                          f"is a {ref.kind} model (got {settings.model_config!r})")
     family = ref.family or hub_family(ref.spec, cache)
     check_family(settings, family)
+    check_extras(settings, family)
     if settings.animate:
         check_animation(settings)
     if settings.vae:
         check_vae(settings.vae, ref)
-    make_scheduler(settings.sampler, {})  # a missing torchsde shows here, not after loading
+    check_sampler(settings.sampler)
     init = None
     if settings.init_image:
         init = open_image(settings.init_image, "init_image", cache)
@@ -89,6 +91,19 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
     return Checked(settings, ref, family, device, memory, init)
+
+
+def check_sampler(name: str) -> None:
+    """A sampler's own needs, before anything loads: torchsde for the SDE samplers."""
+    sampler = get_sampler(name)
+    if sampler.kind == "diffusers":
+        make_scheduler(name, {})
+    elif sampler.brownian:
+        try:
+            import torchsde  # noqa: F401
+        except ImportError:
+            raise ValueError(f"sampler: {name!r} needs the torchsde package (pip install "
+                             "torchsde); or choose another sampler such as 'DPM++ 2M'") from None
 
 
 def check_family(settings: DiffusionSettings, family: str) -> None:

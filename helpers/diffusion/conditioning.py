@@ -1,21 +1,33 @@
-"""Weighted prompts for diffusion: text encoding in 77-token chunks, blend and composable modes.
+"""Text embeddings for diffusion as the web UI makes them, and the composable UNet.
 
-Prompt grammar (DESIGN §4): positive pieces are weighted, weights normalised to sum 1.
-- `blend`: one noise prediction on the weighted mean of the pieces' text embeddings.
-- `composable` (Liu et al. 2022, "Compositional Visual Generation with Composable Diffusion
-  Models", arXiv:2206.01714): one noise prediction per piece, combined so that the pipeline's own
-  classifier-free guidance gives  uncond + cfg * sum_i w_i (cond_i - uncond).  `ComposedUNet`
-  replaces the UNet's forward during a pipeline call: given the pipeline's [uncond, cond] batch it
-  evaluates every piece in ONE batched UNet call and returns [uncond, sum_i w_i cond_i].
-The unconditional side is the negative prompt's pieces plus the prompt's negative-weight pieces
-(with |weight|), normalised to sum 1; with several of them, composable mode evaluates each and
-averages the predictions, blend mode averages the embeddings. A `stop` value is an error here.
-
-Long prompts are not truncated: like the web UI, the tokens are cut into chunks of 75, each
-encoded as its own 77-token sequence (start, 75 tokens, end / padding) and the chunk embeddings
-concatenated; shorter conditionings are padded with the empty prompt's chunk to a common length.
-Clip skip has the web UI's meaning: N = take CLIP's N-th layer from the end (1 = the last).
-diffusers counts skipped layers instead, so web UI N == diffusers `clip_skip=N-1`.
+What a prompt means (our pieces, AND parts, emphasis, BREAK, chunks) is `prompt_syntax`'s; here
+it becomes embeddings as in AUTOMATIC1111/stable-diffusion-webui (modules/sd_hijack_clip.py at
+00e09382, sd_hijack_open_clip.py, sd_emphasis.py; web UI 1.8-1.10):
+- A piece's tokens are cut into chunks of 75, each encoded as its own 77-token sequence (start,
+  75 tokens, end / padding), and the chunk embeddings concatenated.
+- Emphasis ("Original", the web UI's default): a chunk's CLIP output is multiplied per token by
+  the token's multiplier, then scaled so that its mean is the mean before (per encoder for
+  SDXL). A text without emphasis skips this step: up to 75 tokens it encodes exactly as a plain
+  diffusers call does.
+- Clip skip, the web UI's N (1 = the last layer), per family. SD 1.x: layer N from the end,
+  through the final norm. SD 2.x: ignored, as there (its OpenCLIP encoder is recognised by
+  `hidden_act == "gelu"`; OpenAI's CLIP has "quick_gelu"). SDXL: OpenCLIP-G always gives its
+  penultimate layer; CLIP-L gives layer max(N, 2) from the end without the norm - the web UI's
+  numbers by default for N = 1, 2 and with its "Clip skip SDXL" option for N >= 2 (without the
+  option the web UI ignores clip skip on SDXL).
+- Lengths. The pieces of one side are padded to the longest with their last vector repeated
+  (the web UI's `stack_conds` for AND parts). The shorter side is padded with the empty prompt's
+  chunk (zeros where SDXL's unconditional is zeros) and `Encoded.length` keeps its own length.
+  The web UI (by default) evaluates each side at its own length; masking the padding out of
+  cross-attention gives the same numbers (`ComposedUNet` does). Unmasked - the plain pipeline
+  path - the numbers are those of the web UI's "Pad prompt/negative prompt" option.
+- Composable (Liu et al. 2022, "Compositional Visual Generation with Composable Diffusion
+  Models", arXiv:2206.01714): `ComposedUNet` replaces the UNet's forward during a pipeline call;
+  from the pipeline's [uncond, cond] batch it evaluates every piece in ONE batched UNet call and
+  returns [uncond, uncond + sum_i w_i (cond_i - uncond)], so the pipeline's own guidance gives
+  uncond + cfg * sum_i w_i (cond_i - uncond) (AND weights are not normalised). The unconditional
+  side's pieces (weights summing to 1) are averaged: by prediction when composable, by
+  embedding in blend mode, where each AND part's pieces are blended into one embedding.
 """
 
 from __future__ import annotations
@@ -27,81 +39,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.prompts import Prompt, parse_prompts
+from helpers.diffusion.prompt_syntax import (
+    BREAK_SEGMENT,
+    CHUNK,
+    Part,
+    Piece,
+    PromptPlan,
+    Segment,
+    chunk_tokens,
+    negative_pieces,
+    parse_attention,
+    plain_text,
+    plan_prompts,
+    positive_pieces,
+)
+
+__all__ = ["ComposedUNet", "Encoded", "Piece", "PromptPlan", "composed_unet", "encode_plan",
+           "encode_side", "encode_text", "match_lengths", "negative_pieces", "plan_prompts",
+           "positive_pieces", "prompt_chunks"]
 
 log = logging.getLogger(__name__)
-Piece = tuple[str, float]  # (text, weight)
-
-
-# --- planning: pure Python ------------------------------------------------------------------
-
-
-def _check_no_stop(prompts: list[Prompt]) -> None:
-    for number, p in enumerate(prompts, 1):
-        if p.stop != -math.inf:
-            raise ValueError(f"piece {number} {p.text!r} has a stop value ({p.stop:g}); stop "
-                             "has no meaning for diffusion, write 'text:weight' only")
-
-
-def _normalised(pieces: list[Piece]) -> tuple[Piece, ...]:
-    total = sum(w for _, w in pieces)
-    return tuple((text, w / total) for text, w in pieces)
-
-
-def positive_pieces(prompt: str) -> tuple[Piece, ...]:
-    """The prompt's positive pieces with weights normalised to sum 1 ('' = unconditional)."""
-    if not prompt.strip():
-        return (("", 1.0),)
-    prompts = parse_prompts(prompt)
-    _check_no_stop(prompts)
-    pieces = [(p.text, p.weight) for p in prompts if p.weight > 0]
-    if not pieces:
-        raise ValueError(f"{prompt!r} has no piece with a positive weight; negative pieces only "
-                         "steer away, so give at least one positive piece")
-    return _normalised(pieces)
-
-
-def negative_pieces(negative_prompt: str, prompt: str = "") -> tuple[Piece, ...]:
-    """The unconditional side: negative-prompt pieces and the prompt's negative-weight pieces.
-
-    Weights are normalised to sum 1; empty when there is nothing (the model's default).
-    """
-    pieces: list[Piece] = []
-    if negative_prompt.strip():
-        prompts = parse_prompts(negative_prompt)
-        _check_no_stop(prompts)
-        for number, p in enumerate(prompts, 1):
-            if p.weight < 0:
-                raise ValueError(f"piece {number} {p.text!r} has weight {p.weight:g}; negative "
-                                 "prompt weights must be positive")
-        pieces += [(p.text, p.weight) for p in prompts if p.weight > 0]
-    if prompt.strip():
-        pieces += [(p.text, -p.weight) for p in parse_prompts(prompt) if p.weight < 0]
-    return _normalised(pieces) if pieces else ()
-
-
-@dataclass(frozen=True)
-class PromptPlan:
-    """What to encode: positive and unconditional pieces, and how to combine them."""
-
-    positive: tuple[Piece, ...]  # weights sum to 1
-    negative: tuple[Piece, ...]  # weights sum to 1; () = the model's default unconditional
-    mode: str = "composable"  # "composable" or "blend"
-
-    @property
-    def composed(self) -> bool:
-        """Whether the UNet must be wrapped (several predictions per step)."""
-        return self.mode == "composable" and (len(self.positive) > 1 or len(self.negative) > 1)
-
-
-def plan_prompts(prompt: str, negative_prompt: str = "", mode: str = "composable") -> PromptPlan:
-    """Split a prompt and negative prompt into the pieces to encode."""
-    if mode not in ("composable", "blend"):
-        raise ValueError(f"prompt_mode: must be 'composable' or 'blend' (got {mode!r})")
-    return PromptPlan(positive_pieces(prompt), negative_pieces(negative_prompt, prompt), mode)
-
-
-# --- text encoding ----------------------------------------------------------------------------
+Chunk = tuple[list[int], list[float]]  # 77 token ids and their emphasis multipliers
 
 
 @dataclass
@@ -110,74 +68,144 @@ class Encoded:
 
     embeds: Any  # torch.Tensor
     pooled: Any = None  # torch.Tensor | None
-    weights: Any = None  # torch.Tensor (K,), sums to 1
+    weights: Any = None  # torch.Tensor (K,): composable weights; the unconditional side's sum to 1
+    length: int | None = None  # the side's own length; later positions pad it (None: no padding)
 
-    def blended(self) -> Encoded:
-        """The weighted mean over pieces, as one piece."""
-        if self.embeds.shape[0] == 1:
+    def attention_mask(self) -> Any:
+        """(K, L) bool, False where the padding to the other side's length must not be seen by
+        cross-attention (`encoder_attention_mask`); None when nothing is padded."""
+        import torch
+
+        k, total = self.embeds.shape[:2]
+        if self.length is None or self.length >= total:
+            return None
+        return (torch.arange(total, device=self.embeds.device) < self.length).expand(k, total)
+
+    def blended(self, parts: tuple[Part, ...] = ()) -> Encoded:
+        """The weighted mean of each AND part's pieces, as one piece with the part's weight."""
+        import torch
+
+        parts = parts or ((self.embeds.shape[0], 1.0),)
+        if len(parts) == self.embeds.shape[0] and all(w == 1 for _, w in parts):
             return self
         w = self.weights.to(self.embeds.dtype)
-        embeds = (w.view(-1, 1, 1) * self.embeds).sum(0, keepdim=True)
-        pooled = None if self.pooled is None else (w.view(-1, 1) * self.pooled).sum(0, keepdim=True)
-        return Encoded(embeds, pooled, w.new_ones(1))
+        embeds, pooled, start = [], [], 0
+        for count, weight in parts:
+            share = w[start:start + count] / weight
+            embeds.append((share.view(-1, 1, 1) * self.embeds[start:start + count]).sum(0))
+            if self.pooled is not None:
+                pooled.append((share.view(-1, 1) * self.pooled[start:start + count]).sum(0))
+            start += count
+        return Encoded(torch.stack(embeds), torch.stack(pooled) if pooled else None,
+                       torch.tensor([weight for _, weight in parts]), self.length)
 
 
-def _chunk_ids(tokenizer, text: str) -> list[list[int]]:
-    """Token ids of `text` as 77-token chunks: start, up to 75 tokens, end, padding."""
-    length = tokenizer.model_max_length
-    ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
-    body = length - 2
-    chunks = [ids[i:i + body] for i in range(0, len(ids), body)] or [[]]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return [[tokenizer.bos_token_id, *c, tokenizer.eos_token_id] + [pad] * (body - len(c))
-            for c in chunks]
+# --- text encoding ----------------------------------------------------------------------------
 
 
-def _clip_hidden(encoder, ids, clip_skip: int, sdxl: bool):
-    """CLIP hidden states of the chunks (n, 77, D), with the web UI's clip skip."""
+def _chunks(tokenizer, segments: list[Segment]) -> list[Chunk]:
+    """The 77-token chunks of parsed segments: start, up to 75 tokens, end, padding."""
+    texts = [text for text, _ in segments]
+    ids = tokenizer(texts, add_special_tokens=False, truncation=False).input_ids
+    runs = [None if s == BREAK_SEGMENT else (t, s[1]) for s, t in zip(segments, ids, strict=True)]
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    comma = None if comma == tokenizer.unk_token_id else comma
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    chunks = []
+    for chunk in chunk_tokens(runs, comma):
+        fill = CHUNK - len(chunk)
+        chunks.append(([bos, *(t for t, _ in chunk), eos] + [pad] * fill,
+                       [1.0, *(m for _, m in chunk), 1.0] + [1.0] * fill))
+    return chunks
+
+
+def prompt_chunks(tokenizer, text: str) -> list[Chunk]:
+    """The 77-token chunks of a piece's text: token ids and emphasis multipliers."""
+    return _chunks(tokenizer, parse_attention(text))
+
+
+def _encoders(pipe) -> list[tuple[Any, Any, str]]:
+    """(tokenizer, text encoder, clip-skip rule) of each CLIP encoder of the pipeline."""
+    if hasattr(pipe, "text_encoder_2"):
+        pairs = [(pipe.tokenizer, pipe.text_encoder, "sdxl-l"),
+                 (pipe.tokenizer_2, pipe.text_encoder_2, "sdxl-g")]
+        return [pair for pair in pairs if pair[1] is not None]
+    open_clip = getattr(pipe.text_encoder.config, "hidden_act", "") == "gelu"
+    return [(pipe.tokenizer, pipe.text_encoder, "sd2" if open_clip else "sd1")]
+
+
+def _clip_hidden(encoder, ids, clip_skip: int, rule: str) -> tuple[Any, Any]:
+    """Hidden states (n, 77, D) of the chunks, with clip skip as the web UI applies it, and the
+    encoder's first output (SDXL's pooled embeddings for OpenCLIP-G)."""
     out = encoder(ids, output_hidden_states=True)
-    if sdxl:  # SDXL conditions on the penultimate layer without the final norm
-        return out.hidden_states[-(clip_skip + 1)], out[0]
-    if clip_skip == 1:
+    states = out.hidden_states
+    if clip_skip > len(states) - 1:
+        raise ValueError(f"clip_skip: {clip_skip} is more than the text encoder's "
+                         f"{len(states) - 1} layers")
+    if rule == "sdxl-g":
+        return states[-2], out[0]
+    if rule == "sdxl-l":
+        return states[-max(clip_skip, 2)], out[0]
+    if rule == "sd2" or clip_skip == 1:
         return out[0], None
     final_norm = getattr(encoder, "text_model", encoder).final_layer_norm  # transformers 4 / 5
-    return final_norm(out.hidden_states[-clip_skip]), None
+    return final_norm(states[-clip_skip]), None
+
+
+def _emphasised(z, multipliers: list[list[float]]):
+    """Chunk embeddings (n, 77, D) scaled per token, then each chunk back to its own mean."""
+    import torch
+
+    m = torch.tensor(multipliers, dtype=torch.float32, device=z.device)[..., None]
+    before = z.float().mean(dim=(1, 2), keepdim=True)
+    scaled = z.float() * m
+    return (scaled * (before / scaled.mean(dim=(1, 2), keepdim=True))).to(z.dtype)
 
 
 def _encode_clip(pipe, text: str, clip_skip: int) -> tuple[Any, Any]:
     """(1, n*77, D) embeddings and the pooled SDXL embedding of one text, chunked."""
     import torch
 
-    pairs = [(pipe.tokenizer, pipe.text_encoder)]
-    sdxl = hasattr(pipe, "text_encoder_2")
-    if sdxl:
-        pairs = [(t, e) for t, e in (*pairs, (pipe.tokenizer_2, pipe.text_encoder_2)) if e]
+    segments = parse_attention(text)
     hidden, pooled = [], None
-    for tokenizer, encoder in pairs:
-        ids = torch.tensor(_chunk_ids(tokenizer, text), device=encoder.device)
-        states, pooled_all = _clip_hidden(encoder, ids, clip_skip, sdxl)
+    for tokenizer, encoder, rule in _encoders(pipe):
+        chunks = _chunks(tokenizer, segments)
+        ids = torch.tensor([c[0] for c in chunks], device=encoder.device)
+        states, first = _clip_hidden(encoder, ids, clip_skip, rule)
+        multipliers = [c[1] for c in chunks]
+        if any(m != 1.0 for row in multipliers for m in row):
+            states = _emphasised(states, multipliers)
         hidden.append(states.reshape(1, -1, states.shape[-1]))
-        if pooled_all is not None and pooled_all.ndim == 2:
-            pooled = pooled_all[:1]  # the web UI pools the first chunk
+        if first is not None and first.ndim == 2:
+            pooled = first[:1]  # the web UI pools the first chunk
+    if len({h.shape[1] for h in hidden}) > 1:
+        raise RuntimeError(f"the two SDXL tokenizers cut {text!r} into different chunks")
     return torch.cat(hidden, dim=-1), pooled
 
 
 def _encode_bert(pipe, text: str) -> tuple[Any, Any]:
     """LDM's BERT: one 77-token sequence, as LDMTextToImagePipeline encodes it."""
-    tokens = pipe.tokenizer(text, padding="max_length", max_length=77, truncation=True,
+    plain = plain_text(text)
+    if plain != text:
+        log.warning("the latent-diffusion model's BERT encoder has no emphasis or BREAK; "
+                    "it reads %r", plain)
+    tokens = pipe.tokenizer(plain, padding="max_length", max_length=77, truncation=True,
                             return_tensors="pt")
-    full = pipe.tokenizer(text).input_ids
-    if len(full) > 77:
+    if len(pipe.tokenizer(plain).input_ids) > 77:
         log.warning("prompt piece %r is longer than 77 tokens: the latent-diffusion model's "
-                    "BERT encoder reads only the first 77", text)
+                    "BERT encoder reads only the first 77", plain)
     return pipe.bert(tokens.input_ids.to(pipe.bert.device))[0], None
 
 
 def encode_text(pipe, text: str, clip_skip: int = 1) -> tuple[Any, Any]:
-    """Embeddings (1, L, D) and pooled embedding (SDXL, else None) of one text."""
+    """Embeddings (1, L, D) and pooled embedding (SDXL, else None) of one piece's text."""
     if hasattr(pipe, "bert"):
         return _encode_bert(pipe, text)
     return _encode_clip(pipe, text, clip_skip)
+
+
+# --- both sides, one length ---------------------------------------------------------------------
 
 
 def _pad_to(embeds, length: int, filler):
@@ -191,6 +219,16 @@ def _pad_to(embeds, length: int, filler):
     return torch.cat([embeds, filler.repeat(1, reps, 1)[:, :missing]], dim=1)
 
 
+def _stacked(embeds: list):
+    """Stack (1, L_i, D) embeddings, the shorter ones padded with their last vector."""
+    import torch
+
+    length = max(e.shape[1] for e in embeds)
+    return torch.cat([e if e.shape[1] == length else
+                      torch.cat([e, e[:, -1:].expand(-1, length - e.shape[1], -1)], dim=1)
+                      for e in embeds])
+
+
 def encode_side(pipe, pieces: tuple[Piece, ...], clip_skip: int, zeros_like=None) -> Encoded:
     """Encode the pieces of one side; `zeros_like` (for an empty side) gives SDXL's zeros."""
     import torch
@@ -198,25 +236,20 @@ def encode_side(pipe, pieces: tuple[Piece, ...], clip_skip: int, zeros_like=None
     if not pieces and zeros_like is not None:
         pooled = None if zeros_like.pooled is None else torch.zeros_like(zeros_like.pooled[:1])
         return Encoded(torch.zeros_like(zeros_like.embeds[:1]), pooled, torch.ones(1))
-    encoded = [encode_text(pipe, text, clip_skip) for text, _ in pieces or (("", 1.0),)]
-    weights = torch.tensor([w for _, w in pieces or (("", 1.0),)], dtype=torch.float32)
-    pooled = None if encoded[0][1] is None else torch.cat([p for _, p in encoded])
-    return Encoded(_same_length([e for e, _ in encoded], pipe, clip_skip), pooled, weights)
-
-
-def _same_length(embeds: list, pipe, clip_skip: int):
-    """Stack (1, L_i, D) embeddings, padding the shorter ones with the empty prompt's chunk."""
-    import torch
-
-    length = max(e.shape[1] for e in embeds)
-    if any(e.shape[1] != length for e in embeds):
-        filler = encode_text(pipe, "", clip_skip)[0]
-        embeds = [_pad_to(e, length, filler) for e in embeds]
-    return torch.cat(embeds)
+    pieces = pieces or (("", 1.0),)
+    encoded: dict[str, tuple[Any, Any]] = {}
+    for text, _ in pieces:
+        if text not in encoded:
+            encoded[text] = encode_text(pipe, text, clip_skip)
+    weights = torch.tensor([w for _, w in pieces], dtype=torch.float32)
+    first = encoded[pieces[0][0]][1]
+    pooled = None if first is None else torch.cat([encoded[t][1] for t, _ in pieces])
+    return Encoded(_stacked([encoded[t][0] for t, _ in pieces]), pooled, weights)
 
 
 def match_lengths(pipe, clip_skip: int, *sides: Encoded) -> None:
-    """Pad the sides' embeddings in place to one sequence length (the pipeline needs it)."""
+    """Pad the sides' embeddings in place to one sequence length (the pipeline needs it) with
+    the empty prompt's chunk; each padded side keeps its own length in `length`."""
     import torch
 
     length = max(s.embeds.shape[1] for s in sides)
@@ -224,8 +257,12 @@ def match_lengths(pipe, clip_skip: int, *sides: Encoded) -> None:
         return
     filler = encode_text(pipe, "", clip_skip)[0]
     for side in sides:
+        own = side.embeds.shape[1]
+        if own == length:
+            continue
         pad = filler if side.embeds.any() else torch.zeros_like(filler)  # SDXL's zeros stay
-        side.embeds = torch.cat([_pad_to(e[None], length, pad) for e in side.embeds])
+        side.embeds = torch.cat([_pad_to(e[None], length, pad.to(e)) for e in side.embeds])
+        side.length = own if side.length is None else side.length
 
 
 def encode_plan(pipe, plan: PromptPlan, clip_skip: int = 1) -> tuple[Encoded, Encoded]:
@@ -242,7 +279,7 @@ def encode_plan(pipe, plan: PromptPlan, clip_skip: int = 1) -> tuple[Encoded, En
         uncond = encode_side(pipe, plan.negative, clip_skip, cond if zeros else None)
         match_lengths(pipe, clip_skip, cond, uncond)
     if plan.mode == "blend":
-        cond, uncond = cond.blended(), uncond.blended()
+        cond, uncond = cond.blended(plan.parts), uncond.blended()
     return cond, uncond
 
 
@@ -254,9 +291,11 @@ class ComposedUNet:
 
     Called like the UNet with the pipeline's batch, [uncond (B), cond (B)] under guidance or
     [cond (B)] without. Each image's latents are repeated once per piece, each piece's
-    embeddings once per image; the predictions are combined per side with the side's weights,
-    and [sum_j v_j uncond_j, sum_i w_i cond_i] (or the cond part alone) is returned in the form
-    the UNet returns. The pipeline's own encoder states are ignored: the pieces are ours.
+    embeddings once per image (with a cross-attention mask where a side is padded); the
+    predictions are combined per side: u = sum_j v_j uncond_j and c = u + sum_i w_i (cond_i - u),
+    and [u, c] (or c alone) is returned in the form the UNet returns. Without guidance u is
+    evaluated only when the weights w do not sum to 1. The pipeline's own encoder states are
+    ignored: the pieces are ours.
     """
 
     def __init__(self, forward, cond: Encoded, uncond: Encoded, images: int):
@@ -264,13 +303,15 @@ class ComposedUNet:
         self.cond = cond
         self.uncond = uncond
         self.images = images  # B: images per pipeline call
+        self.unit = abs(float(cond.weights.sum()) - 1) < 1e-6  # cond weights sum to 1
 
     def _sides(self, n: int) -> list[tuple[Encoded, slice]]:
         b = self.images
         if n == 2 * b:
             return [(self.uncond, slice(0, b)), (self.cond, slice(b, 2 * b))]
         if n == b:
-            return [(self.cond, slice(0, b))]
+            own = [(self.cond, slice(0, b))]
+            return own if self.unit else [(self.uncond, slice(0, b)), *own]
         raise RuntimeError(f"composable prompts: UNet batch {n} is neither {b} nor {2 * b}")
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, **kwargs):
@@ -290,10 +331,18 @@ class ComposedUNet:
         if added:
             kwargs["added_cond_kwargs"] = {k: v if k == "text_embeds" else expand(v)
                                            for k, v in added.items()}
+        mask = _attention_mask(sides, b)
+        if mask is not None:
+            kwargs["encoder_attention_mask"] = mask.to(sample.device)
         out = self.forward(expand(sample), expand(timestep), encoder_hidden_states=states,
                            **kwargs)
         noise = out[0] if isinstance(out, tuple) else out.sample
-        combined = torch.cat(_combine(noise, sides, b))
+        combined = _combine(noise, sides, b)
+        if not self.unit:  # c = u + sum_i w_i (cond_i - u) = sum_i w_i cond_i + (1 - W) u
+            total = self.cond.weights.sum().to(noise.device, noise.dtype)
+            combined[-1] = combined[-1] + (1 - total) * combined[0]
+            combined = combined if n == 2 * b else combined[1:]
+        combined = torch.cat(combined)
         return (combined,) if isinstance(out, tuple) else type(out)(sample=combined)
 
 
@@ -311,6 +360,18 @@ def _expander(n: int, sides: list[tuple[Encoded, slice]]):
     return expand
 
 
+def _attention_mask(sides: list[tuple[Encoded, slice]], b: int) -> Any:
+    """The cross-attention mask of the batch, in its row order; None when nothing is padded."""
+    import torch
+
+    masks = [side.attention_mask() for side, _ in sides]
+    if all(m is None for m in masks):
+        return None
+    rows = [torch.ones(side.embeds.shape[:2], dtype=torch.bool, device=side.embeds.device)
+            if m is None else m for (side, _), m in zip(sides, masks, strict=True)]
+    return torch.cat([r.repeat_interleave(b, 0) for r in rows])
+
+
 def _combine(noise, sides: list[tuple[Encoded, slice]], b: int) -> list:
     """Per side, the weighted sum of the pieces' predictions: (B, ...) each."""
     result, start = [], 0
@@ -318,7 +379,8 @@ def _combine(noise, sides: list[tuple[Encoded, slice]], b: int) -> list:
         k = side.embeds.shape[0]
         part = noise[start:start + k * b].reshape(k, b, *noise.shape[1:])
         weights = side.weights.to(noise.device, noise.dtype).view(k, *([1] * (noise.ndim)))
-        result.append(part[0] if k == 1 else (weights * part).sum(0))
+        result.append(part[0] if k == 1 and float(side.weights[0]) == 1 else
+                      (weights * part).sum(0))
         start += k * b
     return result
 

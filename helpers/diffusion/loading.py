@@ -178,12 +178,14 @@ def run_pipeline(loaded: Loaded, sampler: str, img2img: bool = False):
     fresh scheduler for `sampler`, so the run never changes the loaded pipeline."""
     import diffusers
 
-    from helpers.diffusion.samplers import make_scheduler
+    from helpers.diffusion.samplers import get_sampler, make_scheduler
 
     if img2img and loaded.family not in IMG2IMG_CLASSES:
         raise ValueError(f"init_image: the {loaded.family} pipeline has no img2img mode")
     name = IMG2IMG_CLASSES[loaded.family] if img2img else PIPELINE_CLASSES[loaded.family]
-    scheduler = make_scheduler(sampler, loaded.scheduler_config)
+    scheduler = make_scheduler(sampler, loaded.scheduler_config) \
+        if get_sampler(sampler).kind == "diffusers" or loaded.family == "ldm" \
+        else type(loaded.pipe.scheduler).from_config(loaded.scheduler_config)
     # from_pipe casts every component to the dtype it is given (float32 by default): give it
     # theirs, and hush the warning diffusers logs for any cast, this one a no-op
     with logger_level("diffusers.models.modeling_utils", logging.ERROR):

@@ -14,10 +14,12 @@ from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
 from helpers.diffusion.loading import Loaded, run_pipeline
+from helpers.diffusion.samplers import get_sampler
 from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
 
-# (batch number, step index, steps in all, latents after the step, pipeline)
-OnStep = Callable[[int, int, int, Any, Any], None]
+# (batch number, step index, steps in all, latents after the step, decode: latents -> images)
+OnStep = Callable[[int, int, int, Any, Callable[[Any], list]], None]
+Report = Callable[[int, int, Any, Callable[[Any], list]], None]  # one batch's OnStep
 
 # Linear latent -> RGB approximations for previews (the web UI's "cheap approximation").
 LATENT_RGB = {
@@ -57,7 +59,8 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
                                                       init_image is not None)
     plan = plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
     cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
-    wrap = plan.composed or loaded.family == "ldm"  # LDM's pipeline takes no embeddings
+    wrap = plan.composed or loaded.family == "ldm" or cond.length is not None \
+        or uncond.length is not None  # LDM's pipeline takes no embeddings; lengths: masked
     seeds = image_seeds(settings)
     size = settings.batch_size
     for batch in range(settings.batch_count):
@@ -72,21 +75,35 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
             yield Generated(indices[k], batch_seeds[k], image)
 
 
-def step_callback(batch: int, on_step: OnStep):
+def step_callback(batch: int, on_step: OnStep) -> Report:
+    """The per-batch step report of `on_step`."""
+    return lambda i, total, latents, decode: on_step(batch, i, total, latents, decode)
+
+
+def _diffusers_callback(report: Report):
+    """A diffusers `callback_on_step_end` feeding the step report."""
     def callback(pipe, i, t, tensors):
         total = getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps)
-        on_step(batch, i, total, tensors["latents"], pipe)
+        report(i, total, tensors["latents"], lambda latents: decode_latents(pipe, latents))
         return {}
 
     return callback
 
 
 def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, seeds: list[int],
-          init_image: Any, callback, extra: dict[str, Any] | None = None) -> list:
-    """One pipeline call for a batch (`extra`: more pipeline arguments); returns PIL images."""
+                  init_image: Any, report: Report | None,
+                  extra: dict[str, Any] | None = None) -> list:
+    """One batch: a web-UI (k-diffusion) sampler in helpers.diffusion.sampling, or a diffusers
+    scheduler through the pipeline (`extra`: more pipeline arguments); returns PIL images."""
     import torch
 
     cond, uncond, wrap = conditioning
+    if get_sampler(settings.sampler).kind == "k" and family != "ldm":
+        from helpers.diffusion.sampling.pipeline import generate
+
+        start = (extra or {}).get("latents")
+        return generate(pipe, family, settings, cond, uncond, seeds, init_image, report, start)
+    callback = _diffusers_callback(report) if report else None
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     if hasattr(pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
         pipe.scheduler.noise_sampler_seed = list(seeds)

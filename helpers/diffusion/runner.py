@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from helpers import runs
-from helpers.diffusion.animate import frame_count, prompt_at, run_animation
+from helpers.diffusion.animate import frame_count, run_animation
 from helpers.diffusion.checks import Checked, check_inputs
+from helpers.diffusion.extras import applied
+from helpers.diffusion.infotext import image_settings as image_settings  # re-exported
+from helpers.diffusion.infotext import save_image
+from helpers.diffusion.infotext import settings_from_image as settings_from_image  # re-exported
 from helpers.diffusion.loading import Loaded, load_models, memory_options, run_pipeline
-from helpers.diffusion.loop import Generated, decode_latents, fast_preview, run
-from helpers.diffusion.samplers import infotext_sampler
+from helpers.diffusion.loop import fast_preview, run
 from helpers.reporting import Log, progress_bar
 from helpers.settings import DiffusionSettings
 
@@ -51,13 +54,13 @@ def generate(settings: DiffusionSettings | None = None, *,
         runs.write_run_settings(run_dir, settings.to_json())
     done = {int(p.stem) for p in runs.list_frames(run_dir)}
     log(f"run folder: {run_dir}")
-    saved = _loop(checked, loaded, run_dir, done, progress, on_image, on_preview)
+    saved = _loop(checked, loaded, run_dir, done, progress, on_image, on_preview, log)
     log(f"{saved} image(s) in {run_dir}")
     return run_dir
 
 
 def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progress: bool,
-          on_image: OnImage | None, on_preview: OnPreview | None) -> int:
+          on_image: OnImage | None, on_preview: OnPreview | None, log: Log) -> int:
     """Make and save every image the run folder lacks; return how many it has."""
     settings = checked.settings
     units = _units(settings)  # batches, or an animation's frames
@@ -70,8 +73,9 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     by_image = loaded.family == "ldm"  # its pipeline reports no steps: count whole images
     saved = len(done)
     try:
-        with memory_options(loaded.pipe, checked.memory, checked.device):
-            for item in _items(checked, loaded, run_dir, on_step, done):
+        with applied(loaded.pipe, settings, log) as encoded, \
+                memory_options(loaded.pipe, checked.memory, checked.device):
+            for item in _items(checked, encoded, loaded, run_dir, on_step, done):
                 path = save_image(run_dir, item, settings, loaded)
                 saved += 1
                 if by_image:
@@ -86,9 +90,10 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     return saved
 
 
-def _items(checked: Checked, loaded: Loaded, run_dir: Path, on_step, done: set[int]):
-    """The images (or animation frames) the run folder lacks, as they are made."""
-    settings = checked.settings
+def _items(checked: Checked, settings: DiffusionSettings, loaded: Loaded, run_dir: Path,
+           on_step, done: set[int]):
+    """The images (or animation frames) the run folder lacks, as they are made (`settings`:
+    the run's, with the prompts the text encoders get)."""
     if settings.animate:
         def load_frame(index: int) -> Any:
             return runs.read_frame(run_dir, index)
@@ -108,18 +113,18 @@ def _on_step(settings: DiffusionSettings, loaded: Loaded, run_dir: Path,
     """The step callback: the progress bar, previews every N steps, trajectory frames."""
     previews = on_preview is not None and settings.preview_every > 0
 
-    def on_step(batch: int, step: int, total: int, latents: Any, pipe: Any) -> None:
+    def on_step(batch: int, step: int, total: int, latents: Any, decode: Any) -> None:
         if step == 0 and units:  # the sampler knows its real count (second-order ones more)
             bar.total = bar.n + total * (units - batch)
         bar.update(1)
         if previews and (step + 1) % settings.preview_every == 0:
             if settings.preview_mode == "vae":
-                image = decode_latents(pipe, latents[:1])[0]
+                image = decode(latents[:1])[0]
             else:
                 image = fast_preview(latents[:1], loaded.family)[0]
             on_preview(step + 1, total, image)
         if settings.save_trajectory:
-            _save_trajectory(run_dir, batch, step, decode_latents(pipe, latents), settings)
+            _save_trajectory(run_dir, batch, step, decode(latents), settings)
 
     return on_step
 
@@ -144,84 +149,3 @@ def resume_settings(run_dir: Path, changes: dict[str, Any]) -> DiffusionSettings
         raise ValueError(f"{what}: the run already has its {total} image(s); give a larger "
                          f"{what.replace('_', ' ')} to make more")
     return settings
-
-
-# --- what each image carries --------------------------------------------------------------------
-
-
-def image_settings(settings: DiffusionSettings, seed: int) -> DiffusionSettings:
-    """The settings that re-make one image alone: its seed, one batch of one."""
-    return settings.replace(seed=seed, batch_count=1, batch_size=1)
-
-
-def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded) -> dict[str, Any]:
-    """The web UI's params line of one image."""
-    sampler, schedule = infotext_sampler(settings.sampler)
-    return {
-        "Steps": settings.steps, "Sampler": sampler, "Schedule type": schedule,
-        "CFG scale": f"{settings.cfg_scale:g}", "Seed": seed,
-        "Size": f"{settings.width}x{settings.height}",
-        "Model hash": loaded.model_hash or None, "Model": loaded.ref.label,
-        "VAE": loaded.vae_label or None,
-        "Denoising strength": f"{settings.strength:g}" if settings.init_image else None,
-        "Clip skip": settings.clip_skip, "Prompt mode": settings.prompt_mode,
-        "Animation": settings.animate or None,
-    }
-
-
-def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings,
-               loaded: Loaded) -> Path:
-    """Save one image as a frame with its infotext and settings."""
-    from helpers.infotext import format_infotext
-
-    params = infotext_params(settings, item.seed, loaded)
-    prompt = settings.prompt
-    if settings.animate:
-        params["Frame"] = item.index
-        prompt = prompt_at(settings, item.index - 1)
-    infotext = format_infotext(prompt, settings.negative_prompt, params)
-    own = (settings if settings.animate else image_settings(settings, item.seed)).to_json()
-    return runs.save_frame(run_dir, item.index, item.image, infotext, own)
-
-
-def settings_from_image(png: str | os.PathLike, **overrides: Any) -> DiffusionSettings:
-    """Settings stored in an image (ours, or a web UI infotext), with `overrides` applied."""
-    from helpers.infotext import parse_infotext
-
-    infotext, stored = runs.read_image_info(Path(png))
-    if stored is not None:
-        if stored.get("kind") != DiffusionSettings.kind:
-            raise ValueError(f"from_image: {png} was made by a {stored.get('kind')!r} run, "
-                             "not a diffusion run")
-        return DiffusionSettings.from_dict(stored).replace(**overrides)
-    if infotext is None:
-        raise ValueError(f"from_image: {png} holds no generation settings")
-    return DiffusionSettings(**{**_from_infotext(parse_infotext(infotext), overrides),
-                                **overrides})
-
-
-def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Our settings from a web UI infotext (its Model is kept only if we know it).
-
-    Values that `overrides` replace are not read, so an override fixes what we cannot read.
-    """
-    from helpers.catalog import list_models
-    from helpers.diffusion.samplers import sampler_from_infotext
-
-    values: dict[str, Any] = {"prompt": info["Prompt"], "negative_prompt": info["Negative prompt"]}
-    numbers = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
-               "Size-1": ("width", int), "Size-2": ("height", int),
-               "Denoising strength": ("strength", float), "Clip skip": ("clip_skip", int)}
-    for key, (name, kind) in numbers.items():
-        if key in info and name not in overrides:
-            try:
-                values[name] = kind(info[key])
-            except ValueError:
-                raise ValueError(f"from_image: {key} {info[key]!r} is not a number") from None
-    if "Sampler" in info and "sampler" not in overrides:
-        values["sampler"] = sampler_from_infotext(info["Sampler"], info.get("Schedule type", ""))
-    if info.get("Model") in {m.name for m in list_models("diffusion")}:
-        values["model"] = info["Model"]
-    if info.get("Prompt mode") in DiffusionSettings.PROMPT_MODES:
-        values["prompt_mode"] = info["Prompt mode"]
-    return values

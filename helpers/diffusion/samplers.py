@@ -1,17 +1,16 @@
-"""Samplers by the names the Stable Diffusion web UIs use, mapped to diffusers schedulers.
+"""Samplers and schedule types by the names the Stable Diffusion web UI (1.9 and later) uses.
 
-The table follows diffusers' own A1111 / k-diffusion mapping (docs: "Schedulers" overview), with
-one deliberate difference: the web UI's "DPM++ SDE" is k-diffusion's `sample_dpmpp_sde`, a
-single-step second-order *stochastic* sampler (midpoint r = 1/2, Brownian-tree noise). diffusers'
-port of exactly that sampler is `DPMSolverSDEScheduler` (it needs the `torchsde` package); the
-docs table's `DPMSolverSinglestepScheduler` without options is the deterministic DPM-Solver++
-ODE solver, a different sampler.
+Two settings, as in the web UI since 1.9: the sampler (`DPM++ 2M`) and the schedule type
+(`Karras`); an old combined name (`DPM++ 2M Karras`) still reads as the two. "Automatic" is the
+sampler's own schedule, as the web UI defines it (Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a,
+DPM2 and DPM2 a; Exponential for DPM++ 2M SDE and DPM++ 3M SDE; the model's uniform schedule
+for the others).
 
-A scheduler is built from the model's own scheduler config (`from_config`), so the model's
-training values (betas, prediction type, timestep spacing: "trailing" for the Turbo models) carry
-over, and the sampler's options override the rest. Options a sampler does not name but the class
-has (`use_karras_sigmas`, ...) are reset to their defaults, so a model shipped with a Karras
-scheduler config does not silently turn "Euler" into "Euler Karras".
+Two kinds of sampler:
+- "k": the k-diffusion samplers the web UI runs, ours in `helpers.diffusion.sampling` (short
+  functions over tensors, sigmas from `sampling.schedules`, the web UI's noise);
+- "diffusers": the timestep samplers (DDIM, PLMS, UniPC, LCM) through diffusers' schedulers,
+  built on the model's own scheduler config so its training values carry over.
 
 No heavy imports at module level: settings validation imports this module.
 """
@@ -22,8 +21,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-KARRAS = "Karras"
-AUTOMATIC = "Automatic"  # the web UI's schedule type when a sampler uses its own default schedule
+AUTOMATIC = "Automatic"
+SCHEDULE_NAMES = ("Automatic", "Uniform", "Karras", "Exponential", "Polyexponential",
+                  "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM",
+                  "Beta")
 # Options reset to these values unless a sampler sets them (only where the class has them).
 _RESET = {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
           "use_lu_lambdas": False}
@@ -31,46 +32,47 @@ _RESET = {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta
 
 @dataclass(frozen=True)
 class Sampler:
-    """One web-UI sampler: the diffusers scheduler class and the options that make it that one."""
+    """One web-UI sampler: how it is run, and its own choices."""
 
-    name: str  # the web UI's name, e.g. "DPM++ 2M Karras"
-    scheduler: str  # diffusers class name
-    options: dict[str, Any] = field(default_factory=dict)  # config values set on top of the model's
-    sigma_space: bool = False  # k-diffusion style: latents scaled by sigma (init_noise_sigma > 1)
+    name: str  # the web UI's name, e.g. "DPM++ 2M"
+    kind: str  # "k": our k-diffusion-style function; "diffusers": a diffusers scheduler
+    function: str = ""  # k: the function in helpers.diffusion.sampling.samplers
+    schedule: str = "Uniform"  # k: what "Automatic" means for it
+    discard_penultimate: bool = False  # k: drop the next-to-last sigma (the web UI's DPM2)
+    brownian: bool = False  # k: SDE noise from a Brownian tree seeded by the image's seed
+    ancestral: bool = False  # k: draws fresh noise every step
+    options: dict[str, Any] = field(default_factory=dict)  # k: function keywords
+    scheduler: str = ""  # diffusers: the scheduler class
+    config: dict[str, Any] = field(default_factory=dict)  # diffusers: config values on top
 
     @property
-    def base_name(self) -> str:
-        """The sampler name without its schedule type, as web UI 1.9+ writes it in infotexts."""
-        return self.name.removesuffix(f" {KARRAS}")
-
-    @property
-    def schedule_type(self) -> str:
-        """'Karras' for the Karras-sigma variants, else 'Automatic' (the sampler's own)."""
-        return KARRAS if self.options.get("use_karras_sigmas") else AUTOMATIC
+    def sigma_space(self) -> bool:
+        """k-diffusion style: latents scaled by sigma."""
+        return self.kind == "k"
 
 
 def _table() -> dict[str, Sampler]:
-    karras = {"use_karras_sigmas": True}
-    dpmpp_2m = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-    dpmpp_2m_sde = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+    k = Sampler
     samplers = [
-        Sampler("Euler", "EulerDiscreteScheduler", sigma_space=True),
-        Sampler("Euler a", "EulerAncestralDiscreteScheduler", sigma_space=True),
-        Sampler("Heun", "HeunDiscreteScheduler", sigma_space=True),
-        Sampler("LMS", "LMSDiscreteScheduler", sigma_space=True),
-        Sampler("LMS Karras", "LMSDiscreteScheduler", karras, sigma_space=True),
-        Sampler("DPM2", "KDPM2DiscreteScheduler", sigma_space=True),
-        Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", sigma_space=True),
-        Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", dpmpp_2m),
-        Sampler("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**dpmpp_2m, **karras}),
-        Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", dpmpp_2m_sde),
-        Sampler("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler", {**dpmpp_2m_sde, **karras}),
-        Sampler("DPM++ SDE", "DPMSolverSDEScheduler", sigma_space=True),
-        Sampler("DPM++ SDE Karras", "DPMSolverSDEScheduler", karras, sigma_space=True),
-        Sampler("DDIM", "DDIMScheduler"),
-        Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}),
-        Sampler("UniPC", "UniPCMultistepScheduler"),
-        Sampler("LCM", "LCMScheduler"),
+        k("DPM++ 2M", "k", "dpmpp_2m", "Karras"),
+        k("DPM++ SDE", "k", "dpmpp_sde", "Karras", brownian=True),
+        k("DPM++ 2M SDE", "k", "dpmpp_2m_sde", "Exponential", brownian=True),
+        k("DPM++ 2M SDE Heun", "k", "dpmpp_2m_sde", "Exponential", brownian=True,
+          options={"solver_type": "heun"}),
+        k("DPM++ 2S a", "k", "dpmpp_2s_ancestral", "Karras", ancestral=True),
+        k("DPM++ 3M SDE", "k", "dpmpp_3m_sde", "Exponential", discard_penultimate=True,
+          brownian=True),
+        k("Euler a", "k", "euler_ancestral", ancestral=True),
+        k("Euler", "k", "euler"),
+        k("LMS", "k", "lms"),
+        k("Heun", "k", "heun"),
+        k("DPM2", "k", "dpm_2", "Karras", discard_penultimate=True),
+        k("DPM2 a", "k", "dpm_2_ancestral", "Karras", discard_penultimate=True, ancestral=True),
+        k("DDIM", "diffusers", scheduler="DDIMScheduler"),
+        k("PLMS", "diffusers", scheduler="PNDMScheduler", config={"skip_prk_steps": True}),
+        k("UniPC", "diffusers", scheduler="UniPCMultistepScheduler",
+          config={"solver_type": "bh1", "solver_order": 3, "lower_order_final": True}),
+        k("LCM", "diffusers", scheduler="LCMScheduler"),
     ]
     return {s.name: s for s in samplers}
 
@@ -80,51 +82,60 @@ SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 
 
 def get_sampler(name: str) -> Sampler:
-    """The sampler called `name`; a ValueError lists the valid names."""
-    if name not in SAMPLERS:
-        shown = ", ".join(SAMPLER_NAMES)
-        raise ValueError(f"sampler: unknown sampler {name!r}; choose one of {shown}")
-    return SAMPLERS[name]
+    """The sampler called `name` (any case); a ValueError lists the valid names."""
+    from helpers.settings.fields import choose
+
+    return SAMPLERS[choose("sampler", name, SAMPLER_NAMES, casefold=True)]
 
 
-def scheduler_options(sampler: Sampler, scheduler_class: type) -> dict[str, Any]:
-    """The config values to set on `scheduler_class`: the sampler's options plus resets."""
-    accepted = inspect.signature(scheduler_class.__init__).parameters
-    resets = {k: v for k, v in _RESET.items() if k in accepted}
-    return {**resets, **sampler.options}
+def split_name(name: str, schedule: str = AUTOMATIC) -> tuple[str, str]:
+    """(sampler, schedule type) from a name that may carry its schedule, as before the web UI
+    1.9: "DPM++ 2M Karras" -> ("DPM++ 2M", "Karras"). Any other name is kept as it is."""
+    folded = name.strip().casefold()
+    for candidate in sorted(SCHEDULE_NAMES, key=len, reverse=True):
+        suffix = " " + candidate.casefold()
+        base = folded.removesuffix(suffix)
+        if base != folded and any(s.casefold() == base for s in SAMPLER_NAMES):
+            if schedule not in (AUTOMATIC, candidate):
+                raise ValueError(f"sampler: {name!r} names the schedule type {candidate!r}, and "
+                                 f"schedule is {schedule!r}; give one of them")
+            sampler = next(s for s in SAMPLER_NAMES if s.casefold() == base)
+            return sampler, candidate
+    return name, schedule
+
+
+def schedule_of(sampler: str, schedule: str) -> str:
+    """The schedule type a run uses: "Automatic" resolved to the sampler's own."""
+    return get_sampler(sampler).schedule if schedule == AUTOMATIC else schedule
 
 
 def make_scheduler(name: str, config: dict[str, Any]):
-    """A diffusers scheduler for web-UI sampler `name`, built on a model's scheduler `config`."""
+    """A diffusers scheduler for a timestep sampler, built on a model's scheduler `config`."""
     import diffusers
 
     sampler = get_sampler(name)
+    if sampler.kind != "diffusers":
+        raise ValueError(f"sampler: {name!r} runs in helpers.diffusion.sampling, not as a "
+                         "diffusers scheduler")
     scheduler_class = getattr(diffusers, sampler.scheduler)
-    if sampler.scheduler == "DPMSolverSDEScheduler":
-        _require_torchsde(name)
-    return scheduler_class.from_config(dict(config), **scheduler_options(sampler, scheduler_class))
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    resets = {k: v for k, v in _RESET.items() if k in accepted}
+    return scheduler_class.from_config(dict(config), **{**resets, **sampler.config})
 
 
-def _require_torchsde(name: str) -> None:
-    try:
-        import torchsde  # noqa: F401
-    except ImportError:
-        raise ValueError(f"sampler: {name!r} needs the torchsde package (pip install torchsde); "
-                         "or choose another sampler such as 'DPM++ 2M SDE'") from None
+def infotext_sampler(sampler: str, schedule: str = AUTOMATIC) -> tuple[str, str | None]:
+    """(Sampler, Schedule type) as the web UI 1.9+ writes them; None: no Schedule type (the
+    web UI writes none for "Automatic" and for its timestep samplers)."""
+    found = get_sampler(sampler)
+    if found.kind != "k" or schedule == AUTOMATIC:
+        return found.name, None
+    return found.name, schedule
 
 
-def infotext_sampler(name: str) -> tuple[str, str]:
-    """(Sampler, Schedule type) as web UI 1.9+ writes them: ('DPM++ 2M', 'Karras')."""
-    sampler = get_sampler(name)
-    return sampler.base_name, sampler.schedule_type
+def sampler_from_infotext(sampler: str, schedule_type: str = "") -> tuple[str, str]:
+    """(sampler, schedule type) from an infotext's Sampler and Schedule type (old or new)."""
+    from helpers.settings.fields import choose
 
-
-def sampler_from_infotext(sampler: str, schedule_type: str = "") -> str:
-    """Our sampler name from an infotext's Sampler and Schedule type (old or new style)."""
-    if schedule_type and schedule_type != AUTOMATIC:
-        combined = f"{sampler} {schedule_type}"
-        if combined in SAMPLERS:
-            return combined
-        raise ValueError(f"sampler: {sampler!r} with schedule type {schedule_type!r} is not "
-                         f"supported; choose one of {', '.join(SAMPLER_NAMES)}")
-    return get_sampler(sampler).name
+    name, schedule = split_name(sampler, schedule_type or AUTOMATIC)
+    schedule = choose("schedule", schedule, SCHEDULE_NAMES, casefold=True)
+    return get_sampler(name).name, schedule

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from helpers.diffusion.samplers import SAMPLER_NAMES
+from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, split_name
 from helpers.precision import PRECISIONS
 from helpers.settings.base import RunSettings
 from helpers.settings.fields import fail, setting
@@ -36,9 +36,14 @@ class DiffusionSettings(RunSettings):
                                 metavar="ID|DIR", advanced=True, group="model")
     vae: str = setting("", "VAE override: Hub id, diffusers folder or single file; empty = the "
                        "model's own", metavar="NAME|PATH", advanced=True, group="model")
-    sampler: str = setting("Euler a", "the web UI's sampler name (any case)",
+    sampler: str = setting("DPM++ 2M", "the web UI's sampler (any case; an old name such as "
+                           "'DPM++ 2M Karras' sets the schedule type too)",
                            choices=SAMPLER_NAMES, casefold=True, metavar="NAME",
                            group="sampling")
+    schedule: str = setting("Automatic", "schedule type, as in the web UI 1.9+: Automatic is "
+                            "the sampler's own (Karras for DPM++ 2M, Exponential for DPM++ 2M "
+                            "SDE, ...)", choices=SCHEDULE_NAMES, casefold=True, metavar="TYPE",
+                            group="sampling")
     steps: int = setting(20, "denoising steps; img2img runs about steps x strength of them",
                          min=1, max=MAX_STEPS, unit="steps", metavar="N", group="sampling")
     cfg_scale: float = setting(7.0, "classifier-free guidance scale; <= 1 turns guidance off "
@@ -50,6 +55,20 @@ class DiffusionSettings(RunSettings):
     clip_skip: int = setting(1, "the web UI's clip skip: 1 = the last CLIP layer, 2 = the one "
                              "before", min=1, max=12, metavar="N", advanced=True,
                              group="sampling")
+    rng: str = setting("cpu", "random numbers as the web UI's RNG source: cpu (the same on every "
+                       "machine), gpu (the device's own), nv (NVIDIA GPU noise, reproduced on "
+                       "any device)", choices=("cpu", "gpu", "nv"), casefold=True,
+                       advanced=True, group="sampling")
+    hires_scale: float = setting(1.0, "hires fix: make the image, upscale it by this factor, "
+                                 "then refine it with img2img; 1 = off", min=1, max=4,
+                                 metavar="X", group="hires")
+    hires_upscaler: str = setting("latent", "hires fix: upscale the latents, or the image "
+                                  "with Lanczos", choices=("latent", "lanczos"),
+                                  casefold=True, group="hires")
+    hires_steps: int = setting(0, "hires fix: steps of the img2img pass; 0 = the same as steps",
+                               min=0, max=MAX_STEPS, metavar="N", group="hires")
+    hires_strength: float = setting(0.7, "hires fix: denoising strength of the img2img pass",
+                                    min=0, min_open=True, max=1, metavar="X", group="hires")
     init_image: str = setting("", "img2img: the start image (path or URL), resized to the size",
                               metavar="PATH|URL", text="path", group="image")
     strength: float = setting(0.75, "img2img denoising strength; 1 = keep nothing of the image",
@@ -118,6 +137,13 @@ class DiffusionSettings(RunSettings):
                                f"{MEMORY_HELP}", choices=SWITCHES, advanced=True,
                                group="device")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.sampler, str) and isinstance(self.schedule, str):
+            sampler, schedule = split_name(self.sampler, self.schedule)
+            object.__setattr__(self, "sampler", sampler)
+            object.__setattr__(self, "schedule", schedule)
+        super().__post_init__()
+
     def _parse_prompt(self) -> object:
         from helpers.diffusion.conditioning import positive_pieces
 
@@ -154,10 +180,14 @@ def _check_animation(settings: DiffusionSettings) -> None:
     if settings.strength_schedule.strip():
         check_motion("strength_schedule", settings.strength_schedule)
     if settings.prompt_schedule.strip():
+        from helpers.diffusion.conditioning import positive_pieces
         from helpers.prompts import parse_prompt_schedule
 
         try:
             parse_prompt_schedule(settings.prompt_schedule)
+            for line in settings.prompt_schedule.splitlines():
+                if line.strip():  # each keyframe's prompt, with the web UI's syntax too
+                    positive_pieces(line.split(":", 1)[1])
         except ValueError as e:
             raise ValueError(f"prompt_schedule: {e}") from None
     if settings.animate == "2d" and settings.frames < 1:

@@ -10,7 +10,9 @@ from helpers.precision import PRECISIONS
 from helpers.settings.base import RunSettings
 from helpers.settings.fields import fail, setting
 
+AUGMENT_PRESETS = ("crowson2021", "nerdyrodent")  # a reference's exact pipeline (guidance.py)
 AUGMENTS = (
+    "flip",
     "affine",
     "perspective",
     "jitter",
@@ -65,12 +67,20 @@ class VQGANClipSettings(RunSettings):
                         group="guidance")
     cut_pow: float = setting(1.0, "cutout size exponent: higher, smaller cutouts", min=0,
                              min_open=True, max=10, metavar="X", advanced=True, group="guidance")
-    cut_method: str = setting("classic", "cutouts: random crops (classic) or the whole image "
-                              "pooled", choices=CUT_METHODS, advanced=True, group="guidance")
-    augments: tuple[str, ...] = setting(("affine", "perspective", "jitter", "erasing"),
-                                        'kornia augmentations of the cutouts ("none" for none)',
-                                        choices=AUGMENTS, metavar="NAMES", flags=("--augment",),
-                                        advanced=True, group="guidance")
+    cut_method: str = setting("classic", "cutouts: random squares Lanczos-resampled (classic, "
+                              "Crowson's notebook) or the whole image average+max pooled "
+                              "(pooled, nerdyrodent's \"latest\")", choices=CUT_METHODS,
+                              advanced=True, group="guidance")
+    augments: tuple[str, ...] = setting(("crowson2021",), "kornia augmentations of the cutouts: "
+                                        "a preset alone, the exact pipeline of Crowson's 2021 "
+                                        "notebook (crowson2021) or of nerdyrodent's VQGAN-CLIP "
+                                        "(nerdyrodent), or your own list in order (\"none\" for "
+                                        "none)", choices=AUGMENT_PRESETS + AUGMENTS,
+                                        metavar="NAMES", flags=("--augment",), advanced=True,
+                                        group="guidance")
+    noise_fac: float = setting(0.1, "noise on each cutout, after the augmentations: Gaussian, of "
+                               "a strength drawn from [0, X] per cutout; 0 = none", min=0, max=1,
+                               metavar="X", advanced=True, group="guidance")
     optimizer: str = setting("Adam", "torch.optim optimiser", choices=OPTIMIZERS, casefold=True,
                              advanced=True, group="guidance")
     lr: float = setting(0.1, "learning rate (step size)", min=0, min_open=True, max=10,
@@ -115,6 +125,10 @@ class VQGANClipSettings(RunSettings):
             _check_schedule(self)
         if self.noise_prompts.strip():
             _check_noise_prompts(self.noise_prompts)
+        presets = [a for a in self.augments if a in AUGMENT_PRESETS]
+        if presets and len(self.augments) > 1:
+            fail("augments", ",".join(self.augments), f"the preset {presets[0]} stands alone; "
+                 "name augmentations without it for your own list")
         if self.init_image.strip() and self.init_noise:
             fail("init_noise", self.init_noise, "cannot be combined with init_image")
         for name in MOTION:

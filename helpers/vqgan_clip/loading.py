@@ -39,7 +39,25 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
     with library_bars(progress):
         clips = [load_clip(c.name, w, device=checked.device, cache=cache)
                  for c, w in checked.clips]
+    warn_long_prompts(checked.settings, clips, log)
     return Loaded(vqgan, clips, checked.device)
+
+
+def warn_long_prompts(settings: Any, clips: list, log: Log) -> None:
+    """A warning for each text prompt longer than a CLIP's context, with what it loses."""
+    from helpers.vqgan_clip.loop import prompt_plan
+
+    texts, _ = prompt_plan(settings)
+    warned = set()
+    for clip in clips:
+        for number, text in enumerate(texts, 1):
+            dropped = clip.cut_off(text) if number not in warned else ""
+            if dropped:
+                warned.add(number)
+                start = text if len(text) <= 40 else text[:40].rstrip() + "..."
+                log(f"warning: prompt piece {number} ({start!r}) is longer than "
+                    f"{clip.tokenizer.model_max_length} tokens, CLIP's limit: its end "
+                    f"{dropped!r} is dropped; shorten it or split it with \"|\"")
 
 
 def _checkpoint(found: Path) -> Path:

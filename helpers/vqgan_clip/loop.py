@@ -10,6 +10,7 @@ only when the caller asks for them (a GPU waits for such a copy, so asking every
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,14 @@ def image_to_tensor(image: Any, width: int, height: int, device: torch.device) -
     return array.permute(2, 0, 1).unsqueeze(0).to(device)
 
 
+def fit_area(size: tuple[int, int], out_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) with the aspect ratio of `size` and the area of the smaller of the two:
+    how the VQGAN+CLIP notebooks size an image prompt before its cutouts."""
+    ratio = size[0] / size[1]
+    area = min(size[0] * size[1], out_size[0] * out_size[1])
+    return max(1, round(math.sqrt(area * ratio))), max(1, round(math.sqrt(area / ratio)))
+
+
 def noise_image(kind: str, height: int, width: int, device: torch.device) -> torch.Tensor:
     """A random start image in [0, 1]: "pixels" (random colours) or "gradient" (two colours)."""
     if kind == "pixels":
@@ -95,7 +104,8 @@ def noise_image(kind: str, height: int, width: int, device: torch.device) -> tor
 
 
 def initial_z(settings: VQGANClipSettings, loaded: Loaded, init: Any = None) -> torch.Tensor:
-    """z from an init image (PIL), a noise image, or random codebook tokens."""
+    """z from an init image (PIL) or a noise image, as the encoder's quantised codes (what the
+    reference notebooks start from), or random codebook tokens."""
     vqgan, device = loaded.vqgan, loaded.device
     toks_y, toks_x = latent_shape(settings, vqgan.factor)
     height, width = toks_y * vqgan.factor, toks_x * vqgan.factor
@@ -108,7 +118,7 @@ def initial_z(settings: VQGANClipSettings, loaded: Loaded, init: Any = None) -> 
         z = F.embedding(tokens, vqgan.codebook).T.reshape(1, vqgan.e_dim, toks_y, toks_x)
         return z.float()
     with torch.no_grad():
-        return vqgan.encode(image * 2 - 1).float()
+        return vqgan.encode_quantized(image * 2 - 1).float()
 
 
 @torch.no_grad()
@@ -123,10 +133,12 @@ def text_targets(clip: Any, prompts: list[Prompt]) -> list[Target]:
 @torch.no_grad()
 def image_targets(clip: Any, cutouts: Cutouts, images: list[tuple[Any, Prompt]],
                   size: tuple[int, int]) -> list[Target]:
-    """One target per image prompt: its cutouts, embedded (several rows per target)."""
+    """One target per image prompt: its cutouts, embedded (several rows per target). The
+    image keeps its aspect ratio, scaled down to the output's area (`size` is (H, W))."""
     targets = []
     for image, p in images:
-        tensor = image_to_tensor(image, size[1], size[0], clip.device)
+        width, height = fit_area(image.size, (size[1], size[0]))
+        tensor = image_to_tensor(image, width, height, clip.device)
         targets.append(Target(clip.encode_image(cutouts(tensor)), p.weight, p.stop))
     return targets
 
@@ -230,7 +242,7 @@ def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = Non
     z = initial_z(settings, loaded, inputs.init).requires_grad_(True)
     z_orig = z.detach().clone()
     latent = Latent(z, _optimizer(settings, z))
-    losses_of = _loss_fn(settings, loaded, inputs)  # image targets draw cutouts: before restore
+    losses_of = loss_fn(settings, loaded, inputs)  # image targets draw cutouts: before restore
     start = latent.restore(resume) if resume else 0
     next_frame = _frame_start(settings, loaded)
     z_min, z_max = _codebook_range(vqgan)
@@ -244,7 +256,7 @@ def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = Non
         z, opt = latent.z, latent.opt
         opt.zero_grad(set_to_none=True)
         with _autocast(device, dtype):
-            image = clamp_with_grad(vqgan.decode(vqgan.quantize(z)).add(1).div(2))
+            image = synth(vqgan, z)
             losses = losses_of(image, i)
             if settings.init_weight:
                 losses.append(F.mse_loss(z, z_orig) * (settings.init_weight / 2))
@@ -257,6 +269,11 @@ def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = Non
         terms = torch.stack([v.detach().float() for v in losses])
         yield Step(i, image.detach().float(), terms, lambda i=i, latent=latent: latent.snapshot(i),
                    lambda: live[0])
+
+
+def synth(vqgan: Any, z: torch.Tensor) -> torch.Tensor:
+    """The image of z in [0, 1]: quantised (straight-through), decoded, clamped with gradient."""
+    return clamp_with_grad(vqgan.decode(vqgan.quantize(z)).add(1).div(2))
 
 
 def _codebook_range(vqgan: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,7 +297,7 @@ def _frame_start(settings: VQGANClipSettings, loaded: Loaded):
     def next_frame(latent: Latent, frame: int) -> Latent:
         image = vqgan.decode(vqgan.quantize(latent.z)).add(1).div(2).clamp(0, 1)
         moved = warp(image, *(values[frame] for values in motion))
-        z = vqgan.encode(moved * 2 - 1).float().requires_grad_(True)
+        z = vqgan.encode_quantized(moved * 2 - 1).float().requires_grad_(True)
         return Latent(z, _optimizer(settings, z))
 
     return next_frame
@@ -292,8 +309,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
-    """A function (image, i) -> list of loss terms, summed over the CLIP models."""
+def loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
+    """A function (image, i) -> the prompt loss terms of iteration i, for every CLIP model."""
     texts, prompts_for = prompt_plan(settings)
     noise = parse_prompts(settings.noise_prompts) if settings.noise_prompts.strip() else []
     vqgan = loaded.vqgan
@@ -301,7 +318,7 @@ def _loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
     per_clip = []
     for clip in loaded.clips:
         cutouts = Cutouts(clip.input_size, settings.cutn, settings.cut_pow, settings.augments,
-                          settings.cut_method)
+                          settings.cut_method, settings.noise_fac)
         fixed = image_targets(clip, cutouts, inputs.image_prompts, size)
         fixed += noise_targets(clip, noise)
         embeds = dict(zip(texts, clip.encode_text(texts), strict=True)) if texts else {}
@@ -332,4 +349,5 @@ def to_pil(image: torch.Tensor) -> Any:
     return Image.fromarray(array)
 
 
-__all__ = ["Step", "frame_due", "initial_z", "noise_image", "prompt_plan", "run", "to_pil"]
+__all__ = ["Step", "fit_area", "frame_due", "initial_z", "loss_fn", "noise_image", "prompt_plan",
+           "run", "synth", "to_pil"]

@@ -92,7 +92,12 @@ def _rows(text: str, kind: str) -> list[Row]:
     """The pieces with what each one does; the engine's `ValueError` when they do not parse."""
     from helpers.prompts import parse_prompts
 
-    prompts = parse_prompts(text)
+    if kind == "vqgan-clip":
+        prompts = parse_prompts(text)
+    else:  # the web UI's brackets do not split at a bar
+        from helpers.diffusion.prompt_syntax import split_pieces
+
+        prompts = split_pieces(text)
     notes: dict[str, Callable[[str, list[Prompt]], list[str]]] = {
         "vqgan-clip": _vqgan_notes, "diffusion": _diffusion_notes, "negative": _negative_notes,
     }
@@ -120,7 +125,8 @@ def _diffusion_notes(text: str, prompts: list[Prompt]) -> list[str]:
         elif p.weight == 0:
             notes.append("ignored (weight 0)")
         else:
-            notes.append(f"share {next(shares)[1]:.0%}")
+            share = next(shares, None)
+            notes.append(f"share {share[1]:.0%}" if share else "")
     return notes
 
 
@@ -128,7 +134,8 @@ def _negative_notes(text: str, prompts: list[Prompt]) -> list[str]:
     from helpers.diffusion.conditioning import negative_pieces
 
     shares = iter(negative_pieces(text))  # raises for stop values and negative weights
-    return [f"push away, share {next(shares)[1]:.0%}" if p.weight else "ignored (weight 0)"
+    return [f"push away, share {next(shares, ('', 0))[1]:.0%}" if p.weight
+            else "ignored (weight 0)"
             for p in prompts]
 
 

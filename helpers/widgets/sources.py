@@ -1,7 +1,7 @@
 """Settings to fill a form with: from a run folder, a settings JSON file, or an image.
 
 An image is ours (its `dreamframe` chunk holds the whole settings) or carries the web UI's
-infotext. For diffusion, `helpers.diffusion.runner.settings_from_image` reads both, as
+infotext. For diffusion, `helpers.diffusion.infotext.settings_from_image` reads both, as
 `--from-image` does; other kinds take the prompt, seed, size and steps of an infotext.
 Every failure is a `ValueError` that starts with "load:" and names the source.
 """
@@ -67,7 +67,7 @@ def _from_image(cls: type, path: Path, current: dict[str, Any]) -> tuple[dict, s
     from helpers.runs import read_image_info
 
     if cls.kind == "diffusion":
-        return _diffusion_image(path), f"filled from the image {path}"
+        return _diffusion_image(path, current)
     try:
         infotext, stored = read_image_info(path)
     except (ValueError, OSError) as e:
@@ -86,13 +86,28 @@ def _from_image(cls: type, path: Path, current: dict[str, Any]) -> tuple[dict, s
     return values, f"filled {', '.join(values)} from the infotext of {path}"
 
 
-def _diffusion_image(path: Path) -> dict[str, Any]:
-    from helpers.diffusion.runner import settings_from_image
+def _diffusion_image(path: Path, current: dict[str, Any]) -> tuple[dict, str]:
+    """The settings of a diffusion image; a model the catalogue lacks leaves the form's own
+    model in place, and what the infotext holds that we do not use is said in the note."""
+    from helpers.diffusion.infotext import settings_from_image
+
+    notes = [f"filled from the image {path}"]
+
+    def note(message: str) -> None:
+        notes.append(message.removeprefix("from_image: "))
 
     try:
-        return settings_from_image(path).to_dict()
+        try:
+            settings = settings_from_image(path, log=note)
+        except ValueError as e:
+            if not str(e).startswith("model:") or not current.get("model"):
+                raise
+            notes = [f"filled from the image {path}; its model is not in the catalogue, so "
+                     f"the model stays {current['model']}"]
+            settings = settings_from_image(path, log=note, model=current["model"])
     except (ValueError, OSError) as e:
         raise ValueError(f"load: {str(e).removeprefix('from_image: ')}") from None
+    return settings.to_dict(), "; ".join(notes)
 
 
 def _infotext_values(cls: type, infotext: str, path: Path) -> dict[str, Any]:

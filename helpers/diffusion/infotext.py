@@ -1,0 +1,230 @@
+"""What each diffusion image carries: the web UI's infotext, written and read back.
+
+Writing (`infotext_params`, `save_image`) follows the web UI 1.9+: `Sampler` holds the base name
+and `Schedule type` the schedule the sampler ran; the hires keys appear only when hires is on;
+LoRA and textual-inversion hashes as its Lora and TI hashes. Reading (`settings_from_image`)
+takes our own settings where the image holds them, else its infotext: `USED_KEYS` lists every
+key we read, and the others are reported in one line, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from helpers import runs
+from helpers.reporting import Log
+from helpers.settings import DiffusionSettings
+
+if TYPE_CHECKING:
+    from helpers.diffusion.loading import Loaded
+    from helpers.diffusion.loop import Generated
+
+HIRES_UPSCALERS = {"latent": "Latent", "lanczos": "Lanczos"}  # ours -> the web UI's names
+RNG_SOURCES = {"cpu": "CPU", "nv": "NV"}  # "gpu" is the web UI's default: no RNG key
+# infotext key -> (settings field, type), for the values read as they are
+NUMBERS = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
+           "Size-1": ("width", int), "Size-2": ("height", int), "Clip skip": ("clip_skip", int),
+           "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int)}
+# keys read by their own rule in `_from_infotext`
+RULES = ("Prompt", "Negative prompt", "Size", "Sampler", "Schedule type", "Model",
+         "Denoising strength", "RNG", "Hires upscaler", "Hires resize", "Prompt mode")
+# keys that describe the image and have no setting to fill
+DESCRIPTIVE = ("Model hash", "Lora hashes", "TI hashes", "Version", "Animation", "Frame")
+USED_KEYS = frozenset({*NUMBERS, *RULES, *DESCRIPTIVE})
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def image_settings(settings: DiffusionSettings, seed: int) -> DiffusionSettings:
+    """The settings that re-make one image alone: its seed, one batch of one."""
+    return settings.replace(seed=seed, batch_count=1, batch_size=1)
+
+
+def schedule_type(sampler: str, schedule: str) -> str:
+    """`Schedule type` as the web UI writes it: a k-diffusion sampler's "Automatic" is written
+    as the schedule it stands for (Karras for DPM++ 2M), except where that is the model's own
+    (Euler a: "Automatic"); the timestep samplers write the choice as it is."""
+    from helpers.diffusion.samplers import AUTOMATIC, get_sampler
+
+    found = get_sampler(sampler)
+    if found.kind == "k" and schedule == AUTOMATIC and found.schedule != "Uniform":
+        return found.schedule
+    return schedule
+
+
+def hires_params(settings: DiffusionSettings) -> dict[str, Any]:
+    """The hires keys, written only when hires is on; `Hires steps` only when not 0."""
+    if settings.hires_scale <= 1:
+        return {}
+    return {"Denoising strength": f"{settings.hires_strength:g}",
+            "Hires upscale": f"{settings.hires_scale:g}",
+            "Hires steps": settings.hires_steps or None,
+            "Hires upscaler": HIRES_UPSCALERS[settings.hires_upscaler]}
+
+
+def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded) -> dict[str, Any]:
+    """The web UI's params line of one image, its keys in the web UI's order."""
+    from helpers.diffusion.extras import infotext_hashes
+    from helpers.diffusion.samplers import infotext_sampler
+
+    sampler, _ = infotext_sampler(settings.sampler, settings.schedule)
+    img2img = bool(settings.init_image) and settings.hires_scale <= 1
+    return {
+        "Steps": settings.steps, "Sampler": sampler,
+        "Schedule type": schedule_type(settings.sampler, settings.schedule),
+        "CFG scale": f"{settings.cfg_scale:g}", "Seed": seed,
+        "Size": f"{settings.width}x{settings.height}",
+        "Model hash": loaded.model_hash or None, "Model": loaded.ref.label,
+        "VAE": loaded.vae_label or None,
+        "Denoising strength": f"{settings.strength:g}" if img2img else None,
+        "Clip skip": settings.clip_skip if settings.clip_skip > 1 else None,
+        "RNG": RNG_SOURCES.get(settings.rng),
+        **hires_params(settings), **infotext_hashes(settings),
+        "Prompt mode": settings.prompt_mode, "Animation": settings.animate or None,
+    }
+
+
+def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings,
+               loaded: Loaded) -> Path:
+    """Save one image as a frame with its infotext and settings."""
+    from helpers.diffusion.animate import prompt_at
+    from helpers.infotext import format_infotext
+
+    params = infotext_params(settings, item.seed, loaded)
+    prompt = settings.prompt
+    if settings.animate:
+        params["Frame"] = item.index
+        prompt = prompt_at(settings, item.index - 1)
+    infotext = format_infotext(prompt, settings.negative_prompt, params)
+    own = (settings if settings.animate else image_settings(settings, item.seed)).to_json()
+    return runs.save_frame(run_dir, item.index, item.image, infotext, own)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def settings_from_image(png: str | os.PathLike, *, log: Log = print,
+                        **overrides: Any) -> DiffusionSettings:
+    """Settings stored in an image (ours, or a web UI infotext in a PNG, JPEG or WebP), with
+    `overrides` applied; infotext keys we do not use are reported through `log`, in one line."""
+    from helpers.infotext import parse_infotext
+
+    infotext, stored = runs.read_image_info(Path(png))
+    if stored is not None:
+        if stored.get("kind") != DiffusionSettings.kind:
+            raise ValueError(f"from_image: {png} was made by a {stored.get('kind')!r} run, "
+                             "not a diffusion run")
+        return DiffusionSettings.from_dict(stored).replace(**overrides)
+    if infotext is None:
+        raise ValueError(f"from_image: {png} holds no generation settings")
+    info = parse_infotext(infotext)
+    unused = unused_keys(info)
+    if unused:
+        log(f"from_image: {Path(png).name}: not used (Dreamframe has no setting for them): "
+            f"{', '.join(unused)}")
+    if "model" not in overrides and "Model" not in info:
+        log(f"from_image: {Path(png).name} does not name its model; using "
+            f"{DiffusionSettings().model}")
+    return DiffusionSettings(**{**_from_infotext(info, overrides), **overrides})
+
+
+def unused_keys(info: dict[str, str]) -> list[str]:
+    """The infotext's keys that we do not read (`Size-1` and the like count as their `Size`)."""
+    def derived(key: str) -> bool:
+        return key[-2:] in ("-1", "-2") and key[:-2] in info
+
+    return [k for k in info if k not in USED_KEYS and not derived(k)]
+
+
+def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Our settings from a web UI infotext; values that `overrides` replace are not read, so an
+    override fixes what we cannot read."""
+    values: dict[str, Any] = {"prompt": info["Prompt"], "negative_prompt": info["Negative prompt"]}
+    for key, (name, kind) in NUMBERS.items():
+        if key in info and name not in overrides:
+            values[name] = _number(key, info[key], kind)
+    values.update(_sampler(info, overrides))
+    values.update(_model(info, overrides))
+    values.update(_hires(info, overrides))
+    if "Denoising strength" in info:
+        hires = overrides.get("hires_scale", values.get("hires_scale", 1)) > 1
+        name = "hires_strength" if hires else "strength"
+        if name not in overrides:
+            values[name] = _number("Denoising strength", info["Denoising strength"], float)
+    if "rng" not in overrides:
+        values["rng"] = _rng(info.get("RNG", "GPU"))  # none written: the web UI's GPU
+    if info.get("Prompt mode") in DiffusionSettings.PROMPT_MODES:
+        values["prompt_mode"] = info["Prompt mode"]
+    return values
+
+
+def _rng(name: str) -> str:
+    sources = {"GPU": "gpu", **{v: k for k, v in RNG_SOURCES.items()}}
+    if name.upper() not in sources:
+        raise ValueError(f"from_image: RNG {name!r} is not one we have "
+                         f"({', '.join(sources)}); give --rng")
+    return sources[name.upper()]
+
+
+def _number(key: str, text: str, kind: type) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"from_image: {key} {text!r} is not a number") from None
+
+
+def _sampler(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`sampler` and `schedule` from Sampler and Schedule type (or an old combined name)."""
+    from helpers.diffusion.samplers import sampler_from_infotext
+
+    if "Sampler" in info and "sampler" not in overrides:
+        sampler, schedule = sampler_from_infotext(info["Sampler"], info.get("Schedule type", ""))
+        return {"sampler": sampler} if "schedule" in overrides else {
+            "sampler": sampler, "schedule": schedule}
+    if "Schedule type" in info and "schedule" not in overrides:
+        return {"schedule": info["Schedule type"]}
+    return {}
+
+
+def _model(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The infotext's Model, if the catalogue has it; any other name is an error naming it."""
+    from helpers.catalog import find_model
+
+    name = info.get("Model")
+    if "model" in overrides or name is None:
+        return {}
+    found = find_model(name)
+    if found is not None and found.kind == "diffusion":
+        return {"model": name}
+    known = f" (hash {info['Model hash']})" if info.get("Model hash") else ""
+    raise ValueError(f"model: the image was made with {name!r}{known}, which is not in the "
+                     "catalogue; give --model (a catalogue name, Hub id, folder or file)")
+
+
+def _hires(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Hires upscaler (the web UI's name), and a Hires resize read as its scale."""
+    values: dict[str, Any] = {}
+    upscaler = info.get("Hires upscaler")
+    if upscaler is not None and "hires_upscaler" not in overrides:
+        ours = {v.casefold(): k for k, v in HIRES_UPSCALERS.items()}.get(upscaler.casefold())
+        if ours is None:
+            raise ValueError(f"from_image: Hires upscaler {upscaler!r} is not one we have "
+                             f"({', '.join(HIRES_UPSCALERS.values())}); give --hires-upscaler")
+        values["hires_upscaler"] = ours
+    if "Hires upscale" not in info and "Hires resize-1" in info and \
+            "hires_scale" not in overrides:
+        values["hires_scale"] = _resize_scale(info)
+    return values
+
+
+def _resize_scale(info: dict[str, str]) -> float:
+    """The scale of a `Hires resize: WxH` (0 = keep the aspect); another aspect is an error."""
+    width, height = (_number("Size", info.get(f"Size-{i}", "512"), int) for i in (1, 2))
+    to_w, to_h = (_number("Hires resize", info[f"Hires resize-{i}"], int) for i in (1, 2))
+    if (to_w and to_h and to_w * height != to_h * width) or not (to_w or to_h):
+        raise ValueError(f"from_image: Hires resize {to_w}x{to_h} is not the size "
+                         f"{width}x{height} scaled; give --hires-scale")
+    return to_w / width if to_w else to_h / height

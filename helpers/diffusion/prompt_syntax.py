@@ -1,0 +1,369 @@
+"""What a diffusion prompt means: our weighted pieces, the web UI's syntax inside them, chunks.
+
+How the grammars compose (DESIGN §4), loosest first:
+1. `AND` (the web UI's composable prompts) splits the whole prompt, as the web UI does. Each AND
+   part may end in `:weight` (the web UI's rule: a plain decimal); the weights are not
+   normalised: the guidance is uncond + cfg * sum_i w_i (cond_i - uncond), so `a cat AND a
+   dog:0.5` means there what it meant in the web UI. A part of weight 0 has no effect and is
+   left out. Without `AND` a trailing `:weight` is ours (step 2), not the web UI's.
+2. `|` splits each AND part into our pieces `text[:weight]` (`helpers.prompts`): their positive
+   weights are normalised to sum 1 within the part, then multiplied by the part's weight; negative
+   pieces join the unconditional side. A `|` inside brackets `( )` `[ ]` does not split (an
+   unclosed bracket runs to the end, as its emphasis does). To weight the last piece of an AND
+   part, give the part's weight too: `desert:50 | snow:25:1 AND a dog`.
+3. Inside a piece, the web UI's emphasis and `BREAK` (`parse_attention`): `(text)` x1.1,
+   `[text]` /1.1, `(text:1.3)` x1.3, nesting multiplies, an unclosed bracket runs to the end;
+   `\\(` `\\)` `\\[` `\\]` `\\\\` are literal and a lone backslash is dropped, as there. Our
+   escapes (`\\|` `\\:` `\\^` `\\\\`) are read first, then the web UI's.
+The negative prompt has steps 2 and 3; `AND` is literal text there, as in the web UI.
+Not supported, with an error rather than a silent literal: prompt editing `[from:to:when]` and
+alternation `[a|b]` (both change the text during sampling). A deliberate difference: `BREAK`
+inside brackets still breaks (the web UI turns it into the word "BREAK" with a negative weight).
+
+Chunks (`chunk_tokens`): 75 tokens each; `BREAK` ends one; a chunk that fills up with a comma
+among its last 20 tokens ends after that comma and the rest moves on (the web UI's comma
+backtrack at its default, 20).
+Facts from AUTOMATIC1111/stable-diffusion-webui: modules/prompt_parser.py at 28bd8e14 and
+modules/sd_hijack_clip.py at 00e09382 (web UI 1.8-1.10). Pure Python, no heavy imports.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from helpers.prompts import Prompt, parse_prompts
+
+CHUNK = 75  # prompt tokens per chunk; with its start and end tokens CLIP reads 77
+COMMA_BACKTRACK = 20  # the web UI's default "Prompt word wrap length limit", in tokens
+EMPHASIS = 1.1  # `(text)` multiplies by this, `[text]` divides by it
+Segment = tuple[str, float]  # (text, multiplier)
+BREAK_SEGMENT: Segment = ("BREAK", -1.0)  # where parse_attention ends a chunk (the web UI's mark)
+Piece = tuple[str, float]  # (text, weight)
+Part = tuple[int, float]  # an AND part: (number of its pieces, its weight)
+Run = tuple[list[int], float] | None  # token ids with their multiplier; None = BREAK
+
+_AND = re.compile(r"\bAND\b")
+_AND_WEIGHT = re.compile(r"\s*(?<!\\):\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*$")  # not after \
+_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+# One token of the emphasis syntax: an escape (or a lone backslash), the `:weight)` that closes
+# a weighted group, a bracket, a run of text, or a colon that closes nothing.
+_EMPHASIS_TOKEN = re.compile(r"\\[()\[\]\\]?|:\s*([+-]?[.\d]+)\s*\)|[()\[\]]|[^\\()\[\]:]+|:")
+_EDIT_WHEN = re.compile(r":\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+_HIDDEN_BAR = "\ue000"  # stands for a `|` inside brackets while our grammar splits a text
+_OPENER = {")": "(", "]": "["}
+
+
+# --- the web UI's syntax inside a piece ---------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """A bracket group: its factor and when it was applied (groups apply in closing order)."""
+
+    factor: float = 1.0
+    order: int = -1  # -1 while open
+
+
+@dataclass
+class _Runs:
+    """Text runs, each with the groups open around it; None marks a BREAK."""
+
+    groups: list[_Group] = field(default_factory=list)
+    runs: list[tuple[str, tuple[int, ...]] | None] = field(default_factory=list)
+    closed: int = 0
+
+    def add(self, text: str, inside: list[int]) -> None:
+        self.runs.append((text, tuple(inside)))
+
+    def close(self, group: int, factor: float) -> None:
+        self.groups[group].factor, self.groups[group].order = factor, self.closed
+        self.closed += 1
+
+    def multiplier(self, inside: tuple[int, ...]) -> float:
+        weight = 1.0
+        for group in sorted(inside, key=lambda g: self.groups[g].order):
+            weight *= self.groups[group].factor
+        return weight
+
+
+def parse_attention(text: str) -> list[Segment]:
+    """The web UI's emphasis: (text, multiplier) runs, BREAK_SEGMENT where `BREAK` stands.
+
+    Gives the documented results of the web UI's `parse_prompt_attention`, floats included:
+    each group multiplies its runs when it closes, unclosed ones at the end (round, then square).
+    """
+    state, open_round, open_square = _Runs(), [], []
+    for match in _EMPHASIS_TOKEN.finditer(text):
+        token, weight = match.group(0), match.group(1)
+        inside = open_round + open_square
+        if token[0] == "\\":
+            state.add(token[1:], inside)
+        elif token in ("(", "["):
+            (open_round if token == "(" else open_square).append(len(state.groups))
+            state.groups.append(_Group())
+        elif weight is not None and open_round:
+            state.close(open_round.pop(), _emphasis_weight(weight, text))
+        elif token == ")" and open_round:
+            state.close(open_round.pop(), EMPHASIS)
+        elif token == "]" and open_square:
+            state.close(open_square.pop(), 1 / EMPHASIS)
+        else:
+            for number, part in enumerate(_BREAK.split(token)):
+                if number:
+                    state.runs.append(None)
+                state.add(part, inside)
+    for group in open_round:
+        state.close(group, EMPHASIS)
+    for group in open_square:
+        state.close(group, 1 / EMPHASIS)
+    segments = [BREAK_SEGMENT if r is None else (r[0], state.multiplier(r[1]))
+                for r in state.runs]
+    return _merged(segments) or [("", 1.0)]
+
+
+def _emphasis_weight(number: str, text: str) -> float:
+    try:
+        return float(number)
+    except ValueError:
+        raise ValueError(f"emphasis weight {number!r} in {text!r} is not a number") from None
+
+
+def _merged(segments: list[Segment]) -> list[Segment]:
+    """Neighbouring runs with the same multiplier joined (breaks stay apart)."""
+    merged: list[Segment] = []
+    for segment in segments:
+        if (merged and segment != BREAK_SEGMENT and merged[-1] != BREAK_SEGMENT
+                and merged[-1][1] == segment[1]):
+            merged[-1] = (merged[-1][0] + segment[0], segment[1])
+        else:
+            merged.append(segment)
+    return merged
+
+
+def plain_text(text: str) -> str:
+    """The text of a piece without its emphasis markup (a BREAK becomes a space)."""
+    return "".join(" " if s == BREAK_SEGMENT else s[0] for s in parse_attention(text))
+
+
+def check_piece(text: str) -> None:
+    """Raise `ValueError` for what diffusion here cannot read: prompt editing, alternation, and
+    emphasis weights that are not numbers."""
+    parse_attention(text)
+    stack: list[list] = []  # [bracket, start, holds a `|` at its own level]
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char in "([":
+            stack.append([char, i, False])
+        elif char == "|" and stack:
+            stack[-1][2] = True
+        elif char in _OPENER and stack and stack[-1][0] == _OPENER[char]:
+            bracket, start, bar = stack.pop()
+            if bracket == "[":
+                _check_group(text[start:i + 1], bar)
+        i += 1
+
+
+def _check_group(group: str, bar: bool) -> None:
+    if bar:
+        raise ValueError(f"{group} is the web UI's alternation (a different text at every "
+                         "step), which is not supported here; write one of the texts (or "
+                         "escape the brackets and bars, \\[a\\|b\\], to keep them as text)")
+    if _EDIT_WHEN.search(group[1:-1]):
+        raise ValueError(f"{group} is the web UI's prompt editing [from:to:when] (the text "
+                         "changes during sampling), which is not supported here; write the text "
+                         "to use (or escape the brackets, \\[ \\], to keep them as text)")
+
+
+# --- chunks -------------------------------------------------------------------------------------
+
+
+def chunk_tokens(runs: list[Run], comma: int | None, size: int = CHUNK,
+                 backtrack: int = COMMA_BACKTRACK) -> list[list[tuple[int, float]]]:
+    """Cut token runs into chunks of at most `size` (token, multiplier) pairs, as the web UI.
+
+    A None run (BREAK) ends the chunk, even an empty one. When a chunk is full and its last
+    `comma` is among its last `backtrack` tokens, the chunk ends after that comma and the tokens
+    after it start the next one. No tokens at all make one empty chunk.
+    """
+    chunks: list[list[tuple[int, float]]] = []
+    current: list[tuple[int, float]] = []
+    comma_at = -1  # where the current chunk's last comma is
+    for run in runs:
+        if run is None:
+            chunks.append(current)
+            current, comma_at = [], -1
+            continue
+        ids, multiplier = run
+        for token in ids:
+            if token == comma:
+                comma_at = len(current)
+            elif len(current) == size and comma_at >= 0 and size - comma_at <= backtrack:
+                chunks.append(current[:comma_at + 1])
+                current, comma_at = current[comma_at + 1:], -1
+            if len(current) == size:
+                chunks.append(current)
+                current, comma_at = [], -1
+            current.append((token, multiplier))
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+# --- our pieces and the web UI's AND ---------------------------------------------------------
+
+
+def split_and(prompt: str) -> list[tuple[str, float]]:
+    """The web UI's AND parts of a prompt with their weights (1 unless a part ends in `:w`)."""
+    parts = []
+    for raw in _AND.split(prompt):
+        match = _AND_WEIGHT.search(raw)
+        text, weight = (raw[:match.start()], float(match.group(1))) if match else (raw, 1.0)
+        parts.append((text.strip(), weight))
+    return parts
+
+
+def split_pieces(text: str) -> list[Prompt]:
+    """Our `text:weight | ...` pieces of `text`; a `|` inside brackets does not split."""
+    try:
+        prompts = parse_prompts(_hide_bars(text))
+    except ValueError as e:
+        raise ValueError(_show_bars(str(e))) from None
+    return [Prompt(_show_bars(p.text), p.weight, p.stop) for p in prompts]
+
+
+def _hide_bars(text: str) -> str:
+    """`text` with every `|` inside brackets replaced by a stand-in; escapes are kept."""
+    out, depth, i = [], {"(": 0, "[": 0}, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if char in depth:
+            depth[char] += 1
+        elif char in _OPENER and depth[_OPENER[char]]:
+            depth[_OPENER[char]] -= 1
+        out.append(_HIDDEN_BAR if char == "|" and any(depth.values()) else char)
+        i += 1
+    return "".join(out)
+
+
+def _show_bars(text: str) -> str:
+    return text.replace(_HIDDEN_BAR, "|").replace(ascii(_HIDDEN_BAR)[1:-1], "|")
+
+
+def _parts(prompt: str) -> list[tuple[str, float, list[Prompt]]]:
+    """(name, weight, pieces) of each AND part; a prompt without AND is one part of weight 1."""
+    if not _AND.search(prompt):
+        return [("", 1.0, split_pieces(prompt))]
+    parts = []
+    for number, (text, weight) in enumerate(split_and(prompt), 1):
+        if not text:
+            raise ValueError(f"AND part {number} is empty: an AND at an end, or two with "
+                             f"nothing between (in {prompt!r})")
+        try:
+            parts.append((f"AND part {number} {text!r}", weight, split_pieces(text)))
+        except ValueError as e:
+            raise ValueError(f"AND part {number}: {e}") from None
+    return parts
+
+
+def _check_pieces(prompts: list[Prompt], name: str = "") -> None:
+    """Stop values (no meaning here) and unsupported syntax are errors naming the piece."""
+    prefix = f"{name}: " if name else ""
+    for number, p in enumerate(prompts, 1):
+        if p.stop != -math.inf:
+            raise ValueError(f"{prefix}piece {number} {p.text!r} has a stop value ({p.stop:g}); "
+                             "stop has no meaning for diffusion, write 'text:weight' only")
+        try:
+            check_piece(p.text)
+        except ValueError as e:
+            raise ValueError(f"{prefix}piece {number} {p.text!r}: {e}") from None
+
+
+def _normalised(pieces: list[Piece], scale: float = 1.0) -> list[Piece]:
+    total = sum(w for _, w in pieces)
+    return [(text, scale * w / total) for text, w in pieces]
+
+
+def _positive(prompt: str) -> tuple[tuple[Piece, ...], tuple[Part, ...]]:
+    """The positive pieces with their composable weights, and the AND parts (() = none)."""
+    if not prompt.strip():
+        return (("", 1.0),), ()
+    parts = _parts(prompt)
+    pieces: list[Piece] = []
+    kept: list[Part] = []
+    for name, weight, prompts in parts:
+        _check_pieces(prompts, name)
+        positive = [(p.text, p.weight) for p in prompts if p.weight > 0]
+        if not positive:
+            raise ValueError(f"{name or repr(prompt)} has no piece with a positive weight; "
+                             "negative pieces only steer away, so give at least one positive "
+                             "piece")
+        if weight != 0:
+            pieces += _normalised(positive, weight)
+            kept.append((len(positive), weight))
+    if not pieces:
+        raise ValueError(f"every AND part of {prompt!r} has weight 0, so the prompt would have "
+                         "no effect; give one a non-zero weight")
+    return tuple(pieces), tuple(kept) if len(parts) > 1 else ()
+
+
+def positive_pieces(prompt: str) -> tuple[Piece, ...]:
+    """The prompt's positive pieces with their composable weights ('' = unconditional).
+
+    Without AND the weights sum to 1; with AND each part's pieces share its weight.
+    """
+    return _positive(prompt)[0]
+
+
+def negative_pieces(negative_prompt: str, prompt: str = "") -> tuple[Piece, ...]:
+    """The unconditional side: negative-prompt pieces and the prompt's negative-weight pieces.
+
+    Weights are normalised to sum 1; empty when there is nothing (the model's default).
+    """
+    pieces: list[Piece] = []
+    if negative_prompt.strip():
+        prompts = split_pieces(negative_prompt)
+        _check_pieces(prompts)
+        for number, p in enumerate(prompts, 1):
+            if p.weight < 0:
+                raise ValueError(f"piece {number} {p.text!r} has weight {p.weight:g}; negative "
+                                 "prompt weights must be positive")
+        pieces += [(p.text, p.weight) for p in prompts if p.weight > 0]
+    if prompt.strip():
+        pieces += [(p.text, -p.weight) for _, _, prompts in _parts(prompt) for p in prompts
+                   if p.weight < 0]
+    return tuple(_normalised(pieces)) if pieces else ()
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """What to encode: positive and unconditional pieces, and how to combine them."""
+
+    positive: tuple[Piece, ...]  # composable weights; they sum to 1 without AND
+    negative: tuple[Piece, ...]  # weights sum to 1; () = the model's default unconditional
+    mode: str = "composable"  # "composable" or "blend" (blend mixes the pieces of an AND part)
+    parts: tuple[Part, ...] = ()  # AND parts in order, over `positive`; () = one, of weight 1
+
+    @property
+    def composed(self) -> bool:
+        """Whether the UNet must be wrapped (several predictions, or weights not summing to 1)."""
+        if self.mode == "blend":
+            return len(self.parts) > 1 or any(w != 1 for _, w in self.parts)
+        return len(self.positive) > 1 or len(self.negative) > 1 or self.positive[0][1] != 1
+
+
+def plan_prompts(prompt: str, negative_prompt: str = "", mode: str = "composable") -> PromptPlan:
+    """Split a prompt and negative prompt into the pieces to encode."""
+    if mode not in ("composable", "blend"):
+        raise ValueError(f"prompt_mode: must be 'composable' or 'blend' (got {mode!r})")
+    positive, parts = _positive(prompt)
+    return PromptPlan(positive, negative_pieces(negative_prompt, prompt), mode, parts)

@@ -1,0 +1,117 @@
+"""A batch of images with a web-UI sampler on a diffusers pipeline's components.
+
+The pipeline gives the UNet, the VAE and its image processor; the sampling is ours
+(`sampling.run`). img2img starts from the VAE's latents of the init image (the mean of its
+latent distribution); the hires fix makes the image at the run's size, upscales its latents
+(bilinear, the web UI's "Latent") or its pixels (Lanczos), and refines it with an img2img pass
+of its own steps and strength, with fresh noise from the same seeds, as the web UI does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from helpers.diffusion.sampling.denoiser import Denoiser, Guidance
+from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
+
+Decode = Callable[[torch.Tensor], list]
+StepReport = Callable[[int, int, torch.Tensor, Decode], Any]  # (step, steps, denoised, decode)
+
+
+def generate(pipe: Any, family: str, settings: Any, cond: Any, uncond: Any, seeds: list[int],
+             init_image: Any = None, report: StepReport | None = None,
+             start_noise: torch.Tensor | None = None) -> list:
+    """PIL images of one batch (`report` gets every step's denoised latents)."""
+    device = pipe.unet.device
+    width, height = settings.width, settings.height
+    init = encode_image(pipe, init_image) if init_image is not None else None
+    job = Job(settings.sampler, settings.schedule, settings.steps, list(seeds), settings.rng,
+              init=init, strength=settings.strength, start_noise=start_noise)
+    latents = _sample(pipe, family, settings, (cond, uncond), job, (width, height), report)
+    if settings.hires_scale > 1 and init is None:
+        latents = hires_pass(pipe, family, settings, (cond, uncond), latents, seeds, report)
+    return decode(pipe, latents.to(device))
+
+
+def _sample(pipe: Any, family: str, settings: Any, sides: tuple, job: Job,
+            size: tuple[int, int], report: StepReport | None) -> torch.Tensor:
+    width, height = size
+    time_ids = None
+    if family == "sdxl":
+        time_ids = sdxl_time_ids(width, height, settings.sdxl_original_size, pipe.unet.dtype)
+    guidance = Guidance(*sides, settings.cfg_scale, time_ids)
+    denoiser = Denoiser(pipe.unet, dict(pipe.scheduler.config), family)
+    factor = pipe.vae_scale_factor
+    shape = (pipe.unet.config.in_channels, height // factor, width // factor)
+    callback = _callback(pipe, report, job) if report else None
+    return sample(denoiser, guidance, job, shape, pipe.unet.device, callback)
+
+
+def _callback(pipe: Any, report: StepReport, job: Job):
+    total = job.steps if job.init is None else job.encoded_steps + 1
+
+    def callback(i: int, _x: torch.Tensor, denoised: torch.Tensor) -> None:
+        report(i, total, denoised, lambda latents: decode(pipe, latents))
+
+    return callback
+
+
+def hires_pass(pipe: Any, family: str, settings: Any, sides: tuple, latents: torch.Tensor,
+               seeds: list[int], report: StepReport | None) -> torch.Tensor:
+    """The hires fix's second pass: upscaled latents refined by img2img."""
+    width = int(settings.width * settings.hires_scale) // 8 * 8
+    height = int(settings.height * settings.hires_scale) // 8 * 8
+    factor = pipe.vae_scale_factor
+    if settings.hires_upscaler == "latent":
+        upscaled = torch.nn.functional.interpolate(
+            latents, size=(height // factor, width // factor), mode="bilinear",
+            antialias=False)
+    else:
+        from PIL import Image
+
+        images = [image.resize((width, height), Image.Resampling.LANCZOS)
+                  for image in decode(pipe, latents)]
+        upscaled = torch.cat([encode_image(pipe, image) for image in images])
+    steps = settings.hires_steps or settings.steps  # the web UI's fixed-steps img2img:
+    total = int(steps / min(settings.hires_strength, 0.999))  # `steps` of a longer schedule
+    job = Job(settings.sampler, settings.schedule, total, list(seeds), settings.rng,
+              init=upscaled, t_enc=steps - 1)
+    return _sample(pipe, family, settings, sides, job, (width, height), report)
+
+
+def encode_image(pipe: Any, image: Any) -> torch.Tensor:
+    """A PIL image -> its latents (unit scale): the mean of the VAE's latent distribution."""
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+    with torch.no_grad(), _upcast(vae):
+        pixels = pixels.to(vae.dtype)
+        latents = vae.encode(pixels).latent_dist.mode()
+    return latents.float() * vae.config.scaling_factor
+
+
+def decode(pipe: Any, latents: torch.Tensor) -> list:
+    """Latents (unit scale) -> PIL images through the VAE."""
+    vae = pipe.vae
+    with torch.no_grad(), _upcast(vae):
+        scaled = (latents / vae.config.scaling_factor).to(vae.device, vae.dtype)
+        pixels = vae.decode(scaled, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
+
+
+class _upcast:
+    """SDXL's VAE overflows in fp16: run it in fp32 inside the block, as the pipelines do."""
+
+    def __init__(self, vae: Any):
+        self.vae, self.dtype = vae, vae.dtype
+        self.needed = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+
+    def __enter__(self) -> None:
+        if self.needed:
+            self.vae.to(torch.float32)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.needed:
+            self.vae.to(self.dtype)
