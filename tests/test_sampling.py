@@ -111,3 +111,28 @@ def test_brownian_noise_is_reproducible_per_seed_and_unit_variance():
     b = brownian(x, sigmas, [1, 3])(sigmas[0], sigmas[1])
     assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
     assert 0.6 < float(a.std()) < 1.4
+
+
+# --- the hires fix through a whole run -------------------------------------------------------
+
+
+def test_a_hires_run_doubles_the_size_and_says_so_in_the_infotext(tiny_models, tmp_path):
+    from PIL import Image
+
+    from helpers import infotext, runs
+    from helpers.diffusion import generate
+    from helpers.settings import DiffusionSettings
+
+    base = {"prompt": "a red cube", "model": "test-tiny-sd", "width": 32, "height": 32,
+            "steps": 3, "seed": 5, "device": "cpu", "hires_scale": 2.0, "hires_steps": 2}
+    made = {}
+    for upscaler in ("latent", "lanczos"):
+        settings = DiffusionSettings(**base, hires_upscaler=upscaler, out=str(tmp_path / upscaler))
+        (frame,) = runs.list_frames(generate(settings, log=lambda _: None, progress=False))
+        made[upscaler] = np.asarray(Image.open(frame)).astype(int)
+        info = infotext.parse_infotext(runs.read_image_info(frame)[0])
+        assert Image.open(frame).size == (64, 64)
+        assert (info["Hires upscale"], info["Hires steps"]) == ("2", "2")
+        assert info["Hires upscaler"] == {"latent": "Latent", "lanczos": "Lanczos"}[upscaler]
+        assert info["Size"] == "32x32"  # the first pass's size, as the web UI writes it
+    assert np.abs(made["latent"] - made["lanczos"]).max() > 0

@@ -210,6 +210,27 @@ def compare(kd, pipe, sides, sampler: str, schedule: str) -> int:
     return worst
 
 
+@pytest.fixture(scope="module", autouse=True)
+def table():
+    """After the tests: the differences as a table (tests/artifacts/web-ui-samplers.md)."""
+    yield
+    if not DIFFERENCES:
+        return
+    import os
+
+    folder = Path(os.environ.get("DREAMFRAME_ARTIFACTS", Path(__file__).parent / "artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    schedules = [s for s in SCHEDULES if any(k[1] == s for k in DIFFERENCES)]
+    lines = ["| sampler | " + " | ".join(schedules) + " |", "|---" * (len(schedules) + 1) + "|"]
+    for sampler in K_SAMPLERS:
+        cells = [str(DIFFERENCES.get((sampler, s), "")) for s in schedules]
+        lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    (folder / "web-ui-samplers.md").write_text(
+        "Max pixel difference (of 255) from k-diffusion's sampler over the web UI's CompVis "
+        "denoiser, over SD 1.5's and an SDXL-style scheduler config\n\n" + "\n".join(lines)
+        + "\n")
+
+
 @pytest.mark.parametrize("sampler", K_SAMPLERS)
 def test_each_sampler_with_its_automatic_schedule_gives_the_web_uis_image(kd, pipe, sides,
                                                                           sampler):
@@ -230,3 +251,45 @@ def test_the_karras_sigmas_start_at_the_models_full_sigma_max(kd, pipe):
 
     ours = sigmas_for("Uniform", 10, Denoiser(pipe.unet, SDXL_STYLE, "sd"))
     assert math.isclose(float(ours[0]), 14.6146, rel_tol=1e-4)  # not the 11.03 of "leading"
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M"])
+def test_the_hires_fix_is_the_web_uis_second_pass(kd, pipe, sides, sampler):
+    """First pass, latents upscaled bilinear, then img2img of `Hires steps` steps of a longer
+    schedule, with fresh noise from the same seed at the new size."""
+    from helpers.diffusion.sampling.pipeline import generate
+
+    pipe.scheduler = type(pipe.scheduler).from_config(SD15)
+    found = get_sampler(sampler)
+    denoiser = kd.external.CompVisDenoiser(CompVisModel(pipe.unet, SD15), quantize=False)
+    cond, uncond = sides
+    model = web_ui_cfg(denoiser, cond.embeds, uncond.embeds, CFG)
+
+    def run(x, sigmas, generator, shape):
+        kwargs = {}
+        if found.ancestral:
+            kwargs["noise_sampler"] = lambda s, sn: torch.randn(shape, generator=generator)[None]
+        with torch.no_grad():
+            return getattr(kd.sampling, f"sample_{found.function}")(
+                model, x, sigmas, disable=True, **kwargs)
+
+    small, big = (4, SIZE // 8, SIZE // 8), (4, SIZE // 4, SIZE // 4)
+    sigmas = web_ui_sigmas(kd, denoiser, schedule_of(sampler, "Automatic"), STEPS)
+    generator = torch.Generator().manual_seed(SEED)
+    first = run(torch.randn(small, generator=generator)[None] * sigmas[0], sigmas, generator,
+                small)
+    upscaled = torch.nn.functional.interpolate(first, size=big[1:], mode="bilinear",
+                                               antialias=False)
+    hires_steps, strength = 3, 0.6
+    total = int(hires_steps / strength)
+    longer = web_ui_sigmas(kd, denoiser, schedule_of(sampler, "Automatic"), total)
+    tail = longer[total - (hires_steps - 1) - 1:]
+    generator = torch.Generator().manual_seed(SEED)
+    theirs = pixels(pipe, run(upscaled + torch.randn(big, generator=generator)[None] * tail[0],
+                              tail, generator, big))
+    settings = DiffusionSettings(prompt="x", sampler=sampler, steps=STEPS, cfg_scale=CFG,
+                                 width=SIZE, height=SIZE, seed=SEED, hires_scale=2,
+                                 hires_steps=hires_steps, hires_strength=strength)
+    ours = np.asarray(generate(pipe, "sd", settings, *sides, [SEED])[0]).astype(int)
+    assert ours.shape == (2 * SIZE, 2 * SIZE, 3)
+    assert int(np.abs(ours - theirs).max()) <= 2

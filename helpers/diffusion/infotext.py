@@ -68,9 +68,9 @@ def hires_params(settings: DiffusionSettings) -> dict[str, Any]:
 def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded) -> dict[str, Any]:
     """The web UI's params line of one image, its keys in the web UI's order."""
     from helpers.diffusion.extras import infotext_hashes
-    from helpers.diffusion.samplers import infotext_sampler
+    from helpers.diffusion.samplers import get_sampler
 
-    sampler, _ = infotext_sampler(settings.sampler, settings.schedule)
+    sampler = get_sampler(settings.sampler).name
     img2img = bool(settings.init_image) and settings.hires_scale <= 1
     return {
         "Steps": settings.steps, "Sampler": sampler,

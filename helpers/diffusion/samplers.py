@@ -123,15 +123,6 @@ def make_scheduler(name: str, config: dict[str, Any]):
     return scheduler_class.from_config(dict(config), **{**resets, **sampler.config})
 
 
-def infotext_sampler(sampler: str, schedule: str = AUTOMATIC) -> tuple[str, str | None]:
-    """(Sampler, Schedule type) as the web UI 1.9+ writes them; None: no Schedule type (the
-    web UI writes none for "Automatic" and for its timestep samplers)."""
-    found = get_sampler(sampler)
-    if found.kind != "k" or schedule == AUTOMATIC:
-        return found.name, None
-    return found.name, schedule
-
-
 def sampler_from_infotext(sampler: str, schedule_type: str = "") -> tuple[str, str]:
     """(sampler, schedule type) from an infotext's Sampler and Schedule type (old or new)."""
     from helpers.settings.fields import choose
