@@ -261,12 +261,17 @@ def format_image_info(path: Path) -> str:
     if Path(path).suffix.lower() in VIDEO_SUFFIXES:
         return format_video_info(path)
     parameters, settings = read_image_info(path)
-    head = parameters if parameters is not None else "No generation parameters in this image."
-    if settings is None:
-        tail = "No Dreamframe metadata in this image (no settings beside the infotext)."
-    else:
-        tail = json.dumps(settings, indent=2, ensure_ascii=False)
-    return f"{head}\n\n{tail}"
+    return info_text(parameters, settings, "No generation parameters in this image.",
+                     "No Dreamframe metadata in this image (no settings beside the infotext).")
+
+
+def info_text(head: str | None, settings: dict[str, Any] | None, no_head: str,
+              no_settings: str) -> str:
+    """The `info` command's text: the head line(s), a blank line, the settings as JSON; each
+    missing part said in its own words."""
+    tail = no_settings if settings is None else json.dumps(settings, indent=2,
+                                                           ensure_ascii=False)
+    return f"{no_head if head is None else head}\n\n{tail}"
 
 
 # ---------------------------------------------------------------- resume points

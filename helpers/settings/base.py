@@ -13,6 +13,7 @@ from helpers.settings.fields import check_value, decode, encode, fail, meta_of, 
 MAX_SIDE = 4096  # pixels; larger images do not fit any consumer GPU with either engine
 MAX_SEED = 2**32 - 1  # the seed range of the Stable Diffusion web UIs
 RANDOM_SEED = -1  # the web UIs' way of asking for a random seed
+SWITCHES = ("auto", "on", "off")  # a memory or speed switch: automatic, forced on or off
 
 S = TypeVar("S", bound="Settings")
 
@@ -148,3 +149,32 @@ def _type_name(annotation: object) -> str:
     if len(args) == 1:
         return f"{_type_name(args[0])} or empty"
     return str(annotation)
+
+
+# --- the camera motion both engines' animations share -------------------------------------------
+
+MOTION = ("zoom", "angle", "translation_x", "translation_y")
+_MOTION = {  # name: (default, help, flags)
+    "zoom": ("1.0", 'zoom per frame, a schedule "0:(1.0), 30:(1.05)" or an expression in t; '
+             "> 1 zooms in", ()),
+    "angle": ("0", "turn per frame in degrees (counter-clockwise), a schedule", ()),
+    "translation_x": ("0", "move per frame in pixels (right), a schedule", ("--tx",)),
+    "translation_y": ("0", "move per frame in pixels (down), a schedule", ("--ty",)),
+}
+
+
+def motion_setting(name: str, animation: str = "") -> Any:
+    """The field of one camera-motion schedule (`MOTION`); `animation` names the animation it
+    applies to in the help, where an engine has several."""
+    default, help_text, flags = _MOTION[name]
+    prefix = f"{animation}: " if animation else ""
+    return setting(default, prefix + help_text, metavar="S", flags=flags, group="animation")
+
+
+def check_motion(name: str, text: str) -> None:
+    """A motion schedule must parse (keyframes or an expression in t)."""
+    from helpers.animation import check_schedule
+
+    if not text.strip():
+        fail(name, text, 'must be a number or a schedule such as "0:(1.0), 30:(1.05)"')
+    check_schedule(text, name)

@@ -7,10 +7,9 @@ from typing import ClassVar
 
 from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, split_name
 from helpers.precision import PRECISIONS
-from helpers.settings.base import RunSettings
+from helpers.settings.base import MOTION, SWITCHES, RunSettings, check_motion, motion_setting
 from helpers.settings.fields import fail, setting
 
-SWITCHES = ("auto", "on", "off")
 ANIMATIONS = ("", "walk", "2d", "video")
 MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
 MEMORY_HELP = "(auto: on when the run would not fit in memory otherwise)"
@@ -102,14 +101,10 @@ class DiffusionSettings(RunSettings):
                                    'desert\\n30: snow:1 | sea:0.5"; weights blend from key to '
                                    "key (replaces the prompt)", metavar="TEXT", text="lines",
                                    advanced=True, group="animation")
-    zoom: str = setting("1.0", '2d: zoom per frame, a schedule "0:(1.0), 30:(1.05)" or an '
-                        "expression in t; > 1 zooms in", metavar="S", group="animation")
-    angle: str = setting("0", "2d: turn per frame in degrees (counter-clockwise), a schedule",
-                         metavar="S", group="animation")
-    translation_x: str = setting("0", "2d: move per frame in pixels (right), a schedule",
-                                 metavar="S", flags=("--tx",), group="animation")
-    translation_y: str = setting("0", "2d: move per frame in pixels (down), a schedule",
-                                 metavar="S", flags=("--ty",), group="animation")
+    zoom: str = motion_setting("zoom", "2d")
+    angle: str = motion_setting("angle", "2d")
+    translation_x: str = motion_setting("translation_x", "2d")
+    translation_y: str = motion_setting("translation_y", "2d")
     strength_schedule: str = setting("", "2d, video: img2img strength per frame, a schedule; "
                                      "empty = strength", metavar="S", advanced=True,
                                      group="animation")
@@ -170,12 +165,10 @@ class DiffusionSettings(RunSettings):
 
 def _check_animation(settings: DiffusionSettings) -> None:
     """What an animation needs: one frame at a time, its schedules, its input."""
-    from helpers.settings.vqgan_clip import check_motion
-
     if settings.batch_size > 1 or settings.batch_count > 1:
         fail("batch_size", settings.batch_size, "an animation makes one frame at a time; use "
              "batch size and batch count 1")
-    for name in ("zoom", "angle", "translation_x", "translation_y", "noise_schedule"):
+    for name in (*MOTION, "noise_schedule"):
         check_motion(name, getattr(settings, name))
     if settings.strength_schedule.strip():
         check_motion("strength_schedule", settings.strength_schedule)

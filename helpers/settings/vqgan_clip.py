@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from helpers.precision import PRECISIONS
-from helpers.settings.base import RunSettings
+from helpers.settings.base import MOTION, SWITCHES, RunSettings, check_motion, motion_setting
 from helpers.settings.fields import fail, setting
 
 AUGMENT_PRESETS = ("crowson2021", "nerdyrodent")  # a reference's exact pipeline (guidance.py)
@@ -26,7 +26,6 @@ AUGMENTS = (
 OPTIMIZERS = ("Adam", "AdamW", "Adamax", "Adagrad", "RAdam", "RMSprop")
 INIT_NOISE = ("", "pixels", "gradient")
 CUT_METHODS = ("classic", "pooled")
-SWITCHES = ("auto", "on", "off")
 MAX_ITERATIONS = 1_000_000
 
 
@@ -98,14 +97,10 @@ class VQGANClipSettings(RunSettings):
                           metavar="N", group="animation")
     iterations_per_frame: int = setting(10, "iterations between two frames of an animation",
                                         min=1, max=100_000, metavar="K", group="animation")
-    zoom: str = setting("1.0", 'zoom per frame, a schedule "0:(1.0), 30:(1.05)" or an '
-                        'expression in t; > 1 zooms in', metavar="S", group="animation")
-    angle: str = setting("0", "turn per frame in degrees (counter-clockwise), a schedule",
-                         metavar="S", group="animation")
-    translation_x: str = setting("0", "move per frame in pixels (right), a schedule",
-                                 metavar="S", flags=("--tx",), group="animation")
-    translation_y: str = setting("0", "move per frame in pixels (down), a schedule",
-                                 metavar="S", flags=("--ty",), group="animation")
+    zoom: str = motion_setting("zoom")
+    angle: str = motion_setting("angle")
+    translation_x: str = motion_setting("translation_x")
+    translation_y: str = motion_setting("translation_y")
     checkpointing: str = setting("auto", "recompute the decoder in the backward pass: less "
                                  "memory, ~25% slower (auto: when the size needs it)",
                                  choices=SWITCHES, advanced=True, group="device")
@@ -156,18 +151,6 @@ def parse_clip_spec(spec: str) -> list[tuple[str, float]]:
         if not (p.weight > 0 and math.isfinite(p.weight)):
             raise ValueError(f"clip: weights must be positive (got {p.weight} for {p.text!r})")
     return [(p.text, p.weight) for p in pieces]
-
-
-MOTION = ("zoom", "angle", "translation_x", "translation_y")
-
-
-def check_motion(name: str, text: str) -> None:
-    """A motion schedule must parse (keyframes or an expression in t)."""
-    from helpers.animation import check_schedule
-
-    if not text.strip():
-        fail(name, text, 'must be a number or a schedule such as "0:(1.0), 30:(1.05)"')
-    check_schedule(text, name)
 
 
 def _check_schedule(settings: VQGANClipSettings) -> None:

@@ -90,13 +90,11 @@ def read_video_info(path: str | Path, ffmpeg: str = "bundled") -> tuple[str | No
 
 def format_video_info(path: str | Path) -> str:
     """What `python -m helpers info VIDEO.mp4` prints: the prompt, blank line, settings JSON."""
+    from helpers.runs import info_text
+
     prompt, settings = read_video_info(path)
-    head = prompt if prompt is not None else "No prompt in this video."
-    if settings is None:
-        tail = "No Dreamframe settings in this video (none in its comment)."
-    else:
-        tail = json.dumps(settings, indent=2, ensure_ascii=False)
-    return f"{head}\n\n{tail}"
+    return info_text(prompt, settings, "No prompt in this video.",
+                     "No Dreamframe settings in this video (none in its comment).")
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
