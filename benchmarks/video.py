@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from helpers.reporting import no_log
 from helpers.settings import VideoSettings
 from helpers.video import assemble, check_video, ffmpeg_args
 
@@ -73,7 +74,7 @@ def timed(run) -> tuple[float, float]:
 
 
 def time_ours(folder: Path, out: Path) -> tuple[float, float]:
-    return timed(lambda: assemble(folder, VideoSettings(out=str(out)), log=lambda _m: None,
+    return timed(lambda: assemble(folder, VideoSettings(out=str(out)), log=no_log,
                                   progress=False))
 
 
@@ -85,10 +86,11 @@ def time_direct(folder: Path, out: Path) -> tuple[float, float]:
 def child_peak(folder: Path, frames: int, out: Path) -> dict[str, float]:
     """Peak RSS (MB) of a fresh process making a video of the first `frames` frames."""
     code = ("import json, resource, sys\n"
+            "from helpers.reporting import no_log\n"
             "from helpers.settings import VideoSettings\n"
             "from helpers.video import assemble\n"
             f"assemble({str(folder)!r}, VideoSettings(end={frames}, out={str(out)!r}), "
-            "log=lambda _m: None, progress=False)\n"
+            "log=no_log, progress=False)\n"
             "mb = lambda who: resource.getrusage(who).ru_maxrss / 1024\n"
             "print(json.dumps({'ours': mb(resource.RUSAGE_SELF), "
             "'ffmpeg': mb(resource.RUSAGE_CHILDREN)}))\n")

@@ -73,11 +73,9 @@ def _choices_metavar(meta: Any) -> str | None:
 
 def _help(field: dataclasses.Field, meta: Any) -> str:
     """The help line: the field's help, its range and unit, its choices, its default."""
-    from helpers.settings.fields import describe_range
+    from helpers.settings.fields import help_line
 
-    parts = [meta.help]
-    if meta.min is not None or meta.max is not None:
-        parts.append(f"{describe_range(meta)}{' ' + meta.unit if meta.unit else ''}")
+    parts = [help_line(meta)]
     if meta.choices and len(meta.choices) > 6:
         parts.append("one of: " + ", ".join(meta.choices))
     default = field.default
@@ -225,8 +223,7 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
                        "or --trajectory K) or any folder of numbered images, in natural order.")
     p.add_argument("source", metavar="SOURCE", help="a run folder or a folder of images")
     add_settings_flags(p, VideoSettings)
-    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
-    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    _add_switches(p, "no progress bar or messages")
     p.set_defaults(handler=cmd_video)
 
 
@@ -235,8 +232,14 @@ def _log(args: argparse.Namespace) -> Callable[[str], object]:
 
 
 def _add_common(p: argparse.ArgumentParser, quiet: str = "no progress bars or messages") -> None:
+    """--cache, --quiet and --debug."""
     p.add_argument("--cache", metavar="DIR",
                    help="model cache folder (default: $DREAMFRAME_CACHE or ~/.cache/dreamframe)")
+    _add_switches(p, quiet)
+
+
+def _add_switches(p: argparse.ArgumentParser, quiet: str) -> None:
+    """--quiet (with its help) and --debug."""
     p.add_argument("--quiet", action="store_true", help=quiet)
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
@@ -294,9 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _handle(args: argparse.Namespace) -> int:
     from helpers.reporting import quiet
 
-    if not getattr(args, "quiet", False):
-        return args.handler(args)
-    with quiet():
+    with quiet(getattr(args, "quiet", False)):
         return args.handler(args)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from helpers.reporting import Log
 from helpers.settings import parse_clip_spec
 
 # CLIP's own normalisation, used when a model folder carries no image-processor config.
@@ -100,15 +101,17 @@ def resolve_clip(name: str) -> ClipRef:
     return ClipRef(name, model=model)
 
 
-def _model_folder(ref: ClipRef, cache: str | Path | None) -> Path:
+def clip_folder(ref: ClipRef, cache: str | Path | None = None, progress: bool = True,
+                log: Log = print) -> Path:
     """The local folder of a resolved CLIP, downloading it if need be."""
     from helpers.download import fetch, fetch_file_from
 
     if ref.folder is not None:
         return ref.folder
     if ref.model is not None:
-        return Path(fetch(ref.model, cache=cache))
-    return Path(fetch_file_from(ref.hub_repo, None, cache=cache, kind="clip"))
+        return Path(fetch(ref.model, cache=cache, progress=progress, log=log))
+    return Path(fetch_file_from(ref.hub_repo, None, cache=cache, kind="clip",
+                                progress=progress, log=log))
 
 
 def load_clip(
@@ -119,11 +122,21 @@ def load_clip(
     cache: str | Path | None = None,
 ) -> Clip:
     """Load one CLIP model (catalogue name, Hub id or folder), frozen, with SDPA attention."""
+    return load_clip_from(clip_folder(resolve_clip(name), cache), name, weight, device, dtype)
+
+
+def load_clip_from(
+    folder: Path,
+    name: str,
+    weight: float = 1.0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Clip:
+    """Load the CLIP model in a local transformers folder as `name`, frozen, with SDPA attention."""
     from transformers import CLIPModel, CLIPTokenizer
 
     from helpers.precision import dtype_kwargs
 
-    folder = _model_folder(resolve_clip(name), cache)
     model = CLIPModel.from_pretrained(folder, attn_implementation="sdpa",
                                       **dtype_kwargs("transformers", dtype))
     model = model.to(device).eval().requires_grad_(False)

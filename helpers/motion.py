@@ -61,6 +61,7 @@ def match_histogram(source: torch.Tensor, template: torch.Tensor) -> torch.Tenso
     return mapped[inverse].reshape(source.shape).to(source.dtype)
 
 
+# torch has no interp: this one keeps match_colors on its tensors' device (no NumPy round trip).
 def interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """numpy.interp for 1-D tensors: piecewise linear through (xp, fp), held at the ends."""
     if len(xp) == 1:

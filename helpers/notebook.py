@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from helpers.reporting import Log
+from helpers.widgets.models import FIELDS as MODEL_FIELDS
 from helpers.workspace import Workspace, open_workspace
 
 ENGINES = ("vqgan-clip", "diffusion")
-MODEL_FIELDS = {"vqgan-clip": ("vqgan", "clip"), "diffusion": ("model", "vae", "model_config")}
 # The tiny offline models, at sizes and lengths that take seconds on a CPU
 TEST_SETTINGS = {
     "vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip", "width": 64,
@@ -278,15 +278,15 @@ def _run(ws: Workspace, engine: str, test_models: bool, resume: str, log: Log,
     from helpers import runs
 
     preview = _preview()
-    engine = engine_of(ws, engine if not resume else _resume_engine(ws, resume, engine))
+    run_dir = _resume_folder(ws, resume) if resume else None
+    engine = engine_of(ws, engine if run_dir is None else _resume_engine(run_dir, engine))
     module = _engine_module(engine)
     options: dict[str, Any] = {"cache": ws.models, "log": log, "progress": True}
     if engine == "vqgan-clip":
         options["on_step"] = lambda step, _run_dir: _show_step(preview, step)
     else:
         options["on_image"] = lambda _path, image: _show_image(preview, image)
-    if resume:
-        run_dir = _resume_folder(ws, resume)
+    if run_dir is not None:
         return module.generate(resume=run_dir, changes=_given(given), **options)
     settings = load_settings(ws, engine, test_models, **given)
     run_dir = module.generate(settings, **options)
@@ -309,11 +309,11 @@ def _resume_folder(ws: Workspace, resume: str) -> Path:
     return folder
 
 
-def _resume_engine(ws: Workspace, resume: str, engine: str) -> str:
+def _resume_engine(run_dir: Path, engine: str) -> str:
+    """The engine of the run to continue (its settings' kind), else `engine`."""
     from helpers import runs
 
-    kind = runs.read_run_settings(_resume_folder(ws, resume)).get("kind", "")
-    return kind or engine
+    return runs.read_run_settings(run_dir).get("kind", "") or engine
 
 
 def _preview() -> Any:
@@ -354,12 +354,12 @@ def video_form(ws: Workspace, run: str = "", **given: Any) -> Any:
     from IPython.display import display
     from ipywidgets import Dropdown
 
+    from helpers.runs import list_frames
     from helpers.settings import VideoSettings
     from helpers.widgets import SettingsForm
 
     folders = ws.run_folders()
-    options = [(f"{p.name} ({len(list((p / 'frames').glob('*.png')))} frames)", str(p))
-               for p in folders]
+    options = [(f"{p.name} ({len(list_frames(p))} frames)", str(p)) for p in folders]
     chosen = str(_resume_folder(ws, run)) if run and run != "latest" else \
         (options[0][1] if options else None)
     picker = Dropdown(options=options, value=chosen, description="run")

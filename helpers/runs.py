@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 RUNS_FOLDER = "runs"
 FRAMES_FOLDER = "frames"
+TRAJECTORY_FOLDER = "trajectory"  # run_dir/trajectory/<image index:06d>/frames/
 SETTINGS_FILE = "settings.json"
 STATE_FILE = "state.pt"  # the resume point of a run that has one (VQGAN+CLIP, animations)
 PARAMETERS_CHUNK = "parameters"  # the web UI's key: its PNG Info tab reads this one
@@ -152,6 +153,11 @@ def frame_path(run_dir: Path, index: int) -> Path:
     if isinstance(index, bool) or not isinstance(index, int) or index < 1:
         raise ValueError(f"frame index must be an integer >= 1, got {index!r}")
     return Path(run_dir) / FRAMES_FOLDER / f"{index:06d}.png"
+
+
+def trajectory_dir(run_dir: Path, index: int) -> Path:
+    """The run folder of image `index`'s denoising trajectory: `trajectory/000001`."""
+    return Path(run_dir) / TRAJECTORY_FOLDER / f"{index:06d}"
 
 
 def list_frames(run_dir: Path) -> list[Path]:

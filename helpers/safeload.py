@@ -84,4 +84,15 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise ValueError(f"truncated or corrupt checkpoint: {path} ({err})") from err
 
 
-__all__ = ["safe_torch_load"]
+def load_state_dict(path: str | os.PathLike, depth: int | None = None) -> dict | None:
+    """A checkpoint's tensors, unwrapped from its "state_dict" keys (at most `depth` levels;
+    None: all of them); None when it holds no dict."""
+    state = safe_torch_load(path)
+    level = 0
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and \
+            (depth is None or level < depth):
+        state, level = state["state_dict"], level + 1
+    return state if isinstance(state, dict) else None
+
+
+__all__ = ["load_state_dict", "safe_torch_load"]

@@ -65,7 +65,7 @@ class VQGAN(nn.Module):
     @property
     def factor(self) -> int:
         """Spatial downsampling from image to latent (16 or 8 for the released models)."""
-        return 2 ** (len(self.model.config.block_out_channels) - 1)
+        return factor_of(len(self.model.config.block_out_channels))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> z before quantisation (encoder, then quant_conv)."""
@@ -388,6 +388,16 @@ def config_path(ckpt: str | os.PathLike) -> Path:
     return Path(ckpt).with_suffix(".yaml")
 
 
+def factor_of(levels: int) -> int:
+    """Pixels per latent token of a VQGAN whose encoder has `levels` resolution levels."""
+    return 2 ** (levels - 1)
+
+
+def checkpoint_in(path: Path) -> Path:
+    """A VQGAN's checkpoint: a folder's `model.ckpt` (the catalogue's layout), else `path`."""
+    return path / "model.ckpt" if path.is_dir() else path
+
+
 def read_factor(ckpt: str | os.PathLike) -> int:
     """Pixels per latent token of a VQGAN, read from its yaml (or a converted .safetensors's
     metadata) without loading weights; `ValueError` naming the file when it cannot be read."""
@@ -398,7 +408,7 @@ def read_factor(ckpt: str | os.PathLike) -> int:
         try:
             with safe_open(str(ckpt), framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("dreamframe", "{}"))
-            return 2 ** (len(meta["vq_config"]["block_out_channels"]) - 1)
+            return factor_of(len(meta["vq_config"]["block_out_channels"]))
         except Exception:
             raise ValueError(f"vqgan: {ckpt} is not a VQGAN converted by Dreamframe") from None
     yaml_path = config_path(ckpt)
@@ -407,7 +417,7 @@ def read_factor(ckpt: str | os.PathLike) -> int:
                          "not exist; put the model's .yaml next to its .ckpt")
     _kind, params, _prefix = _read_yaml(yaml_path)
     try:
-        return 2 ** (len(params["ddconfig"]["ch_mult"]) - 1)
+        return factor_of(len(params["ddconfig"]["ch_mult"]))
     except (KeyError, TypeError):
         raise ValueError(f"vqgan: {yaml_path} has no ddconfig.ch_mult") from None
 
@@ -433,6 +443,6 @@ def load_vqgan(ckpt: str | os.PathLike, config: str | os.PathLike | None = None,
     return vqgan.to(device).eval().requires_grad_(False)
 
 
-__all__ = ["VQGAN", "config_path", "load_vqgan", "read_factor", "safe_torch_load",
-           "taming_config", "taming_key", "to_taming_state_dict", "vqmodel_config",
-           "write_taming_yaml"]
+__all__ = ["VQGAN", "checkpoint_in", "config_path", "factor_of", "load_vqgan", "read_factor",
+           "safe_torch_load", "taming_config", "taming_key", "to_taming_state_dict",
+           "vqmodel_config", "write_taming_yaml"]

@@ -59,7 +59,9 @@ class Workspace:
     @property
     def runs(self) -> Path:
         """The run folders."""
-        return self.root / "runs"
+        from helpers.runs import RUNS_FOLDER  # here: importing the workspace stays cheap
+
+        return self.root / RUNS_FOLDER
 
     @property
     def uploads(self) -> Path:
@@ -88,9 +90,11 @@ class Workspace:
 
     def run_folders(self) -> list[Path]:
         """The run folders, newest first."""
+        from helpers.runs import SETTINGS_FILE
+
         if not self.runs.is_dir():
             return []
-        found = [p for p in self.runs.iterdir() if (p / "settings.json").is_file()]
+        found = [p for p in self.runs.iterdir() if (p / SETTINGS_FILE).is_file()]
         return sorted(found, key=lambda p: p.name, reverse=True)
 
     def latest_run(self) -> Path | None:

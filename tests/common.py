@@ -2,19 +2,84 @@
 
 from __future__ import annotations
 
-import numpy as np
+import io
+import socket
+from typing import TYPE_CHECKING
+
 from PIL import Image
 
 from helpers.runs import list_frames
+
+if TYPE_CHECKING:  # numpy, torch and diffusers load lazily: test_widgets.py runs without them
+    import numpy as np
+
+# The tiny models' command lines (no --out, no --quiet).
+TINY_VQGAN_CLI = ["vqgan-clip", "--vqgan", "test-tiny-vqgan", "--clip", "test-tiny-clip",
+                  "--prompt", "desert", "--iterations", "2", "--size", "64", "64", "--cutn", "2",
+                  "--device", "cpu"]
+TINY_SD_CLI = ["diffusion", "--model", "test-tiny-sd", "--prompt", "desert", "--steps", "2",
+               "--size", "64", "64", "--device", "cpu"]
 
 
 def quiet(_message: str) -> None:
     """A log callable that drops messages."""
 
 
+def pixels(path) -> np.ndarray:
+    """An image file as an int RGB array."""
+    import numpy as np
+
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
 def first_frame(run_dir) -> np.ndarray:
     """The first frame of a run as an int RGB array."""
-    return np.asarray(Image.open(list_frames(run_dir)[0]).convert("RGB")).astype(int)
+    return pixels(list_frames(run_dir)[0])
+
+
+def all_frames(run_dir) -> list[np.ndarray]:
+    """Every frame of a run, in order, as int RGB arrays."""
+    return [pixels(p) for p in list_frames(run_dir)]
+
+
+def frames_with_steps(run_dir) -> list[tuple[str, np.ndarray]]:
+    """(the infotext's Steps, pixels as stored) of every frame of a run, in order."""
+    import numpy as np
+
+    from helpers.infotext import parse_infotext
+    from helpers.runs import read_image_info
+
+    return [(parse_infotext(read_image_info(frame)[0])["Steps"], np.asarray(Image.open(frame)))
+            for frame in list_frames(run_dir)]
+
+
+def frames_by_step(run_dir) -> dict[str, np.ndarray]:
+    """The frames of a run by their infotext's Steps (pixels as stored)."""
+    return dict(frames_with_steps(run_dir))
+
+
+def png_bytes(size=(6, 4), color=(200, 30, 90), mode="RGB") -> bytes:
+    """A solid PNG file's bytes."""
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_tiny_sd(folder):
+    """The tiny SD pipeline from its folder: no safety checker, no progress bar."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def huge_png(path, width: int = 10_000, height: int = 10_000, text: dict | None = None):

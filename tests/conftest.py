@@ -31,3 +31,29 @@ def tiny_models(session_cache) -> dict[str, Path]:
     names = ("test-tiny-vqgan", "test-tiny-clip", "test-tiny-sd", "test-tiny-sdxl",
              "test-tiny-ldm")
     return {name: fetch(name, cache=session_cache, progress=False) for name in names}
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_models):
+    """The tiny SD pipeline, one per test file (tests may change its scheduler or adapters)."""
+    from common import load_tiny_sd
+
+    return load_tiny_sd(tiny_models["test-tiny-sd"])
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test; the cached reading is cleared around it."""
+    import helpers.files
+
+    before = os.umask(0o022)
+    os.umask(before)
+    helpers.files._umask.cache_clear()
+
+    def set_to(mask: int) -> None:
+        os.umask(mask)
+        helpers.files._umask.cache_clear()
+
+    yield set_to
+    os.umask(before)
+    helpers.files._umask.cache_clear()

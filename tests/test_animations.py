@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from common import quiet
-from PIL import Image
+from common import all_frames, quiet
 
 from helpers import infotext, runs
 from helpers.settings import DiffusionSettings, VQGANClipSettings
-
-
-def pixels(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB")).astype(int)
-
-
-def all_frames(run_dir) -> list[np.ndarray]:
-    return [pixels(p) for p in runs.list_frames(run_dir)]
 
 
 def assert_all_differ(frames: list[np.ndarray]) -> None:

@@ -11,28 +11,18 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from common import huge_png
-from PIL import Image
+from common import TINY_SD_CLI, TINY_VQGAN_CLI, closed_port, huge_png, png_bytes
 
 from helpers import runs
 from helpers.cli import main
 
-VQGAN = ["vqgan-clip", "--vqgan", "test-tiny-vqgan", "--clip", "test-tiny-clip", "--prompt",
-         "desert", "--iterations", "2", "--size", "64", "64", "--cutn", "2", "--device", "cpu",
-         "--quiet"]
-DIFFUSION = ["diffusion", "--model", "test-tiny-sd", "--prompt", "desert", "--steps", "2",
-             "--size", "64", "64", "--device", "cpu", "--quiet"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+VQGAN = [*TINY_VQGAN_CLI, "--quiet"]
+DIFFUSION = [*TINY_SD_CLI, "--quiet"]
+PNG = png_bytes((8, 8), (10, 20, 30))
 
 
 class Runs:
@@ -159,7 +149,7 @@ CASES = [
         *DIFFUSION, "--init-image", f"http://127.0.0.1:{closed_port()}/a.png", "--out", c.out],
      "init_image: could not fetch http.*connection refused"),
     ("from-image-without-settings", lambda c: [
-        "diffusion", "--from-image", c.file("plain.png", _png()), "--out", c.out, "--quiet"],
+        "diffusion", "--from-image", c.file("plain.png", PNG), "--out", c.out, "--quiet"],
      "holds no generation settings"),
     # resume points and settings files
     ("state-truncated", lambda c: [*VQGAN[:1], "--resume", c.run("vqgan-clip", _truncate_state),
@@ -221,18 +211,10 @@ CASES = [
     ("sampler-typo", lambda c: [*DIFFUSION, "--sampler", "euler aa", "--out", c.out],
      "did you mean 'Euler a'"),
     ("cutn-zero", lambda c: [*VQGAN, "--cutn", "0", "--out", c.out], "cutn: must be between"),
-    ("init-noise-with-init-image", lambda c: [*VQGAN, "--init-image", c.file("i.png", _png()),
+    ("init-noise-with-init-image", lambda c: [*VQGAN, "--init-image", c.file("i.png", PNG),
                                               "--init-noise", "pixels", "--out", c.out],
      "init_noise: cannot be combined with init_image"),
 ]
-
-
-def _png() -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

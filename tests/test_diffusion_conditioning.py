@@ -3,6 +3,7 @@ the unconditional side's padding, composable UNet with the web UI's AND weights.
 
 import pytest
 import torch
+from common import load_tiny_sd
 
 from helpers.diffusion.conditioning import (
     composed_unet,
@@ -16,23 +17,10 @@ from helpers.diffusion.conditioning import (
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_models):
-    from diffusers import StableDiffusionPipeline
-
-    return StableDiffusionPipeline.from_pretrained(tiny_models["test-tiny-sd"],
-                                                   safety_checker=None,
-                                                   requires_safety_checker=False)
-
-
-@pytest.fixture(scope="module")
 def normed(tiny_models):
     """The tiny SD with a final norm whose bias is not zero, as in trained CLIP models: with
     the random model's zero bias every chunk's mean is ~0 and restoring it is ill-conditioned."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_models["test-tiny-sd"],
-                                                   safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = load_tiny_sd(tiny_models["test-tiny-sd"])
     norm = getattr(pipe.text_encoder, "text_model", pipe.text_encoder).final_layer_norm
     with torch.no_grad():
         norm.bias.copy_(0.5 + 0.1 * torch.randn(norm.bias.shape,
@@ -358,7 +346,8 @@ def test_each_side_is_evaluated_at_its_own_length(pipe):
     padded = _unet(pipe, x, t, uncond.embeds)
     assert torch.allclose(out[:1], blurry, atol=1e-5)
     assert not torch.allclose(padded, blurry, atol=1e-4)  # what padding without the mask gives
-    mixed = 0.5 * _unet(pipe, x, t, cond.embeds[:1]) + 0.5 * _unet(pipe, x, t, cond.embeds[1:])
+    mixed = (0.5 * _unet(pipe, x, t, cond.embeds[:1])
+             + 0.5 * _unet(pipe, x, t, cond.embeds[1:]))
     assert torch.allclose(out[1:], mixed, atol=1e-5)
 
 

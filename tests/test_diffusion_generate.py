@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from common import first_frame, quiet
+from common import first_frame, pixels, quiet
 from PIL import Image
 
 from helpers.diffusion import generate, settings_from_image
@@ -31,11 +31,6 @@ def settings(folder, tmp_path, **changes) -> DiffusionSettings:
             "width": 64, "height": 64, "steps": 3, "seed": 42, "cfg_scale": 7.5,
             "sampler": "Euler a", "out": str(tmp_path)}  # a web-UI sampler unless said
     return DiffusionSettings(**{**base, **changes})
-
-
-def pixels(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB")).astype(int)
-
 
 
 def plain_pipeline(folder, sampler: str, img2img: bool = False):

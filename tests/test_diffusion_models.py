@@ -103,12 +103,8 @@ def save_single_file(pipe, path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_pipe(tiny_models):
-    from diffusers import StableDiffusionPipeline
-
-    return StableDiffusionPipeline.from_pretrained(tiny_models["test-tiny-sd"],
-                                                   safety_checker=None,
-                                                   requires_safety_checker=False)
+def tiny_pipe(pipe):
+    return pipe
 
 
 def _pixels(run_dir) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from common import closed_port
 from werkzeug import Request, Response
 
 from helpers import testing
@@ -35,12 +36,6 @@ def _file(*locations: str, sha256: str | None = SHA, size: int | None = None) ->
 
 def _fetch(model: Model, cache: Path, lines: list[str], **kw) -> Path:
     return fetch(model, cache=cache, progress=False, log=lines.append, **kw)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_fetch_downloads_verifies_and_lands_only_the_final_file(httpserver, tmp_path):
@@ -152,7 +147,7 @@ def test_all_mirrors_dead_lists_each_mirror_and_how_to_supply_the_file(httpserve
 
 
 def test_no_network_says_so_plainly(tmp_path):
-    port = _closed_port()
+    port = closed_port()
     urls = [f"http://127.0.0.1:{port}/a.ckpt", f"http://127.0.0.1:{port}/b.ckpt"]
     with pytest.raises(DownloadError) as info:
         _fetch(_model(_file(*urls)), tmp_path, [], retries=0)

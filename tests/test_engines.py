@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from common import quiet
+from common import TINY_SD_CLI, TINY_VQGAN_CLI, quiet
 
 from helpers import runs
 from helpers.cli import build_parser, flag_name, main
@@ -84,10 +83,7 @@ def test_flags_keep_their_short_spellings():
 
 # --- the same behaviour ----------------------------------------------------------------------
 
-VQGAN = ["vqgan-clip", "--vqgan", "test-tiny-vqgan", "--clip", "test-tiny-clip", "--prompt",
-         "desert", "--iterations", "2", "--size", "64", "64", "--cutn", "2", "--device", "cpu"]
-DIFFUSION = ["diffusion", "--model", "test-tiny-sd", "--prompt", "desert", "--steps", "2",
-             "--size", "64", "64", "--device", "cpu"]
+VQGAN, DIFFUSION = TINY_VQGAN_CLI, TINY_SD_CLI
 
 
 @pytest.mark.parametrize("args", [VQGAN, DIFFUSION], ids=["vqgan-clip", "diffusion"])
@@ -193,16 +189,9 @@ def test_a_new_catalogue_diffusion_model_resolves_with_its_family(monkeypatch):
 # --- files -----------------------------------------------------------------------------------
 
 
-def test_frames_and_settings_get_the_usual_permissions(tiny_models, tmp_path, capsys):
-    from helpers.files import _umask
-
-    old = os.umask(0o022)
-    _umask.cache_clear()
-    try:
-        assert main([*VQGAN, "--out", str(tmp_path), "--quiet"]) == 0
-    finally:
-        os.umask(old)
-        _umask.cache_clear()
+def test_frames_and_settings_get_the_usual_permissions(tiny_models, tmp_path, capsys, umask):
+    umask(0o022)
+    assert main([*VQGAN, "--out", str(tmp_path), "--quiet"]) == 0
     run_dir = Path(capsys.readouterr().out.strip())
     written = [run_dir / "settings.json", run_dir / runs.STATE_FILE, *runs.list_frames(run_dir)]
     assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o644}

@@ -219,16 +219,6 @@ def test_our_infotext_alone_reads_back_to_the_same_settings(tmp_path, suffix) ->
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_models):
-    import diffusers
-
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        tiny_models["test-tiny-sd"], safety_checker=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def workspace(pipe, tmp_path_factory) -> Path:
     """loras/detail.safetensors (UNet and text encoder, diffusers' format), the same LoRA in
     kohya-ss' format (loras/kohya.safetensors) and embeddings/myemb.safetensors (two vectors,

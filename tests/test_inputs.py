@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import socket
 from types import SimpleNamespace
 
 import pytest
-from common import huge_png
+from common import closed_port, huge_png, png_bytes
 from PIL import Image, ImageFile
 
 from helpers.inputs import MAX_PIXELS, check_size, local_path, open_image, opened, read_rgb
-
-
-def png_bytes(size=(6, 4), color=(200, 30, 90), mode="RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -223,7 +209,7 @@ def test_url_answering_404_could_not_be_fetched(httpserver, tmp_path):
 
 
 def test_url_on_a_closed_port_could_not_be_fetched(tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/start.png"
+    url = f"http://127.0.0.1:{closed_port()}/start.png"
     with pytest.raises(ValueError) as error:
         open_image(url, "init_image", cache=tmp_path)
     assert str(error.value) == f"init_image: could not fetch {url} (connection refused)"

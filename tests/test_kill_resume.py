@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from common import frames_with_steps
 from PIL import Image
 
-from helpers import infotext, runs
+from helpers import runs
 from helpers.cli import main
 
 ARGS = ["vqgan-clip", "--vqgan", "test-tiny-vqgan", "--clip", "test-tiny-clip", "--prompt",
@@ -63,15 +64,6 @@ def stop_when_paused(process: subprocess.Popen, sig: int) -> tuple[int, str]:
     return process.returncode, err
 
 
-def frames(run_dir: Path) -> list[tuple[str, np.ndarray]]:
-    """(iteration, pixels) of every frame, in order."""
-    out = []
-    for frame in runs.list_frames(run_dir):
-        steps = infotext.parse_infotext(runs.read_image_info(frame)[0])["Steps"]
-        out.append((steps, np.asarray(Image.open(frame))))
-    return out
-
-
 @pytest.mark.slow
 def test_kills_and_resumes_leave_exactly_the_uninterrupted_frames(tiny_models, tmp_path, capsys):
     assert main([*ARGS, "--out", str(tmp_path / "whole")]) == 0
@@ -96,7 +88,7 @@ def test_kills_and_resumes_leave_exactly_the_uninterrupted_frames(tiny_models, t
     assert subprocess.run([sys.executable, "-m", "helpers", *resume], capture_output=True,
                           check=False).returncode == 0
 
-    expected, got = frames(whole), frames(run_dir)
+    expected, got = frames_with_steps(whole), frames_with_steps(run_dir)
     assert [s for s, _ in got] == [s for s, _ in expected] == ["2", "4", "6", "8", "10"]
     for (step, want), (_, have) in zip(expected, got, strict=True):
         assert np.array_equal(want, have), f"frame of iteration {step} differs"

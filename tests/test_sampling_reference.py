@@ -64,17 +64,6 @@ def kd():
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_models):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_models["test-tiny-sd"],
-                                                   safety_checker=None,
-                                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def sides(pipe):
     from helpers.diffusion.conditioning import encode_plan, plan_prompts
 

@@ -11,7 +11,6 @@ import tempfile
 import pytest
 import torch
 
-import helpers.files
 from helpers.files import atomic_replace, atomic_write_bytes, atomic_write_text, writable_folder
 from helpers.memory import GB, HEADROOM, available_ram, free_memory, plan
 from helpers.precision import autocast_dtype, dtype_kwargs, weights_dtype
@@ -113,22 +112,6 @@ def test_free_memory_of_the_cpu_is_the_available_ram_and_unknown_elsewhere():
 
 
 # --- atomic writes --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def umask():
-    """Set the process umask for one test; the cached reading is cleared around it."""
-    before = os.umask(0o022)
-    os.umask(before)
-    helpers.files._umask.cache_clear()
-
-    def set_to(mask: int) -> None:
-        os.umask(mask)
-        helpers.files._umask.cache_clear()
-
-    yield set_to
-    os.umask(before)
-    helpers.files._umask.cache_clear()
 
 
 def test_atomic_write_bytes_writes_the_content_and_leaves_only_the_file(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from common import quiet
 from PIL import Image
 
 from helpers import runs
@@ -40,10 +41,6 @@ from helpers.video.smooth import blend
 SIZE = (16, 12)
 
 
-def no_log(_message: str) -> None:
-    """Drop messages."""
-
-
 def write_frames(folder: Path, greys, size=SIZE, name="{:06d}.png", start: int = 1) -> Path:
     """Solid grey frames named with `name`, numbered from `start`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,7 +50,7 @@ def write_frames(folder: Path, greys, size=SIZE, name="{:06d}.png", start: int =
 
 
 def make(folder: Path, **settings) -> Path:
-    return assemble(folder, VideoSettings(**settings), log=no_log, progress=False)
+    return assemble(folder, VideoSettings(**settings), log=quiet, progress=False)
 
 
 def count(path: Path) -> int:

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from common import quiet
+from common import frames_by_step, quiet
 from PIL import Image
 
 from helpers import infotext, runs
@@ -182,14 +182,6 @@ def test_bf16_autocast_runs_close_to_fp32(models):
 
 
 # --- runs and resume ------------------------------------------------------------------------
-
-
-def frames_by_step(run_dir) -> dict[str, np.ndarray]:
-    out = {}
-    for frame in runs.list_frames(run_dir):
-        info = infotext.parse_infotext(runs.read_image_info(frame)[0])
-        out[info["Steps"]] = np.asarray(Image.open(frame))
-    return out
 
 
 def test_resumed_run_makes_the_same_frames_as_an_uninterrupted_one(tiny_models, tmp_path):

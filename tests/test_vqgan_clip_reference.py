@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from common import quiet
 from PIL import Image
-from test_vqgan import GUMBEL_F8, Reference, _reference, _save
+from taming_reference import GUMBEL_F8, Reference, _reference, _save
 from torch import nn
 
 from helpers.guidance import Cutouts, augment_pipeline, resample

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import ipywidgets as w
 import pytest
+from common import png_bytes
 
 from helpers import runs
 from helpers.infotext import format_infotext
@@ -52,14 +53,6 @@ def accordion_of(form: SettingsForm) -> w.Accordion:
 
 def defaults(cls: type) -> dict:
     return {f.name: f.default for f in dataclasses.fields(cls)}
-
-
-def png_bytes(size: tuple[int, int] = (40, 30), color=(200, 30, 60)) -> bytes:
-    from PIL import Image
-
-    buffer = BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def upload(widget: w.FileUpload, name: str, data: bytes, size: int | None = None) -> None:
@@ -478,9 +471,9 @@ def test_upload_is_saved_and_sets_the_field_and_thumbnail(tmp_path) -> None:
     uploads = tmp_path / "uploads"
     form = SettingsForm(DiffusionSettings, {"prompt": "a"}, uploads=uploads)
     control = form.controls["init_image"]
-    upload(control.upload, "my photo.png", png_bytes())
+    upload(control.upload, "my photo.png", png_bytes((40, 30), (200, 30, 60)))
     saved = uploads / "my_photo.png"
-    assert saved.read_bytes() == png_bytes()
+    assert saved.read_bytes() == png_bytes((40, 30), (200, 30, 60))
     assert form.field("init_image").value == str(saved)
     (thumb,) = control.thumbnails.children
     assert isinstance(thumb, w.Image) and bytes(thumb.value).startswith(b"\x89PNG")
@@ -490,7 +483,7 @@ def test_upload_is_saved_and_sets_the_field_and_thumbnail(tmp_path) -> None:
 
 def test_image_prompt_uploads_are_added_as_pieces(tmp_path) -> None:
     form = SettingsForm(VQGANClipSettings, {"image_prompts": "x.png:0.5"}, uploads=tmp_path)
-    upload(form.controls["image_prompts"].upload, "b.png", png_bytes())
+    upload(form.controls["image_prompts"].upload, "b.png", png_bytes((40, 30), (200, 30, 60)))
     assert form.field("image_prompts").value == f"x.png:0.5 | {tmp_path / 'b.png'}"
 
 
@@ -504,13 +497,13 @@ def test_empty_upload_says_what_to_do_and_saves_nothing(tmp_path) -> None:
 
 def test_upload_without_an_uploads_folder_asks_for_a_path() -> None:
     form = SettingsForm(DiffusionSettings, {"prompt": "a"})
-    upload(form.controls["init_image"].upload, "a.png", png_bytes())
+    upload(form.controls["init_image"].upload, "a.png", png_bytes((40, 30), (200, 30, 60)))
     assert "no uploads folder" in form.message.value and form.field("init_image").value == ""
 
 
 def test_thumbnail_follows_the_path_and_shows_errors_beside_it(tmp_path) -> None:
     image = tmp_path / "init.png"
-    image.write_bytes(png_bytes((300, 200)))
+    image.write_bytes(png_bytes((300, 200), (200, 30, 60)))
     form = SettingsForm(DiffusionSettings, {"prompt": "a", "init_image": str(image)})
     control = form.controls["init_image"]
     (thumb,) = control.thumbnails.children

@@ -20,8 +20,9 @@ from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, encode_plan, match_lengths, plan_prompts
 from helpers.diffusion.loading import Loaded, run_pipeline
-from helpers.diffusion.loop import Generated, OnStep, call_pipeline, step_callback
-from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
+from helpers.diffusion.loop import Generated, OnStep, call_pipeline, frame_seed, step_callback
+from helpers.settings import DiffusionSettings
+from helpers.settings.base import MOTION
 
 LoadFrame = Callable[[int], Any]  # 1-based frame index -> the saved PIL image
 
@@ -33,16 +34,6 @@ class Keyframe:
     frame: int
     prompt: str
     seed: int
-
-
-def frame_seed(settings: DiffusionSettings, number: int) -> int:
-    """The seed of frame (or keyframe) `number` by seed mode."""
-    base = settings.with_seed().seed
-    if settings.seed_mode == "fixed":
-        return base
-    if settings.seed_mode == "random":
-        return base if number == 0 else random_seed()
-    return (base + number) % (MAX_SEED + 1)
 
 
 def prompt_at(settings: DiffusionSettings, frame: int) -> str:
@@ -173,8 +164,7 @@ def _two_d(settings, loaded, init_image, on_step, skip, load_frame) -> Iterator[
     from helpers.motion import add_noise, match_colors, to_pil, to_tensor, warp
 
     frames = settings.frames
-    motion = [schedule_values(getattr(settings, n), frames, n)
-              for n in ("zoom", "angle", "translation_x", "translation_y")]
+    motion = [schedule_values(getattr(settings, n), frames, n) for n in MOTION]
     noise = schedule_values(settings.noise_schedule, frames, "noise_schedule")
     strength = strength_at(settings)
     done = len([i for i in skip if i <= frames])  # frames are saved in order: 1..done

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.diffusion.extras import check_extras
+from helpers.diffusion.extras import Extra, check_extras
 from helpers.diffusion.models import ModelRef, hub_family, resolve_model
 from helpers.diffusion.samplers import get_sampler, make_scheduler
+from helpers.memory import GB
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
 
 MULTIPLE = 8  # the VAE's downscaling factor: sizes are rounded down to it
-GB = 1e9
 # Rough sizes for the memory estimate: fp16 weights per family, and bytes per output pixel
 # for the UNet's activations (per image and guidance half) and for a full VAE decode.
 WEIGHTS_FP16 = {"sd": 2.6 * GB, "sdxl": 7.0 * GB, "ldm": 2.9 * GB}
@@ -42,6 +42,7 @@ class Checked:
     family: str
     device: Any
     memory: dict[str, bool]
+    extras: list[Extra]  # the LoRAs and textual-inversion embeddings the prompts use
     init_image: Any = None  # PIL image resized to the run's size, or None
 
 
@@ -77,7 +78,7 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
                          f"is a {ref.kind} model (got {settings.model_config!r})")
     family = ref.family or hub_family(ref.spec, cache)
     check_family(settings, family)
-    check_extras(settings, family)
+    extras = check_extras(settings, family)
     if settings.animate:
         check_animation(settings)
     if settings.vae:
@@ -90,7 +91,7 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
     from helpers.memory import free_memory
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
-    return Checked(settings, ref, family, device, memory, init)
+    return Checked(settings, ref, family, device, memory, extras, init)
 
 
 def check_sampler(name: str) -> None:
@@ -199,15 +200,13 @@ def _tensor_names(path: Path) -> list[str]:
                 return list(f.keys())
         except Exception as e:
             raise ValueError(f"vae: cannot read {path.name} as safetensors ({e})") from None
-    from helpers.safeload import safe_torch_load
+    from helpers.safeload import load_state_dict
 
     try:
-        state = safe_torch_load(path)
+        state = load_state_dict(path, depth=1)
     except ValueError:
         raise ValueError(f"vae: {path.name} is not a readable checkpoint") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
+    return [k for k in state if isinstance(k, str)] if state is not None else []
 
 
 def _lanczos() -> Any:

@@ -56,7 +56,7 @@ from helpers.diffusion.prompt_syntax import (
 
 __all__ = ["ComposedUNet", "Encoded", "Piece", "PromptPlan", "composed_unet", "encode_plan",
            "encode_side", "encode_text", "match_lengths", "negative_pieces", "plan_prompts",
-           "positive_pieces", "prompt_chunks"]
+           "positive_pieces", "prompt_chunks", "text_encoders"]
 
 log = logging.getLogger(__name__)
 Chunk = tuple[list[int], list[float]]  # 77 token ids and their emphasis multipliers
@@ -125,12 +125,20 @@ def prompt_chunks(tokenizer, text: str) -> list[Chunk]:
     return _chunks(tokenizer, parse_attention(text))
 
 
+def text_encoders(pipe) -> list[tuple[Any, Any]]:
+    """The pipeline's (tokenizer, text encoder) pairs: the first, then SDXL's second if any."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
+
+
 def _encoders(pipe) -> list[tuple[Any, Any, str]]:
     """(tokenizer, text encoder, clip-skip rule) of each CLIP encoder of the pipeline."""
     if hasattr(pipe, "text_encoder_2"):
-        pairs = [(pipe.tokenizer, pipe.text_encoder, "sdxl-l"),
-                 (pipe.tokenizer_2, pipe.text_encoder_2, "sdxl-g")]
-        return [pair for pair in pairs if pair[1] is not None]
+        named = zip(text_encoders(pipe), ("sdxl-l", "sdxl-g"), strict=False)
+        return [(tokenizer, encoder, rule) for (tokenizer, encoder), rule in named
+                if encoder is not None]
     open_clip = getattr(pipe.text_encoder.config, "hidden_act", "") == "gelu"
     return [(pipe.tokenizer, pipe.text_encoder, "sd2" if open_clip else "sd1")]
 

@@ -197,9 +197,11 @@ def safetensors_metadata(path: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def infotext_hashes(settings: DiffusionSettings) -> dict[str, str]:
-    """`Lora hashes` and `TI hashes` as the web UI writes them: "name: hash, name: hash"."""
-    extras = check_extras(settings)
+def infotext_hashes(settings: DiffusionSettings,
+                    extras: list[Extra] | None = None) -> dict[str, str]:
+    """`Lora hashes` and `TI hashes` as the web UI writes them: "name: hash, name: hash"
+    (`extras`: what `check_extras` found for the settings, else it looks)."""
+    extras = check_extras(settings) if extras is None else extras
     line = {}
     for kind, key in (("lora", "Lora hashes"), ("embedding", "TI hashes")):
         pairs = [f"{e.name.replace(':', '').replace(',', '')}: {e.short_hash}"
@@ -213,12 +215,13 @@ def infotext_hashes(settings: DiffusionSettings) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def applied(pipe: Any, settings: DiffusionSettings,
-            log: Log = print) -> Iterator[DiffusionSettings]:
+def applied(pipe: Any, settings: DiffusionSettings, log: Log = print,
+            extras: list[Extra] | None = None) -> Iterator[DiffusionSettings]:
     """Load the run's LoRAs and embeddings into `pipe` for the `with` block; yield the settings
     whose prompts the text encoders are to get (tags out, multi-vector embeddings spelled as
-    diffusers' tokens). Everything is unloaded after, whatever happens in the block."""
-    extras = check_extras(settings)
+    diffusers' tokens). Everything is unloaded after, whatever happens in the block (`extras`:
+    what `check_extras` found for the settings, else it looks)."""
+    extras = check_extras(settings) if extras is None else extras
     if not extras:
         yield settings.replace(prompt=strip_tags(settings.prompt),
                                prompt_schedule=strip_tags(settings.prompt_schedule))
@@ -291,12 +294,10 @@ def _lora_state(path: Path) -> dict[str, Any]:
 
 
 def _tensors(path: Path) -> dict[str, Any]:
-    from helpers.safeload import safe_torch_load
+    from helpers.safeload import load_state_dict
 
-    data = safe_torch_load(path)
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
+    data = load_state_dict(path, depth=1)
+    if data is None:
         raise ValueError(f"prompt: {path} holds no tensors")
     return data
 
@@ -317,10 +318,10 @@ def _load_embedding(pipe: Any, extra: Extra, vectors: dict[str, Any]) -> None:
 
 def _encoders(pipe: Any) -> list[tuple[Any, Any, str]]:
     """(tokenizer, text encoder, key of its vectors in an SDXL embedding file)."""
-    pairs = [(pipe.tokenizer, pipe.text_encoder, "clip_l")]
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2, "clip_g"))
-    return pairs
+    from helpers.diffusion.conditioning import text_encoders
+
+    named = zip(text_encoders(pipe), ("clip_l", "clip_g"), strict=False)
+    return [(tokenizer, encoder, key) for (tokenizer, encoder), key in named]
 
 
 def _count(vectors: dict[str, Any]) -> int:

@@ -65,11 +65,14 @@ def hires_params(settings: DiffusionSettings) -> dict[str, Any]:
             "Hires upscaler": HIRES_UPSCALERS[settings.hires_upscaler]}
 
 
-def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded) -> dict[str, Any]:
-    """The web UI's params line of one image, its keys in the web UI's order."""
+def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
+                    hashes: dict[str, str] | None = None) -> dict[str, Any]:
+    """The web UI's params line of one image, its keys in the web UI's order (`hashes`: the
+    run's `infotext_hashes`, else they are looked up)."""
     from helpers.diffusion.extras import infotext_hashes
     from helpers.diffusion.samplers import get_sampler
 
+    hashes = infotext_hashes(settings) if hashes is None else hashes
     sampler = get_sampler(settings.sampler).name
     img2img = bool(settings.init_image) and settings.hires_scale <= 1
     return {
@@ -82,18 +85,19 @@ def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded) -> d
         "Denoising strength": f"{settings.strength:g}" if img2img else None,
         "Clip skip": settings.clip_skip if settings.clip_skip > 1 else None,
         "RNG": RNG_SOURCES.get(settings.rng),
-        **hires_params(settings), **infotext_hashes(settings),
+        **hires_params(settings), **hashes,
         "Prompt mode": settings.prompt_mode, "Animation": settings.animate or None,
     }
 
 
-def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings,
-               loaded: Loaded) -> Path:
-    """Save one image as a frame with its infotext and settings."""
+def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings, loaded: Loaded,
+               hashes: dict[str, str] | None = None) -> Path:
+    """Save one image as a frame with its infotext and settings (`hashes`: as for
+    `infotext_params`)."""
     from helpers.diffusion.animate import prompt_at
     from helpers.infotext import format_infotext
 
-    params = infotext_params(settings, item.seed, loaded)
+    params = infotext_params(settings, item.seed, loaded, hashes)
     prompt = settings.prompt
     if settings.animate:
         params["Frame"] = item.index

@@ -39,15 +39,21 @@ class Generated:
     image: Any  # PIL.Image.Image
 
 
-def image_seeds(settings: DiffusionSettings) -> list[int]:
-    """The seed of every image of the run, by seed mode ('iter' wraps at 2**32)."""
-    count = settings.batch_count * settings.batch_size
-    base = settings.seed if settings.seed is not None else random_seed()
+def frame_seed(settings: DiffusionSettings, number: int) -> int:
+    """The seed of image, frame or keyframe `number` (0-based) by seed mode: iter (wraps at
+    2**32), fixed, or random (the base seed first, then fresh ones)."""
+    base = settings.with_seed().seed
     if settings.seed_mode == "fixed":
-        return [base] * count
+        return base
     if settings.seed_mode == "random":
-        return [base] + [random_seed() for _ in range(count - 1)]
-    return [(base + i) % (MAX_SEED + 1) for i in range(count)]
+        return base if number == 0 else random_seed()
+    return (base + number) % (MAX_SEED + 1)
+
+
+def image_seeds(settings: DiffusionSettings) -> list[int]:
+    """The seed of every image of the run, by seed mode (`frame_seed`)."""
+    settings = settings.with_seed()  # one base seed for all of them
+    return [frame_seed(settings, i) for i in range(settings.batch_count * settings.batch_size)]
 
 
 def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
@@ -105,8 +111,6 @@ def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, 
         return generate(pipe, family, settings, cond, uncond, seeds, init_image, report, start)
     callback = _diffusers_callback(report) if report else None
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-    if hasattr(pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
-        pipe.scheduler.noise_sampler_seed = list(seeds)
     kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.cfg_scale,
               "generator": generators, "output_type": "pil"}
     if family == "ldm":
@@ -160,33 +164,14 @@ def fast_preview(latents, family: str) -> list:
 
 
 def decode_latents(pipe, latents) -> list:
-    """PIL images of latents through the full VAE (sigma-scaled latents are normalised first)."""
+    """PIL images of a diffusers scheduler's latents (unit variance) through the full VAE."""
     import torch
 
-    sigma = _current_sigma(pipe.scheduler)
-    if sigma is not None:
-        latents = latents / (sigma**2 + 1) ** 0.5
+    from helpers.diffusion.sampling.pipeline import upcast_vae
+
     vae = pipe.vae
-    dtype = vae.dtype
-    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:
-        vae.to(torch.float32)  # SDXL's VAE overflows in fp16, as the pipelines know
-    try:
+    with upcast_vae(vae):
         scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
         with torch.no_grad():
             image = vae.decode(scaled, return_dict=False)[0]
-    finally:
-        if upcast:
-            vae.to(dtype)
     return pipe.image_processor.postprocess(image.float(), output_type="pil")
-
-
-def _current_sigma(scheduler) -> float | None:
-    """The sigma of sigma-space latents after the current step, else None (unit variance)."""
-    if float(getattr(scheduler, "init_noise_sigma", 1.0)) <= 1.0:
-        return None
-    index = getattr(scheduler, "step_index", None)
-    sigmas = getattr(scheduler, "sigmas", None)
-    if index is None or sigmas is None:
-        return None
-    return float(sigmas[min(index, len(sigmas) - 1)])

@@ -117,12 +117,10 @@ def _convert_pickle(path: Path, target: Path) -> None:
     from safetensors.torch import save_file
 
     from helpers.files import atomic_replace
-    from helpers.safeload import safe_torch_load
+    from helpers.safeload import load_state_dict
 
-    state = safe_torch_load(path)
-    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
+    state = load_state_dict(path)
+    if state is None:
         raise ValueError(f"model: {path.name} holds no state dict: not a Stable Diffusion "
                          "checkpoint")
     tensors, seen = {}, set()

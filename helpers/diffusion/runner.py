@@ -17,7 +17,7 @@ from typing import Any
 from helpers import runs
 from helpers.diffusion.animate import frame_count, run_animation
 from helpers.diffusion.checks import Checked, check_inputs
-from helpers.diffusion.extras import applied
+from helpers.diffusion.extras import applied, infotext_hashes
 from helpers.diffusion.infotext import image_settings as image_settings  # re-exported
 from helpers.diffusion.infotext import save_image
 from helpers.diffusion.infotext import settings_from_image as settings_from_image  # re-exported
@@ -28,7 +28,6 @@ from helpers.settings import DiffusionSettings
 
 OnImage = Callable[[Path, Any], object]  # (saved PNG, PIL image)
 OnPreview = Callable[[int, int, Any], object]  # (step, steps in all, PIL image)
-TRAJECTORY = "trajectory"  # run_dir/trajectory/<image index>/frames/000001.png, ...
 RESUME_CHANGES = ("batch_count", "frames", "device")  # what may differ when a run continues
 
 
@@ -71,12 +70,13 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     bar = progress_bar(max(steps, 1) * left, "diffusion", progress, unit="step")
     on_step = _on_step(settings, loaded, run_dir, on_preview, bar, units)
     by_image = loaded.family == "ldm"  # its pipeline reports no steps: count whole images
+    hashes = infotext_hashes(settings, checked.extras)  # once a run, not once an image
     saved = len(done)
     try:
-        with applied(loaded.pipe, settings, log) as encoded, \
+        with applied(loaded.pipe, settings, log, checked.extras) as encoded, \
                 memory_options(loaded.pipe, checked.memory, checked.device):
             for item in _items(checked, encoded, loaded, run_dir, on_step, done):
-                path = save_image(run_dir, item, settings, loaded)
+                path = save_image(run_dir, item, settings, loaded, hashes)
                 saved += 1
                 if by_image:
                     bar.update(steps)
@@ -132,7 +132,7 @@ def _on_step(settings: DiffusionSettings, loaded: Loaded, run_dir: Path,
 def _save_trajectory(run_dir: Path, batch: int, step: int, images: list,
                      settings: DiffusionSettings) -> None:
     for k, image in enumerate(images):
-        folder = run_dir / TRAJECTORY / f"{batch * settings.batch_size + k + 1:06d}"
+        folder = runs.trajectory_dir(run_dir, batch * settings.batch_size + k + 1)
         folder.mkdir(parents=True, exist_ok=True)
         runs.save_frame(folder, step + 1, image, f"trajectory step {step + 1}",
                         settings.to_json(), overwrite=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from helpers.catalog import CLIP_FILES, CLIP_WEIGHTS, Model, ModelFile, Source, get_model
 from helpers.download.errors import DownloadError
 from helpers.download.hashes import HASHES, cached_problem, forget_other_source
-from helpers.download.hub import fetch_hub_model, hub_snapshot
+from helpers.download.hub import fetch_hub_model, hub_snapshot, repo_folder
 from helpers.download.messages import offline_message
 from helpers.download.mirrors import RETRIES, TIMEOUT, fetch_file
 from helpers.download.sources import default_name, resolve_user_source
@@ -52,7 +52,7 @@ def model_dir(model: Model | str, cache: str | os.PathLike | None = None) -> Pat
     """The folder a model lives in (for Hub repos: the repo's folder in the Hub cache)."""
     model = _as_model(model)
     if model.hub_repo:
-        return hub_cache(cache) / ("models--" + model.hub_repo.replace("/", "--"))
+        return hub_cache(cache) / repo_folder(model.hub_repo)
     return cache_dir(cache) / model.name
 
 
@@ -125,7 +125,6 @@ def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
 def fetch_all(models: list[Model], cache: str | os.PathLike | None = None,
               progress: bool = True, log: Log = print) -> list[Path]:
     """`fetch` each model; without a network, one error that lists every model still missing."""
-    missing = [m for m in models if not is_cached(m, cache)]
     paths = []
     for model in models:
         try:
@@ -133,7 +132,7 @@ def fetch_all(models: list[Model], cache: str | os.PathLike | None = None,
         except DownloadError as e:
             if not e.offline:
                 raise
-            still = [m for m in missing if not is_cached(m, cache)]
+            still = [m for m in models if not is_cached(m, cache)]
             raise DownloadError(offline_message(still, cache_dir(cache)), e.failures) from None
     return paths
 

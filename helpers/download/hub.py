@@ -40,8 +40,8 @@ def fetch_hub_model(model: Model, hub: Path, progress: bool, log: Log) -> Path:
             if weights is None or (path / weights).is_file():
                 return path
     except Exception as exc:
-        prune_empty(hub / ("models--" + model.hub_repo.replace("/", "--")))
-        prune_empty(hub / ".locks" / ("models--" + model.hub_repo.replace("/", "--")))
+        prune_empty(hub / repo_folder(model.hub_repo))
+        prune_empty(hub / ".locks" / repo_folder(model.hub_repo))
         failure = describe(exc, where)
         raise DownloadError(_hub_message(model, failure, hub), (failure,)) from exc
     raise DownloadError(f"{where} has none of the weight files {', '.join(model.weights)}. "
@@ -64,15 +64,18 @@ def hub_file(source: Source, staging: Path, progress: bool) -> None:
     shutil.rmtree(local_dir, ignore_errors=True)
 
 
+def repo_folder(repo: str) -> str:
+    """The folder of a model repo in the Hub cache: `owner/name` -> `models--owner--name`."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return repo_folder_name(repo_id=repo, repo_type="model")
+
+
 def prune_empty(folder: Path) -> None:
     """Remove `folder` and its sub-folders where they hold no file."""
-    if not folder.is_dir():
-        return
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+    for sub, _dirs, _files in os.walk(folder, topdown=False):  # the deepest first
         with contextlib.suppress(OSError):
-            sub.rmdir()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+            os.rmdir(sub)
 
 
 def _snapshot(model: Model, hub: Path, patterns: list[str] | None, **kwargs: object) -> Path:

@@ -50,9 +50,9 @@ class DiffusionSettings(RunSettings):
                                flags=("--cfg",), group="sampling")
     prompt_mode: str = setting("composable", "how weighted pieces combine: a noise prediction "
                                "per piece (composable) or one on the mean embedding (blend)",
-                               choices=("composable", "blend"), advanced=True, group="prompt")
+                               choices=PROMPT_MODES, advanced=True, group="prompt")
     clip_skip: int = setting(1, "the web UI's clip skip: 1 = the last CLIP layer, 2 = the one "
-                             "before", min=1, max=12, metavar="N", advanced=True,
+                             "before", min=1, max=MAX_CLIP_SKIP, metavar="N", advanced=True,
                              group="sampling")
     rng: str = setting("cpu", "random numbers as the web UI's RNG source: cpu (the same on every "
                        "machine), gpu (the device's own), nv (NVIDIA GPU noise, reproduced on "
@@ -77,12 +77,12 @@ class DiffusionSettings(RunSettings):
     batch_size: int = setting(1, "images per batch, generated together", min=1, max=64,
                               metavar="N", group="run")
     seed_mode: str = setting("iter", "seeds of the images: iter (seed, seed+1, ...), fixed, or "
-                             "random", choices=("iter", "fixed", "random"), advanced=True,
+                             "random", choices=SEED_MODES, advanced=True,
                              group="run")
     preview_every: int = setting(0, "show a preview every N steps; 0 = none", min=0,
                                  max=MAX_STEPS, metavar="N", advanced=True, group="output")
     preview_mode: str = setting("fast", "previews: fast (latent approximation) or vae (full "
-                                "decode)", choices=("fast", "vae"), advanced=True,
+                                "decode)", choices=PREVIEW_MODES, advanced=True,
                                 group="output")
     save_trajectory: bool = setting(False, "save every step's image under trajectory/ (for "
                                     "videos of the denoising)", advanced=True, group="output")

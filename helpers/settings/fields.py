@@ -122,6 +122,14 @@ def describe_range(meta: Meta) -> str:
     return f"at most {hi}"
 
 
+def help_line(meta: Meta) -> str:
+    """The field's help, then its range and unit: `denoising steps; between 1 and 1000 steps`."""
+    if meta.min is None and meta.max is None:
+        return meta.help
+    unit = f" {meta.unit}" if meta.unit else ""
+    return f"{meta.help}; {describe_range(meta)}{unit}"
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return ""

@@ -154,14 +154,12 @@ def parse_clip_spec(spec: str) -> list[tuple[str, float]]:
 
 
 def _check_schedule(settings: VQGANClipSettings) -> None:
-    from helpers.prompts import parse_prompt_schedule
+    """A prompt schedule stands alone (no story_every) and parses."""
+    from helpers.animation import check_prompt_schedule
 
     if settings.story_every:
         fail("prompt_schedule", settings.prompt_schedule, "cannot be combined with story_every")
-    try:
-        parse_prompt_schedule(settings.prompt_schedule)
-    except ValueError as e:
-        raise ValueError(f"prompt_schedule: {e}") from None
+    check_prompt_schedule(settings.prompt_schedule)
 
 
 def _check_noise_prompts(text: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from helpers.files import atomic_replace, writable_folder
 from helpers.reporting import Log, progress_bar
-from helpers.runs import FRAMES_FOLDER, MAX_NAME_TRIES, SETTINGS_FILE
+from helpers.runs import FRAMES_FOLDER, MAX_NAME_TRIES, SETTINGS_FILE, TRAJECTORY_FOLDER
 from helpers.settings.video import VideoSettings
 from helpers.video import frames as fr
 from helpers.video.ffmpeg import (
@@ -104,7 +104,7 @@ def _run_folder(folder: Path) -> Path | None:
     if folder.name != FRAMES_FOLDER:
         return None
     parent = folder.parent
-    run_dir = parent.parent.parent if parent.parent.name == fr.TRAJECTORY_FOLDER else parent
+    run_dir = parent.parent.parent if parent.parent.name == TRAJECTORY_FOLDER else parent
     return run_dir if (run_dir / SETTINGS_FILE).is_file() else None
 
 

@@ -143,6 +143,7 @@ def find_ffmpeg(which: str = "bundled") -> str:
                          "imageio-ffmpeg, or use --ffmpeg system") from None
 
 
+# Why not imageio_ffmpeg.write_frames: two-pass gif palette, filter_complex, metadata, colour tags.
 def run_ffmpeg(args: list[str], frames: Iterable[bytes],
                on_frame: Callable[[], object] = lambda: None) -> None:
     """Run ffmpeg with `frames` streamed to its stdin; `ValueError` with its message on failure.

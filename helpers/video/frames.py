@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.runs import FRAMES_FOLDER
+from helpers.runs import FRAMES_FOLDER, TRAJECTORY_FOLDER, trajectory_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-TRAJECTORY_FOLDER = "trajectory"  # run_dir/trajectory/<image index:06d>/frames/
 _LAST_NUMBER = re.compile(r"(\d+)\D*$")
 
 
@@ -43,7 +42,7 @@ def frames_folder(source: str | Path, trajectory: int = 0) -> Path:
 
 
 def _trajectory_folder(run_dir: Path, index: int) -> Path:
-    folder = run_dir / TRAJECTORY_FOLDER / f"{index:06d}" / FRAMES_FOLDER
+    folder = trajectory_dir(run_dir, index) / FRAMES_FOLDER
     if folder.is_dir():
         return folder
     parent = run_dir / TRAJECTORY_FOLDER

@@ -7,13 +7,14 @@ their `comment`; `python -m helpers info VIDEO.mp4` reads them back through ffmp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from helpers.runs import SETTINGS_FILE, read_image_info
+from helpers.runs import read_image_info, read_run_settings
 from helpers.video.ffmpeg import ffmpeg_message, find_ffmpeg
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v")
@@ -22,12 +23,8 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".m4v")
 def source_settings(run_dir: Path | None, first_frame: Path) -> dict[str, Any] | None:
     """The settings of the frames: the run's settings.json, else the first frame's own."""
     if run_dir is not None:
-        try:
-            found = _json_object((run_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            found = None
-        if found is not None:
-            return found
+        with contextlib.suppress(ValueError):  # no readable settings.json: the frames' own
+            return read_run_settings(run_dir)
     try:
         return read_image_info(first_frame)[1]
     except (ValueError, OSError):  # frames without readable settings: the video has none

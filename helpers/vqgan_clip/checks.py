@@ -86,11 +86,9 @@ def animation_plan(settings: VQGANClipSettings) -> VQGANClipSettings:
 def resolve_vqgan(spec: str) -> VQGANRef:
     """A VQGAN spec: a catalogue name or a checkpoint path (with its yaml), and its factor."""
     from helpers.catalog import get_model
-    from helpers.vqgan import read_factor
+    from helpers.vqgan import checkpoint_in, read_factor
 
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        path = path / "model.ckpt"
+    path = checkpoint_in(Path(spec).expanduser())
     if path.suffix in (".ckpt", ".safetensors") or path.exists():
         if not path.is_file():
             raise ValueError(f"vqgan: checkpoint not found: {spec!r}")

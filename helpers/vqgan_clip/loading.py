@@ -24,20 +24,21 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
                 progress: bool = True) -> Loaded:
     """Fetch what is missing (one message listing it all when offline), then load the VQGAN
     and the CLIP models onto the checked device."""
-    from helpers.clip import load_clip
+    from helpers.clip import load_clip_from
     from helpers.download import fetch_all
     from helpers.reporting import library_bars
-    from helpers.vqgan import load_vqgan
+    from helpers.vqgan import checkpoint_in, load_vqgan
 
     ref = checked.vqgan
     catalogue = [m for m in (ref.model, *(c.model for c, _ in checked.clips)) if m is not None]
     fetched = dict(zip([id(m) for m in catalogue],
                        fetch_all(catalogue, cache, progress=progress, log=log), strict=True))
-    ckpt = ref.ckpt or _checkpoint(Path(fetched[id(ref.model)]))
+    ckpt = ref.ckpt or checkpoint_in(Path(fetched[id(ref.model)]))
     vqgan = load_vqgan(ckpt, device=checked.device)
     vqgan.checkpointing = checked.checkpointing
     with library_bars(progress):
-        clips = [load_clip(c.name, w, device=checked.device, cache=cache)
+        clips = [load_clip_from(_clip_folder(c, fetched, cache, progress, log), c.name, w,
+                                device=checked.device)
                  for c, w in checked.clips]
     warn_long_prompts(checked.settings, clips, log)
     return Loaded(vqgan, clips, checked.device)
@@ -60,6 +61,11 @@ def warn_long_prompts(settings: Any, clips: list, log: Log) -> None:
                     f"{dropped!r} is dropped; shorten it or split it with \"|\"")
 
 
-def _checkpoint(found: Path) -> Path:
-    """A catalogue VQGAN's checkpoint: its folder's model.ckpt (a test model gives the file)."""
-    return found / "model.ckpt" if found.is_dir() else found
+def _clip_folder(ref: Any, fetched: dict[int, Path], cache: str | os.PathLike | None,
+                 progress: bool, log: Log) -> Path:
+    """A CLIP's folder: fetched with the catalogue models above, else found or fetched now."""
+    from helpers.clip import clip_folder
+
+    if ref.model is not None:
+        return Path(fetched[id(ref.model)])
+    return clip_folder(ref, cache, progress, log)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.guidance import Cutouts, Target, clamp_with_grad, noise_target, prompt_loss
+from helpers.motion import to_pil, to_tensor, warp
 from helpers.precision import autocast_dtype
 from helpers.prompts import (
     Prompt,
@@ -29,6 +30,7 @@ from helpers.prompts import (
     story_prompts,
 )
 from helpers.settings import VQGANClipSettings
+from helpers.settings.base import MOTION
 from helpers.vqgan_clip.checks import Inputs
 from helpers.vqgan_clip.loading import Loaded
 
@@ -72,14 +74,11 @@ def latent_shape(settings: VQGANClipSettings, factor: int) -> tuple[int, int]:
     return settings.height // factor, settings.width // factor
 
 
-def image_to_tensor(image: Any, width: int, height: int, device: torch.device) -> torch.Tensor:
-    """A PIL image -> (1, 3, H, W) in [0, 1], resized with Lanczos."""
-    import numpy as np
+def _resized(image: Any, width: int, height: int) -> Any:
+    """A PIL image in RGB, resized to (width, height) with Lanczos."""
     from PIL import Image
 
-    image = image.convert("RGB").resize((width, height), Image.LANCZOS)
-    array = torch.from_numpy(np.asarray(image).copy()).float().div(255)
-    return array.permute(2, 0, 1).unsqueeze(0).to(device)
+    return image.convert("RGB").resize((width, height), Image.LANCZOS)
 
 
 def fit_area(size: tuple[int, int], out_size: tuple[int, int]) -> tuple[int, int]:
@@ -110,24 +109,20 @@ def initial_z(settings: VQGANClipSettings, loaded: Loaded, init: Any = None) -> 
     toks_y, toks_x = latent_shape(settings, vqgan.factor)
     height, width = toks_y * vqgan.factor, toks_x * vqgan.factor
     if init is not None:
-        image = image_to_tensor(init, width, height, device)
+        image = to_tensor(_resized(init, width, height), device)
     elif settings.init_noise:
         image = noise_image(settings.init_noise, height, width, device)
     else:
         tokens = torch.randint(vqgan.n_embed, (toks_y * toks_x,)).to(device)
         z = F.embedding(tokens, vqgan.codebook).T.reshape(1, vqgan.e_dim, toks_y, toks_x)
         return z.float()
-    with torch.no_grad():
-        return vqgan.encode_quantized(image * 2 - 1).float()
+    return _encode(vqgan, image)
 
 
 @torch.no_grad()
-def text_targets(clip: Any, prompts: list[Prompt]) -> list[Target]:
-    """One target per text prompt, embedded by one CLIP."""
-    if not prompts:
-        return []
-    embeds = clip.encode_text([p.text for p in prompts])
-    return [Target(e[None], p.weight, p.stop) for e, p in zip(embeds, prompts, strict=True)]
+def _encode(vqgan: Any, image: torch.Tensor) -> torch.Tensor:
+    """An image in [0, 1] -> the encoder's quantised codes, as float z."""
+    return vqgan.encode_quantized(image * 2 - 1).float()
 
 
 @torch.no_grad()
@@ -138,7 +133,7 @@ def image_targets(clip: Any, cutouts: Cutouts, images: list[tuple[Any, Prompt]],
     targets = []
     for image, p in images:
         width, height = fit_area(image.size, (size[1], size[0]))
-        tensor = image_to_tensor(image, width, height, clip.device)
+        tensor = to_tensor(_resized(image, width, height), clip.device)
         targets.append(Target(clip.encode_image(cutouts(tensor)), p.weight, p.stop))
     return targets
 
@@ -287,17 +282,14 @@ def _frame_start(settings: VQGANClipSettings, loaded: Loaded):
     if not settings.animate:
         return None
     from helpers.animation import schedule_values
-    from helpers.motion import warp
 
-    motion = [schedule_values(getattr(settings, name), settings.frames, name)
-              for name in ("zoom", "angle", "translation_x", "translation_y")]
+    motion = [schedule_values(getattr(settings, name), settings.frames, name) for name in MOTION]
     vqgan = loaded.vqgan
 
     @torch.no_grad()
     def next_frame(latent: Latent, frame: int) -> Latent:
-        image = vqgan.decode(vqgan.quantize(latent.z)).add(1).div(2).clamp(0, 1)
-        moved = warp(image, *(values[frame] for values in motion))
-        z = vqgan.encode_quantized(moved * 2 - 1).float().requires_grad_(True)
+        moved = warp(synth(vqgan, latent.z), *(values[frame] for values in motion))
+        z = _encode(vqgan, moved).requires_grad_(True)
         return Latent(z, _optimizer(settings, z))
 
     return next_frame
@@ -339,14 +331,6 @@ def loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
 def frame_due(settings: VQGANClipSettings, i: int) -> bool:
     """Whether iteration i is saved as a frame: every `save_every` and the last one."""
     return i % settings.save_every == 0 or i == settings.iterations
-
-
-def to_pil(image: torch.Tensor) -> Any:
-    """(1, 3, H, W) in [0, 1] -> PIL image (copied from the device)."""
-    from PIL import Image
-
-    array = image[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
 
 
 __all__ = ["Step", "fit_area", "frame_due", "initial_z", "loss_fn", "noise_image", "prompt_plan",

@@ -17,14 +17,14 @@ from typing import Any
 
 import ipywidgets as w
 
-from helpers.settings.fields import Meta, check_value, choose, describe_range
+from helpers.settings.base import RANDOM_SEED
+from helpers.settings.fields import Meta, check_value, choose, fail, help_line
 from helpers.widgets.compat import set_tooltip
 from helpers.widgets.preview import HINT_COLOR
 
 LABEL_WIDTH = "160px"
 STYLE = {"description_width": LABEL_WIDTH}
 MAX_BOUNDED_RANGE = 1024  # wider ranges get a plain box: a bounded one clamps typing silently
-RANDOM_SEED = -1
 
 
 def css_class(name: str, part: str = "") -> str:
@@ -48,20 +48,12 @@ def label(name: str, meta: Meta) -> str:
     return f"{text} ({meta.unit})" if meta.unit and meta.unit != text else text
 
 
-def help_text(meta: Meta) -> str:
-    """The help line: the field's help, then its range and unit."""
-    if meta.min is None and meta.max is None:
-        return meta.help
-    unit = f" {meta.unit}" if meta.unit else ""
-    return f"{meta.help}; {describe_range(meta)}{unit}"
-
-
 def help_html(meta: Meta) -> str:
     """The help line as a small grey line under the widget, aligned with the value."""
     import html
 
     return (f'<div style="margin-left:{LABEL_WIDTH};color:{HINT_COLOR};font-size:11px;'
-            f'line-height:1.3">{html.escape(help_text(meta))}</div>')
+            f'line-height:1.3">{html.escape(help_line(meta))}</div>')
 
 
 class Control:
@@ -69,7 +61,7 @@ class Control:
 
     def __init__(self, name: str, meta: Meta, widget: w.Widget, row: w.Widget | None = None):
         self.name, self.meta, self.widget = name, meta, widget
-        set_tooltip(widget, help_text(meta))
+        set_tooltip(widget, help_line(meta))
         widget.add_class(css_class(name))
         self.help = w.HTML(help_html(meta))
         self.box = w.VBox([row if row is not None else widget, self.help])
@@ -102,7 +94,7 @@ class Control:
 
     def fail(self, value: Any, why: str) -> typing.NoReturn:
         """The `ValueError` of a value this control cannot take."""
-        raise ValueError(f"{self.name}: {why} (got {value!r})")
+        fail(self.name, value, why)
 
 
 class TextControl(Control):

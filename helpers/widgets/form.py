@@ -17,6 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from helpers.settings.base import MOTION
 from helpers.settings.fields import decode, meta_of
 from helpers.widgets.controls import Control, make_control
 from helpers.widgets.layout import SizePresets, action_row, form_body
@@ -30,8 +31,7 @@ from helpers.widgets.preview import (
 from helpers.widgets.uploads import UPLOAD_FIELDS, PathControl
 
 PROMPT_FIELDS = ("prompt", "negative_prompt", "image_prompts", "noise_prompts")
-SCHEDULE_FIELDS = ("zoom", "angle", "translation_x", "translation_y", "strength_schedule",
-                   "noise_schedule")
+SCHEDULE_FIELDS = (*MOTION, "strength_schedule", "noise_schedule")
 
 
 class SettingsForm:

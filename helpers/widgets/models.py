@@ -14,8 +14,6 @@ from typing import Any
 
 FIELDS = {"vqgan-clip": ("vqgan", "clip"), "diffusion": ("model", "vae", "model_config")}
 KINDS = {"vqgan": "vqgan", "clip": "clip", "model": "diffusion"}
-DEFAULTS = {"vqgan": "vqgan_imagenet_f16_16384", "clip": "openai/clip-vit-base-patch32",
-            "model": "sd-1.5", "vae": "", "model_config": ""}
 HELP = {"vqgan": "VQGAN: a catalogue name, or your .ckpt (its .yaml beside it), URL or Drive id",
         "clip": 'CLIP: catalogue names or Hub ids with weights, "name:1 | name:0.5"',
         "model": "model: a catalogue name, Hub id, diffusers folder or .safetensors file",
@@ -32,7 +30,8 @@ class ModelForm:
         self.cache = Path(cache)
         self.engine = w.Dropdown(options=list(FIELDS), value=values.get("engine", "vqgan-clip"),
                                  description="engine")
-        self.fields = {name: self._field(name, values.get(name, DEFAULTS[name]))
+        defaults = model_defaults()
+        self.fields = {name: self._field(name, values.get(name, defaults[name]))
                        for names in FIELDS.values() for name in names}
         self.table = w.HTML()
         self.message = w.HTML()
@@ -65,11 +64,21 @@ class ModelForm:
         return {"engine": engine, **{n: self.fields[n].value.strip() for n in FIELDS[engine]}}
 
 
+def model_defaults() -> dict[str, str]:
+    """Each model field's default, from the engines' settings classes."""
+    import dataclasses
+
+    from helpers.settings import SETTINGS_KINDS
+
+    return {f.name: f.default for engine, names in FIELDS.items()
+            for f in dataclasses.fields(SETTINGS_KINDS[engine]) if f.name in names}
+
+
 def _catalogue(kind: str) -> list:
+    """The catalogue's models of a kind, the test models last."""
     from helpers.catalog import list_models
 
-    return [m for m in list_models(kind) if not m.test] + \
-        [m for m in list_models(kind) if m.test]
+    return sorted(list_models(kind), key=lambda m: m.test)
 
 
 def catalogue_table(kinds: list[str], cache: Path) -> str:

@@ -9,7 +9,8 @@ of its own steps and strength, with fresh noise from the same seeds, as the web 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -86,7 +87,7 @@ def encode_image(pipe: Any, image: Any) -> torch.Tensor:
     """A PIL image -> its latents (unit scale): the mean of the VAE's latent distribution."""
     vae = pipe.vae
     pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
-    with torch.no_grad(), _upcast(vae):
+    with torch.no_grad(), upcast_vae(vae):
         pixels = pixels.to(vae.dtype)
         latents = vae.encode(pixels).latent_dist.mode()
     return latents.float() * vae.config.scaling_factor
@@ -95,23 +96,21 @@ def encode_image(pipe: Any, image: Any) -> torch.Tensor:
 def decode(pipe: Any, latents: torch.Tensor) -> list:
     """Latents (unit scale) -> PIL images through the VAE."""
     vae = pipe.vae
-    with torch.no_grad(), _upcast(vae):
+    with torch.no_grad(), upcast_vae(vae):
         scaled = (latents / vae.config.scaling_factor).to(vae.device, vae.dtype)
         pixels = vae.decode(scaled, return_dict=False)[0]
     return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
 
 
-class _upcast:
+@contextmanager
+def upcast_vae(vae: Any) -> Iterator[None]:
     """SDXL's VAE overflows in fp16: run it in fp32 inside the block, as the pipelines do."""
-
-    def __init__(self, vae: Any):
-        self.vae, self.dtype = vae, vae.dtype
-        self.needed = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-
-    def __enter__(self) -> None:
-        if self.needed:
-            self.vae.to(torch.float32)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.needed:
-            self.vae.to(self.dtype)
+    dtype = vae.dtype
+    needed = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if needed:
+        vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        if needed:
+            vae.to(dtype)
