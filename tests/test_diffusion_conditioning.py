@@ -88,14 +88,14 @@ def test_text_after_the_first_77_tokens_still_changes_the_conditioning(pipe):
     first, _ = encode_text(pipe, head + "in red")
     second, _ = encode_text(pipe, head + "in blue")
     assert first.shape[1] == 2 * 77
-    assert torch.equal(first[:, :77], second[:, :77])
+    torch.testing.assert_close(first[:, :77], second[:, :77])
     assert not torch.allclose(first[:, 77:], second[:, 77:])
 
 
 def test_short_prompts_encode_exactly_like_diffusers(pipe):
     ours, _ = encode_text(pipe, "a red cube")
     theirs, _ = pipe.encode_prompt("a red cube", "cpu", 1, False)
-    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_web_ui_clip_skip_2_is_the_penultimate_layer_with_the_final_norm(pipe):
@@ -107,7 +107,7 @@ def test_web_ui_clip_skip_2_is_the_penultimate_layer_with_the_final_norm(pipe):
         norm = getattr(pipe.text_encoder, "text_model", pipe.text_encoder).final_layer_norm
         expected = norm(hidden)
     ours, _ = encode_text(pipe, "a red cube", clip_skip=2)
-    assert torch.equal(ours, expected)
+    torch.testing.assert_close(ours, expected)
 
 
 def test_clip_skip_changes_the_conditioning(pipe):
@@ -122,8 +122,8 @@ def test_pieces_of_one_side_are_padded_with_their_last_vector(pipe):
     assert chunks == 3 and cond.embeds.shape[0] == 2
     assert cond.embeds.shape[1] == uncond.embeds.shape[1] == chunks * 77
     cat, _ = encode_text(pipe, "a cat")
-    assert torch.equal(cond.embeds[1:, :77], cat)
-    assert torch.equal(cond.embeds[1, 77:], cat[0, -1].expand(2 * 77, -1))
+    torch.testing.assert_close(cond.embeds[1:, :77], cat)
+    torch.testing.assert_close(cond.embeds[1, 77:], cat[0, -1].expand(2 * 77, -1))
     assert cond.length is None and cond.attention_mask() is None
 
 
@@ -133,9 +133,9 @@ def test_the_shorter_side_is_padded_with_the_empty_chunk_and_keeps_its_length(pi
     empty, _ = encode_text(pipe, "")
     blurry, _ = encode_text(pipe, "blurry")
     assert uncond.embeds.shape == cond.embeds.shape == (1, 3 * 77, 32)
-    assert torch.equal(uncond.embeds[:, :77], blurry)
-    assert torch.equal(uncond.embeds[:, 77:154], empty)
-    assert torch.equal(uncond.embeds[:, 154:], empty)
+    torch.testing.assert_close(uncond.embeds[:, :77], blurry)
+    torch.testing.assert_close(uncond.embeds[:, 77:154], empty)
+    torch.testing.assert_close(uncond.embeds[:, 154:], empty)
     assert uncond.length == 77
     mask = uncond.attention_mask()
     assert mask.shape == (1, 231) and mask[0, :77].all() and not mask[0, 77:].any()
@@ -177,7 +177,7 @@ def test_emphasis_multipliers_follow_the_tokens_and_stay_within_their_chunk(norm
     assert multipliers[8:] == [1.0] * 69  # the end token and the padding
     long = "a castle on a hill " * 6 + "(red)"  # 84 + 3 tokens: the second chunk has "red"
     first, second = (encode_text(normed, t)[0] for t in (long, long.replace("(red)", "red")))
-    assert torch.equal(first[:, :77], second[:, :77])
+    torch.testing.assert_close(first[:, :77], second[:, :77])
     assert torch.allclose(first[:, 77:].mean(), second[:, 77:].mean(), atol=1e-6)
 
 
@@ -192,14 +192,14 @@ def test_sdxl_emphasis_restores_the_mean_of_each_encoder(sdxl):
 def test_a_prompt_without_emphasis_encodes_exactly_as_plain_text(normed):
     ours, _ = encode_text(normed, "a castle, at night, 4k")
     theirs, _ = normed.encode_prompt("a castle, at night, 4k", "cpu", 1, False)
-    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_break_starts_a_new_chunk(pipe):
     both, _ = encode_text(pipe, "a cat BREAK a dog")
     cat, _ = encode_text(pipe, "a cat")
     dog, _ = encode_text(pipe, "a dog")
-    assert torch.equal(both, torch.cat([cat, dog], dim=1))
+    torch.testing.assert_close(both, torch.cat([cat, dog], dim=1))
     assert len(prompt_chunks(pipe.tokenizer, "BREAK a dog")) == 2  # an empty chunk first
 
 
@@ -226,8 +226,8 @@ def test_sd2_open_clip_ignores_clip_skip_as_the_web_ui_does(pipe):
     config = CLIPTextConfig(**{**pipe.text_encoder.config.to_dict(), "hidden_act": "gelu"})
     sd2 = StableDiffusionPipeline(**{**pipe.components, "text_encoder": CLIPTextModel(config)})
     last, _ = encode_text(sd2, "a red cube", 1)
-    assert torch.equal(encode_text(sd2, "a red cube", 2)[0], last)
-    assert torch.equal(last, _hidden(sd2, "a red cube"))
+    torch.testing.assert_close(encode_text(sd2, "a red cube", 2)[0], last)
+    torch.testing.assert_close(last, _hidden(sd2, "a red cube"))
 
 
 def test_sdxl_clip_skip_reaches_clip_l_only_from_3_on(sdxl):
@@ -237,9 +237,9 @@ def test_sdxl_clip_skip_reaches_clip_l_only_from_3_on(sdxl):
         clip_l = sdxl.text_encoder(ids, output_hidden_states=True).hidden_states
         clip_g = sdxl.text_encoder_2(ids, output_hidden_states=True).hidden_states
     one, two, three = (encode_text(sdxl, "a cat", n)[0] for n in (1, 2, 3))
-    assert torch.equal(one, two)
-    assert torch.equal(one, torch.cat([clip_l[-2], clip_g[-2]], dim=-1))
-    assert torch.equal(three, torch.cat([clip_l[-3], clip_g[-2]], dim=-1))  # G: never skipped
+    torch.testing.assert_close(one, two)
+    torch.testing.assert_close(one, torch.cat([clip_l[-2], clip_g[-2]], dim=-1))
+    torch.testing.assert_close(three, torch.cat([clip_l[-3], clip_g[-2]], dim=-1))  # G: never
 
 
 def test_clip_skip_beyond_the_encoder_is_an_error(pipe):

@@ -224,16 +224,18 @@ def workspace(pipe, tmp_path_factory) -> Path:
     kohya-ss' format (loras/kohya.safetensors) and embeddings/myemb.safetensors (two vectors,
     the web UI's `emb_params`)."""
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
-    from peft import LoraConfig, get_peft_model_state_dict
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path_factory.mktemp("workspace")
     torch.manual_seed(0)
     pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
                                      target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    pipe.text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                             target_modules=["q_proj", "k_proj", "v_proj",
-                                                             "out_proj"]))
+    # peft itself, not transformers' add_adapter: that one demands a newer peft than some of
+    # the transformers versions we support can have beside it.
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                       target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
+                            pipe.text_encoder)
     (folder / "loras").mkdir()
     pipe.save_lora_weights(folder / "loras", get_peft_model_state_dict(pipe.unet),
                            get_peft_model_state_dict(pipe.text_encoder),
@@ -274,6 +276,26 @@ def test_lora_and_embedding_change_the_image_and_leave_the_pipeline_as_it_was(pi
     assert all(torch.equal(after[k], v) for k, v in before.items())
     assert len(pipe.tokenizer) == tokens == pipe.text_encoder.config.vocab_size
     assert np.array_equal(_draw(pipe, "a cat ", "myemb, blurry"), plain)
+
+
+def test_a_loras_text_encoder_weights_reach_the_text_encoder_and_leave_with_it(pipe, workspace):
+    from safetensors.torch import load_file
+
+    keys = load_file(workspace / "loras" / "detail.safetensors").keys()
+    assert any(k.startswith("text_encoder.") for k in keys)
+    assert not any("lora" in name for name, _ in pipe.text_encoder.named_modules())
+    ids = pipe.tokenizer("a cat", return_tensors="pt").input_ids
+
+    def encode() -> torch.Tensor:
+        with torch.no_grad():
+            return pipe.text_encoder(ids)[0]
+
+    plain = encode()
+    s = DiffusionSettings(prompt="a cat <lora:detail:1>", out=str(workspace))
+    with extras.applied(pipe, s, print):
+        with_lora = encode()
+    assert (with_lora - plain).abs().max() > 1e-3
+    assert torch.allclose(encode(), plain, atol=1e-6)
 
 
 def test_only_the_lora_weight_changes_the_image(pipe, workspace):
