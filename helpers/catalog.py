@@ -101,6 +101,18 @@ PIXRAY = "https://github.com/pixray/pixray/releases/download/v1.7.1"
 ELEIBER = "https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1"
 FEED_FORWARD = "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1"
 IO_MIRROR = "http://mirror.io.community/blob/vqgan"  # the classic notebooks' mirror, reported dead
+# Every source is https, but for these hosts, which only ever published plain http:// links
+# (no https address of them is known); each is a file's last mirror(s), kept in case it comes
+# back. Over http a file can be altered on the way: one with a catalogue sha256 is refused if
+# it was; for the others, the hash of the first download is recorded and checked from then on.
+HTTP_ONLY = {
+    "mirror.io.community": "the classic VQGAN+CLIP notebooks' mirror, linked only over http; "
+                           "reported dead",
+    "eaidata.bmk.sh": "the original host of the WikiArt 16384 VQGAN, linked only over http; "
+                      "reported gone (pixray's GitHub release has the same files)",
+    "batbot.tv": "an older address of the batbot.ai files (listed first, over https), linked "
+                 "only over http",
+}
 TAMING = "taming-transformers: MIT licence (code; the weights carry no separate licence)"
 
 VQGANS = (

@@ -7,13 +7,16 @@ inside its handler, so `--help` and argument parsing stay fast (no torch import)
 
 Every expected failure prints `error: ...` and exits with status 2, having written nothing;
 Ctrl-C keeps finished work, says how to continue, and exits with 130; an unexpected failure
-prints one line and how to see the traceback (`--debug`).
+prints one line and how to see the traceback (`--debug`). Output cut short by its reader
+(`python -m helpers info a.png | head -1`) ends the command quietly with status 141, as for
+any command a closed pipe stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -23,6 +26,19 @@ from helpers.reporting import no_log, stderr_log
 
 Handler = Callable[[argparse.Namespace], int]
 EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s `yes`
+
+
+class StdoutClosed(Exception):
+    """Whoever read the command's output stopped reading (`... | head -1`)."""
+
+
+def out(text: object = "") -> None:
+    """Print one line of the command's output (stdout); `StdoutClosed` if nobody reads it."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise StdoutClosed from None
 
 
 # --- flags from the settings metadata --------------------------------------------------------
@@ -145,7 +161,7 @@ def _generate(args: argparse.Namespace, cls: type, generate: Callable,
         run_dir = generate(resume=args.resume, changes=values, **options)
     else:
         run_dir = generate(settings if settings is not None else cls(**values), **options)
-    print(run_dir)
+    out(run_dir)
     return 0
 
 
@@ -172,13 +188,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     cache = cache_folder(args.cache)
     models = list_models(args.kind)
     width = max(len(m.name) for m in models)
-    print(f"{'name':<{width}}  {'kind':<9}  {'size':>8}  cached  description")
+    out(f"{'name':<{width}}  {'kind':<9}  {'size':>8}  cached  description")
     for m in models:
         cached = "yes" if is_cached(m, cache) else "no"
         note = f"[test model: random weights] {m.description}" if m.test else m.description
         size = human(m.size) if m.size else "?"
-        print(f"{m.name:<{width}}  {m.kind:<9}  {size:>8}  {cached:<6}  {note}")
-    print(f"cache: {cache}")
+        out(f"{m.name:<{width}}  {m.kind:<9}  {size:>8}  {cached:<6}  {note}")
+    out(f"cache: {cache}")
     return 0
 
 
@@ -190,7 +206,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     cache = cache_folder(args.cache)
     models = [get_model(name) for name in args.names]
     for path in fetch_all(models, cache, progress=not args.quiet, log=_log(args)):
-        print(path)
+        out(path)
     return 0
 
 
@@ -200,8 +216,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     for i, image in enumerate(args.images):
         if len(args.images) > 1:
-            print(("\n" if i else "") + f"== {image}")
-        print(format_image_info(image))
+            out(("\n" if i else "") + f"== {image}")
+        out(format_image_info(image))
     return 0
 
 
@@ -211,7 +227,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     from helpers.video import assemble
 
     settings = VideoSettings(**given_settings(args, VideoSettings))
-    print(assemble(args.source, settings, log=_log(args), progress=not args.quiet))
+    out(assemble(args.source, settings, log=_log(args), progress=not args.quiet))
     return 0
 
 
@@ -284,7 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input ends with one `error:` message and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        return _handle(args)
+        code = _handle(args)
+        _flush_stdout()  # a closed pipe shows here, while we can still end quietly
+        return code
+    except StdoutClosed:
+        return _stdout_closed()
     except KeyboardInterrupt as e:
         print(getattr(e, "message", "interrupted"), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -292,6 +312,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         return _report(e)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
+def _stdout_closed() -> int:
+    """End quietly when stdout's reader is gone: what is left to print goes to /dev/null
+    (else Python's last flush at exit reports the broken pipe), and the status says so."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (tests capture it)
+        pass
+    return EXIT_PIPE
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -1,33 +1,46 @@
-"""Real-browser tests of notebooks: JupyterLab on 127.0.0.1, driven through Debian's Chromium by
-Playwright. Not a test file: a test file brings its fixtures in with ``pytest_plugins``::
+"""Real-browser tests of notebooks, in two front ends on 127.0.0.1 driven through Debian's Chromium
+by Playwright: JupyterLab 4 with ipywidgets 8, and the classic Notebook 6 with ipywidgets 7 (what
+Google Colab ships: ipywidgets 7.7.1, and a front end close to notebook 6.5 with
+widgetsnbextension 3.6). Not a test file: a test file brings its fixtures in with
+``pytest_plugins``::
 
     import pytest
 
     pytest_plugins = ["browser"]
 
     @pytest.mark.browser
-    def test_the_form(lab, tmp_path):
+    def test_the_form(jupyter, tmp_path):  # or `lab` / `classic` for one front end
         from playwright.sync_api import expect
 
-        with lab.notebook("notebooks/3_parameters.ipynb",
-                          parameters={"workspace": str(tmp_path), "test_models": True}) as nb:
+        with jupyter.notebook("notebooks/3_parameters.ipynb",
+                              parameters={"workspace": str(tmp_path), "test_models": True}) as nb:
             nb.run_all()
             nb.fill(nb.widget("field", cls="dreamframe-prompt"), "desert:50 | snow:25")
             expect(nb.widget("html", cls="dreamframe-prompt-preview")).to_contain_text("snow")
             nb.snap("typed")
 
-Test files reach everything through the ``lab`` fixture (importing this module there would keep
-pytest from rewriting its asserts). JupyterLab and Chromium start once per session. Each test
-gets its own folder under the server's root (``lab.folder``: a notebook of the repository is
-copied there before it is opened, so the repository's file never changes) and its own folder of
-screenshots and browser console logs (``lab.artifacts``, under ``$DREAMFRAME_ARTIFACTS`` or
-``tests/artifacts/``; the server's log is ``jupyterlab.log`` there). The tests skip, saying why,
-when playwright, jupyterlab or Chromium is missing; ``.ci/run`` installs all three.
+Fixtures: ``lab`` (JupyterLab), ``classic`` (the classic Notebook) and ``jupyter``, which runs a
+test once in each (ids ``[lab]`` and ``[classic]``). One driver serves both: what differs between
+the front ends (where cells and outputs are, how to run, save and tell an idle kernel, how the
+server starts) is in the FRONT_ENDS table and the two server classes; the ipywidgets DOM classes
+are the same in 7 and 8 (WIDGETS). Test files reach everything through these fixtures (importing
+this module there would keep pytest from rewriting its asserts).
+
+Each server and Chromium start once per session. Each test gets its own folder under the server's
+root (``jupyter.folder``: a notebook of the repository is copied there before it is opened, so the
+repository's file never changes) and its own folder of screenshots and browser console logs
+(``jupyter.artifacts``, under ``$DREAMFRAME_ARTIFACTS`` or ``tests/artifacts/``; the servers' logs
+are ``jupyterlab.log`` and ``notebook6.log`` there). The tests skip, saying why, when playwright or
+Chromium is missing, when JupyterLab or ipywidgets 8 is missing (``lab``: ipywidgets 7's front
+end does not load in JupyterLab 4), and when the classic Notebook 6 with widgetsnbextension
+enabled is missing (``classic``). ``.ci/run`` installs them: ipywidgets 8 and JupyterLab in the
+main environment, Colab's notebook 6.5.7 and ipywidgets 7.7.1 in a second one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -38,11 +51,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -63,8 +78,9 @@ KERNEL_IDLE = 60.0
 RUN_ALL = 180.0
 ACTION = 30.0  # Playwright's default for clicks, fills and expect() in these tests
 
-# ipywidgets 8 in JupyterLab 4: kind -> (CSS class of the widget's outer element, the element in
-# it that a person acts on or reads; None: the outer element itself).
+# ipywidgets' DOM, the same in 7 (widgetsnbextension 3, the classic Notebook) and 8 (JupyterLab 4):
+# kind -> (CSS class of the widget's outer element, the element in it that a person acts on or
+# reads; None: the outer element itself).
 WIDGETS: dict[str, tuple[str, str | None]] = {
     "field": (".widget-inline-hbox", "input, textarea, select"),  # any of the next kinds
     "textarea": (".widget-textarea", "textarea"),
@@ -82,7 +98,138 @@ WIDGETS: dict[str, tuple[str, str | None]] = {
     "box": (".widget-box", None),
     "accordion": (".widget-accordion", None),
 }
-LABELS = ".widget-label, .widget-label-basic"  # where ipywidgets 8 writes a `description`
+LABELS = ".widget-label, .widget-label-basic"  # where ipywidgets writes a `description`
+# An Accordion section's title bar (8, then 7); the section follows it, lm-mod-hidden when folded.
+COLLAPSE_HEADER = ".jupyter-widget-Collapse-header, .p-Collapse-header"
+
+# The classic Notebook's page: Jupyter.notebook when it shows the notebook at `path`.
+_CLASSIC = """
+const J = window.Jupyter;
+const nbOf = (path) => (J && J.notebook && J.notebook.notebook_path === path) ? J.notebook : null;
+"""
+
+# JupyterLab (started with --expose-app-in-browser): the notebook panel of a path, its commands.
+_LAB = """
+const app = window.jupyterapp;
+const panelOf = (path) => {
+  if (!app || !app.shell) return null;
+  for (const w of app.shell.widgets('main')) {
+    if (w.context && w.context.path === path && w.content && w.sessionContext) return w;
+  }
+  return null;
+};
+const command = async (path, name) => {
+  app.shell.activateById(panelOf(path).id);
+  return await app.commands.execute(name);
+};
+"""
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """What the driver does differently in one front end. The JavaScript entries are functions
+    of one argument (the notebook's path, or [path, ...]), evaluated after `prelude`."""
+
+    name: str  # the fixture's name and the test id's suffix
+    title: str  # for messages
+    log: str  # the server's log, in the artifacts folder
+    url: str  # a notebook's page: a format of `path`, `query` (the token) and `workspace`
+    notebook: str  # CSS: the element that holds the cells and their outputs
+    output: str  # CSS: one output of a cell (a stream, a result, a widget view)
+    prelude: str
+    init_script: str | None  # run in the page before its own scripts
+    loaded: str  # truthy once the notebook is loaded and its kernel connected
+    widgets_ready: str | None  # truthy once ipywidgets' front end takes the kernel's widgets
+    after_open: str | None  # run once after loading (e.g. autosave off)
+    idle: str  # truthy when the kernel is idle and no cell runs or waits
+    command: str  # [path, name] -> run a named command/action of the front end
+    run_all: str
+    run_cell: str  # [path, index]; index -1: the last cell
+    errors: str  # [path, index or null] -> ['Name: message', ...]
+    save: str  # resolves once the notebook is written
+    saved: str  # truthy when the notebook has no unsaved changes
+
+
+LAB = FrontEnd(
+    name="lab", title="JupyterLab", log="jupyterlab.log",
+    url="/lab/workspaces/{workspace}/tree/{path}?{query}",
+    notebook=".jp-NotebookPanel .jp-Notebook", output=".jp-OutputArea-output",
+    prelude=_LAB,
+    init_script=None,
+    loaded="(path) => panelOf(path) && panelOf(path).context.isReady",
+    widgets_ready=None,  # the widget manager comes with the notebook panel
+    after_open=None,  # autosave is off in LAB_SETTINGS
+    idle="""(path) => {
+        const w = panelOf(path);
+        const kernel = w && w.sessionContext.session && w.sessionContext.session.kernel;
+        if (!kernel || !w.sessionContext.isReady || kernel.status !== 'idle'
+            || kernel.connectionStatus !== 'connected') return false;
+        return ![...w.node.querySelectorAll('.jp-InputPrompt')]
+          .some((p) => p.textContent.includes('*'));
+    }""",
+    command="async ([path, name]) => await command(path, name)",
+    run_all="async (path) => { await command(path, 'notebook:run-all-cells'); }",
+    run_cell="""async ([path, index]) => {
+        const notebook = panelOf(path).content;
+        notebook.activeCellIndex = index < 0 ? notebook.widgets.length + index : index;
+        notebook.deselectAll();
+        await command(path, 'notebook:run-cell');
+    }""",
+    errors="""([path, index]) => {
+        let cells = panelOf(path).content.widgets;
+        if (index !== null) cells = [cells.at(index)];
+        return cells.filter((cell) => cell.model.type === 'code')
+          .flatMap((cell) => cell.model.outputs.toJSON())
+          .filter((out) => out.output_type === 'error')
+          .map((out) => `${out.ename}: ${out.evalue}`);
+    }""",
+    save="async (path) => { await command(path, 'docmanager:save'); }",
+    saved="(path) => !panelOf(path).context.model.dirty",
+)
+
+CLASSIC = FrontEnd(
+    name="classic", title="the classic Notebook 6", log="notebook6.log",
+    url="/notebooks/{path}?{query}",
+    notebook="#notebook-container", output=".output_subarea",
+    prelude=_CLASSIC,
+    # No "migrate to Notebook 7" bar over the page: notebook 6.5.7 hides it for good once a
+    # person has said so (its --NotebookApp.show_banner=False throws on every page instead).
+    init_script="localStorage.setItem('showNotebookNews', 'false');",
+    loaded="""(path) => {
+        const nb = nbOf(path);
+        return nb && nb._fully_loaded && nb.kernel && nb.kernel.is_connected();
+    }""",
+    # widgetsnbextension registers the comm target of ipywidgets' models on each kernel.
+    widgets_ready="""(path) => {
+        const kernel = nbOf(path).kernel;
+        return !!(kernel.comm_manager && kernel.comm_manager.targets['jupyter.widget']);
+    }""",
+    after_open="(path) => { nbOf(path).set_autosave_interval(0); }",
+    idle="""(path) => {
+        const nb = nbOf(path);
+        if (!nb || !nb.kernel || !nb.kernel.is_connected()) return false;
+        if (!document.querySelector('#kernel_indicator_icon.kernel_idle_icon')) return false;
+        return !nb.get_cells().some((cell) => cell.element[0].classList.contains('running')
+          || (cell.cell_type === 'code' && cell.input_prompt_number === '*'));
+    }""",
+    command="([path, name]) => { J.actions.call(name); }",
+    run_all="(path) => { nbOf(path).execute_all_cells(); }",
+    run_cell="""([path, index]) => {
+        const nb = nbOf(path);
+        nb.execute_cells([index < 0 ? nb.ncells() + index : index]);
+    }""",
+    errors="""([path, index]) => {
+        let cells = nbOf(path).get_cells();
+        if (index !== null) cells = [cells.at(index)];
+        return cells.filter((cell) => cell.cell_type === 'code')
+          .flatMap((cell) => cell.output_area.outputs)
+          .filter((out) => out.output_type === 'error')
+          .map((out) => `${out.ename}: ${out.evalue}`);
+    }""",
+    save="async (path) => { await nbOf(path).save_notebook(); }",
+    saved="(path) => !nbOf(path).dirty",
+)
+FRONT_ENDS = {front.name: front for front in (LAB, CLASSIC)}
 
 # JupyterLab user settings: no news, update checks or extension manager (no network), kernels
 # start without asking, every cell in the page (no windowing), no autosave behind a test's back.
@@ -95,18 +242,6 @@ LAB_SETTINGS = {
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
 }
 
-# In the page (JupyterLab started with --expose-app-in-browser): the notebook panel of a path.
-_PANEL = """
-const app = window.jupyterapp;
-const panelOf = (path) => {
-  if (!app || !app.shell) return null;
-  for (const w of app.shell.widgets('main')) {
-    if (w.context && w.context.path === path && w.content && w.sessionContext) return w;
-  }
-  return null;
-};
-"""
-
 
 def chromium_path() -> str | None:
     """The Chromium to drive: $DREAMFRAME_CHROMIUM, else `chromium` on PATH; None if absent."""
@@ -116,15 +251,46 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-def missing() -> str | None:
-    """Why browser tests cannot run here, or None when they can."""
-    for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab"),
-                            ("jupyterlab_widgets", "ipywidgets>=8")):
-        if importlib.util.find_spec(module) is None:
-            return f"{package} is not installed (pip install -r requirements-dev.txt)"
+def version_of(package: str) -> str | None:
+    """The installed version of a distribution, or None if it is not installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def browser_missing() -> str | None:
+    """Why Playwright cannot drive Chromium here, or None when it can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
     if chromium_path() is None:
         return "Chromium is not installed (apt-get install -y chromium; .ci/run does it)"
     return None
+
+
+def lab_missing() -> str | None:
+    """Why the JupyterLab tests cannot run here, or None when they can."""
+    widgets = version_of("ipywidgets")
+    if widgets is not None and int(widgets.split(".")[0]) < 8:
+        return (f"ipywidgets {widgets} is installed: its front end does not load in JupyterLab 4 "
+                "(the classic Notebook 6 tests run ipywidgets 7)")
+    for module, package in (("jupyterlab", "jupyterlab"), ("jupyterlab_widgets", "ipywidgets>=8")):
+        if importlib.util.find_spec(module) is None:
+            return f"{package} is not installed (pip install -r requirements-dev.txt)"
+    return browser_missing()
+
+
+def classic_missing() -> str | None:
+    """Why the classic Notebook 6 tests cannot run here, or None when they can (whether
+    widgetsnbextension is enabled, the running server says: ClassicNotebookServer.broken)."""
+    notebook = version_of("notebook")
+    if notebook is None or not notebook.startswith("6."):
+        found = f"notebook {notebook} is installed" if notebook else "notebook is not installed"
+        return (f"the classic Notebook 6 is not installed ({found}): pip install notebook==6.5.7 "
+                "widgetsnbextension==3.6.10 ipywidgets==7.7.1, Colab's versions")
+    if version_of("widgetsnbextension") is None:
+        return "widgetsnbextension (ipywidgets' classic-notebook front end) is not installed"
+    return browser_missing()
 
 
 def artifacts_root() -> Path:
@@ -164,8 +330,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class JupyterLabServer:
-    """A JupyterLab server on 127.0.0.1 with a random token, isolated from ~/.jupyter."""
+class JupyterServer:
+    """A Jupyter server on 127.0.0.1 with a random token, isolated from ~/.jupyter, its kernels
+    on this interpreter. A subclass says how to start its front end."""
+
+    front: ClassVar[FrontEnd]
 
     def __init__(self, root: Path, state: Path, log: Path, env: dict[str, str] | None = None):
         self.root, self.state, self.log = root, state, log
@@ -179,6 +348,9 @@ class JupyterLabServer:
         """The server's base URL, without the token."""
         return f"http://127.0.0.1:{self.port}"
 
+    def _configure(self) -> None:
+        """Write the front end's own settings into the state folder."""
+
     def _prepare(self) -> dict[str, str]:
         """Write the kernelspec and settings into the state folder; the environment to run in."""
         kernels = self.state / "path" / "kernels" / "python3"
@@ -189,13 +361,12 @@ class JupyterLabServer:
             "display_name": "Python 3 (ipykernel)", "language": "python",
             "metadata": {"debugger": False},
         }))
-        for name, values in LAB_SETTINGS.items():
-            file = self.state / "settings" / f"{name}.jupyterlab-settings"
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(json.dumps(values))
+        self._configure()
         env = dict(os.environ)
         for variable in ("JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH"):
             env.pop(variable, None)
+        # The environment's own data and config (sys.prefix/share|etc/jupyter: nbextensions,
+        # labextensions, nbconfig) stay in the search paths; the user's do not.
         env.update({
             "JUPYTER_PATH": str(self.state / "path"),  # first in the data path: our kernelspec
             "JUPYTER_DATA_DIR": str(self.state / "data"),  # not ~/.local/share/jupyter
@@ -204,29 +375,16 @@ class JupyterLabServer:
             "JUPYTER_PLATFORM_DIRS": "1",
             "IPYTHONDIR": str(self.state / "ipython"),
             "PYTHONUNBUFFERED": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # ipykernel 6's debugger: no frozen-modules note
             **self.extra_env,
         })
         return env
 
     def command(self) -> list[str]:
         """The command line that starts the server on self.port."""
-        return [
-            sys.executable, "-m", "jupyterlab", "--no-browser",
-            "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.root}",
-            "--ServerApp.terminals_enabled=False",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly",
-            f"--LabApp.user_settings_dir={self.state / 'settings'}",
-            f"--LabApp.workspaces_dir={self.state / 'workspaces'}",
-            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, for its commands
-            "--log-level=WARN",
-            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-        ]
+        raise NotImplementedError
 
-    def start(self, timeout: float = SERVER_START) -> JupyterLabServer:
+    def start(self, timeout: float = SERVER_START) -> JupyterServer:
         """Start the server and wait until /api/status answers (a new port if one was taken)."""
         env = self._prepare()
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -246,14 +404,18 @@ class JupyterLabServer:
                 self.stop()
                 break
         tail = self.log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"JupyterLab did not start (log {self.log}):\n{tail}")
+        raise RuntimeError(f"{self.front.title} did not start (log {self.log}):\n{tail}")
+
+    def _request(self, method: str, path: str, timeout: float) -> bytes:
+        """The body of the answer to `method` on the server's `path`, with the token."""
+        request = urllib.request.Request(f"{self.url}/{path}", method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.read()
 
     def api(self, method: str, path: str, timeout: float = 10) -> Any:
         """Call the server's REST API (/api/<path>) with the token; the answer's JSON."""
-        request = urllib.request.Request(f"{self.url}/api/{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body = answer.read()
+        body = self._request(method, f"api/{path}", timeout)
         return json.loads(body) if body else None
 
     def shutdown_kernels(self, path: str) -> None:
@@ -278,77 +440,157 @@ class JupyterLabServer:
                 return
 
 
-class Notebook:
-    """A notebook open in JupyterLab in its own browser page."""
+class JupyterLabServer(JupyterServer):
+    """JupyterLab 4 (jupyter_server), its settings in the state folder."""
 
-    def __init__(self, lab: Lab, page: Any, path: str):
-        self.lab, self.page, self.path = lab, page, path
-        self.root = page.locator(".jp-NotebookPanel .jp-Notebook")  # the cells and outputs
+    front = LAB
+
+    def _configure(self) -> None:
+        for name, values in LAB_SETTINGS.items():
+            file = self.state / "settings" / f"{name}.jupyterlab-settings"
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(values))
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "jupyterlab", "--no-browser",
+            "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--ServerApp.terminals_enabled=False",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            f"--LabApp.user_settings_dir={self.state / 'settings'}",
+            f"--LabApp.workspaces_dir={self.state / 'workspaces'}",
+            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, for its commands
+            "--log-level=WARN",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        ]
+
+
+class ClassicNotebookServer(JupyterServer):
+    """The classic Notebook 6 (`python -m notebook`, its own tornado server), with the
+    nbextensions its environment enables (widgetsnbextension: ipywidgets 7's front end)."""
+
+    front = CLASSIC
+    WIDGETS_EXTENSION = "jupyter-js-widgets/extension"
+
+    def _configure(self) -> None:
+        # Notebook 6 loads every server extension its environment enables; JupyterLab 4's, when
+        # it is installed beside, fails there (it needs jupyter_server) and fills the log.
+        config = self.state / "config" / "jupyter_notebook_config.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        off = {"NotebookApp": {"nbserver_extensions": {"jupyterlab": False}}}
+        config.write_text(json.dumps(off))
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "notebook", "--no-browser",
+            "--ip=127.0.0.1", f"--port={self.port}", "--NotebookApp.port_retries=0",
+            f"--NotebookApp.token={self.token}",
+            f"--NotebookApp.notebook_dir={self.root}",
+            "--NotebookApp.terminals_enabled=False",
+            "--log-level=WARN",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        ]
+
+    def broken(self) -> str | None:
+        """Why ipywidgets' front end will not load in this server's pages, or None: the
+        merged nbconfig must enable widgetsnbextension and its script must be served."""
+        enabled = (self.api("GET", "config/notebook") or {}).get("load_extensions", {})
+        if not enabled.get(self.WIDGETS_EXTENSION):
+            return (f"widgetsnbextension is not enabled in the classic Notebook ({sys.prefix}: "
+                    "`jupyter nbextension list` does not show jupyter-js-widgets/extension "
+                    "enabled): jupyter nbextension enable --py widgetsnbextension --sys-prefix")
+        try:
+            self._request("GET", f"nbextensions/{self.WIDGETS_EXTENSION}.js", timeout=10)
+        except urllib.error.HTTPError as error:
+            return (f"widgetsnbextension is enabled but its script is not served ({error}): "
+                    "jupyter nbextension install --py widgetsnbextension --sys-prefix")
+        return None
+
+
+class Notebook:
+    """A notebook open in its own browser page, in JupyterLab or the classic Notebook."""
+
+    def __init__(self, jupyter: Jupyter, page: Any, path: str):
+        self.jupyter, self.page, self.path = jupyter, page, path
+        self.front = jupyter.server.front
+        self.root = page.locator(self.front.notebook)  # the cells and outputs
+        self.console: list[str] = []  # the browser's console, as 'type: text' lines
 
     def _js(self, body: str, arg: Any = None) -> Any:
-        """Evaluate `body` (a function of `arg`; `panelOf(path)` is in scope) in the page."""
-        return self.page.evaluate(f"(arg) => {{ {_PANEL} return ({body})(arg); }}", arg)
+        """Evaluate `body` (a function of `arg`; the front end's prelude is in scope) in the
+        page, awaiting it when it is async."""
+        return self.page.evaluate(
+            f"async (arg) => {{ {self.front.prelude} return await ({body})(arg); }}", arg)
 
     def _wait_js(self, condition: str, timeout: float, what: str) -> Any:
         """Wait until `condition` (a function of the notebook's path) is truthy in the page."""
         try:
             handle = self.page.wait_for_function(
-                f"(path) => {{ {_PANEL} return ({condition})(path); }}", arg=self.path,
-                timeout=timeout * 1000, polling=100)
+                f"(path) => {{ {self.front.prelude} return ({condition})(path); }}",
+                arg=self.path, timeout=timeout * 1000, polling=100)
             return handle.json_value()
         except Exception as error:  # mostly Playwright's TimeoutError: say what we waited for
             self.snap(f"gave-up-on-{what}")
             first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise AssertionError(f"waiting {timeout:.0f} s at most for {what} in {self.path}: "
-                                 f"{first}") from error
+            raise AssertionError(f"waiting {timeout:.0f} s at most for {what} in {self.path} "
+                                 f"({self.front.title}): {first}") from error
+
+    def _act(self, body: str, arg: Any, timeout: float, what: str) -> Any:
+        """Run the front end's action `body` on `arg`, `timeout` s at most; its result when a
+        boolean, number or string. Fails, with a screenshot, when it throws or takes longer."""
+        result = self._js(f"""async (arg) => {{
+            const late = new Promise((_, no) => setTimeout(() => no(new Error('timeout')),
+                                                           {timeout * 1000:.0f}));
+            try {{
+              const value = await Promise.race([({body})(arg), late]);
+              return {{value: ['boolean', 'number', 'string'].includes(typeof value) ? value
+                                                                                   : null}};
+            }} catch (e) {{ return {{error: String(e)}}; }}
+        }}""", arg)
+        if "error" in result:
+            self.snap(f"failed-{what}")
+            raise AssertionError(f"{what} on {self.path} ({self.front.title}): {result['error']}")
+        return result.get("value")
 
     def open(self) -> Notebook:
-        """Load the notebook's page in a workspace of its own; wait until its kernel is idle."""
-        self.page.goto(self.lab.server.url + self.url(), wait_until="domcontentloaded",
+        """Load the notebook's page; wait until its kernel (and, in the classic Notebook,
+        ipywidgets' front end) is ready and idle."""
+        self.page.goto(self.jupyter.server.url + self.url(), wait_until="domcontentloaded",
                        timeout=PAGE_LOAD * 1000)
-        self._wait_js("(path) => panelOf(path) && panelOf(path).context.isReady",
-                      PAGE_LOAD, "the notebook to load")
+        self._wait_js(self.front.loaded, PAGE_LOAD, "the notebook to load")
+        if self.front.widgets_ready:
+            self._wait_js(self.front.widgets_ready, PAGE_LOAD, "ipywidgets' front end")
+        if self.front.after_open:
+            self._js(self.front.after_open, self.path)
         self.wait_kernel_idle()
         return self
 
     def url(self) -> str:
-        """The notebook's JupyterLab URL (with the token), in a workspace no other page uses."""
-        workspace = safe_name(f"{self.lab.artifacts.name}-{self.lab.opened}")
-        query = urllib.parse.urlencode({"token": self.lab.server.token})
-        return f"/lab/workspaces/{workspace}/tree/{urllib.parse.quote(self.path)}?{query}"
+        """The notebook's URL (with the token); in JupyterLab, in a workspace no other page
+        uses."""
+        return self.front.url.format(
+            path=urllib.parse.quote(self.path),
+            query=urllib.parse.urlencode({"token": self.jupyter.server.token}),
+            workspace=safe_name(f"{self.jupyter.artifacts.name}-{self.jupyter.opened}"))
 
     def wait_kernel_idle(self, timeout: float = KERNEL_IDLE) -> None:
         """Wait until the kernel is connected and idle and no cell shows [*]."""
-        self._wait_js("""(path) => {
-            const w = panelOf(path);
-            const kernel = w && w.sessionContext.session && w.sessionContext.session.kernel;
-            if (!kernel || !w.sessionContext.isReady || kernel.status !== 'idle'
-                || kernel.connectionStatus !== 'connected') return false;
-            return ![...w.node.querySelectorAll('.jp-InputPrompt')]
-              .some((p) => p.textContent.includes('*'));
-        }""", timeout, "the kernel to be idle")
+        self._wait_js(self.front.idle, timeout, "the kernel to be idle")
 
     def command(self, name: str, timeout: float = ACTION) -> Any:
-        """Run a JupyterLab command (e.g. 'notebook:run-all-cells') on this notebook and wait
-        for it to finish; its result when a boolean, number or string."""
-        result = self._js("""async ([path, name, ms]) => {
-            const w = panelOf(path);
-            app.shell.activateById(w.id);
-            const late = new Promise((_, no) => setTimeout(() => no(new Error('timeout')), ms));
-            try {
-              const value = await Promise.race([app.commands.execute(name), late]);
-              return {value: ['boolean', 'number', 'string'].includes(typeof value) ? value : null};
-            } catch (e) { return {error: String(e)}; }
-        }""", [self.path, name, timeout * 1000])
-        if "error" in result:
-            self.snap(f"failed-{name}")
-            raise AssertionError(f"{name} on {self.path}: {result['error']}")
-        return result.get("value")
+        """Run a command of the front end on this notebook (JupyterLab: e.g.
+        'notebook:run-all-cells', awaited; classic: an action, e.g.
+        'jupyter-notebook:run-all-cells'); its result when a boolean, number or string."""
+        return self._act(self.front.command, [self.path, name], timeout, name)
 
     def run_all(self, timeout: float = RUN_ALL, check: bool = True) -> list[str]:
-        """Run all cells (Run > Run All Cells), wait until they finish; fail on a cell's error
+        """Run all cells (Run All Cells), wait until they finish; fail on a cell's error
         unless `check` is False. The errors, as 'Name: message' lines."""
-        self.command("notebook:run-all-cells", timeout)
+        self._act(self.front.run_all, self.path, timeout, "run all cells")
         self.wait_kernel_idle(timeout)
         errors = self.errors()
         if check and errors:
@@ -359,12 +601,7 @@ class Notebook:
     def run_cell(self, index: int, timeout: float = RUN_ALL, check: bool = True) -> list[str]:
         """Run one cell (counting every cell from 0, markdown too; -1: the last) and wait until
         it finishes; fail on its error unless `check` is False. Its errors."""
-        self._js("""([path, index]) => {
-            const notebook = panelOf(path).content;
-            notebook.activeCellIndex = index < 0 ? notebook.widgets.length + index : index;
-            notebook.deselectAll();
-        }""", [self.path, index])
-        self.command("notebook:run-cell", timeout)
+        self._act(self.front.run_cell, [self.path, index], timeout, f"run cell {index}")
         self.wait_kernel_idle(timeout)
         errors = self.errors(index)
         if check and errors:
@@ -375,23 +612,25 @@ class Notebook:
     def errors(self, index: int | None = None) -> list[str]:
         """The error outputs of the code cells (of cell `index` only, if given; -1: the last),
         as 'Name: message' lines."""
-        return self._js("""([path, index]) => {
-            let cells = panelOf(path).content.widgets;
-            if (index !== null) cells = [cells.at(index)];
-            return cells.filter((cell) => cell.model.type === 'code')
-              .flatMap((cell) => cell.model.outputs.toJSON())
-              .filter((out) => out.output_type === 'error')
-              .map((out) => `${out.ename}: ${out.evalue}`);
-        }""", [self.path, index])
+        return self._js(self.front.errors, [self.path, index])
+
+    def console_errors(self) -> list[str]:
+        """The browser console's errors and the page's uncaught exceptions so far (a widget
+        the front end could not build shows here, not on the page)."""
+        return [line for line in self.console if line.startswith(("error:", "pageerror:"))]
 
     def save(self, timeout: float = ACTION) -> None:
         """Save the notebook (File > Save) and wait until it is written."""
-        self.command("docmanager:save", timeout)
-        self._wait_js("(path) => !panelOf(path).context.model.dirty", timeout, "the save")
+        self._act(self.front.save, self.path, timeout, "save")
+        self._wait_js(self.front.saved, timeout, "the save")
 
     def locator(self, css: str) -> Any:
         """Elements of the notebook (cells and outputs) that match a CSS selector."""
         return self.root.locator(css)
+
+    def outputs(self) -> Any:
+        """The outputs of all cells (streams, results, errors, widget views), in order."""
+        return self.root.locator(self.front.output)
 
     def widget(self, kind: str, *, cls: str | None = None, description: str | None = None,
                index: int = 0) -> Any:
@@ -409,7 +648,7 @@ class Notebook:
 
     def unfold(self, title: str, index: int = 0) -> None:
         """Open the Accordion section titled `title` (if it is closed), so its widgets show."""
-        header = self.root.locator(".jupyter-widget-Collapse-header").filter(
+        header = self.root.locator(COLLAPSE_HEADER).filter(
             has_text=re.compile(rf"^\s*{re.escape(title)}\s*$")).nth(index)
         contents = header.locator("xpath=following-sibling::*[1]")
         if "lm-mod-hidden" in (contents.get_attribute("class") or ""):
@@ -436,8 +675,8 @@ class Notebook:
 
     def snap(self, name: str, target: Any = None) -> Path | None:
         """Save a screenshot of the page (after scrolling `target` into view) as an artifact."""
-        self.lab.shots += 1
-        path = self.lab.artifacts / f"{self.lab.shots:02d}-{safe_name(name)}.png"
+        self.jupyter.shots += 1
+        path = self.jupyter.artifacts / f"{self.jupyter.shots:02d}-{safe_name(name)}.png"
         try:
             if target is not None:
                 target.scroll_into_view_if_needed(timeout=5000)
@@ -447,12 +686,14 @@ class Notebook:
         return path
 
 
-class Lab:
-    """One test's view of the session's JupyterLab and Chromium: its folder and artifacts."""
+class Jupyter:
+    """One test's view of a session's Jupyter server (JupyterLab or the classic Notebook) and
+    Chromium: its folder, its artifacts, the notebooks it opens."""
 
-    def __init__(self, server: JupyterLabServer, browser: Any, folder: Path, artifacts: Path):
+    def __init__(self, server: JupyterServer, browser: Any, folder: Path, artifacts: Path):
         self.server, self.browser = server, browser
         self.folder, self.artifacts = folder, artifacts
+        self.front = server.front
         self.shots = 0
         self.opened = 0
 
@@ -477,10 +718,23 @@ class Lab:
             inject_parameters(target, parameters)
         return target.relative_to(self.server.root).as_posix()
 
-    def wait_for_json(self, path: str | Path, timeout: float = ACTION) -> Any:
-        """The JSON of a file (relative to this test's folder) once it is there and complete."""
+    def wait_for_json(self, path: str | Path, timeout: float = ACTION,
+                      until: Callable[[Any], bool] | None = None) -> Any:
+        """The JSON of a file (relative to this test's folder) once it is there and complete,
+        and, with `until`, once `until(json)` holds (a file written before is not yet it)."""
         file = self.folder / path
-        return wait_until(lambda: read_json(file), timeout, f"{file.name} to be written")
+        seen: list[Any] = [None]
+
+        def probe() -> Any:
+            seen[0] = read_json(file)
+            return seen[0] is not None and (until is None or until(seen[0])) and seen[0]
+
+        try:
+            return wait_until(probe, timeout, f"{file.name} to be written")
+        except AssertionError as error:
+            if until is None or seen[0] is None:
+                raise
+            raise AssertionError(f"{error}; it holds {json.dumps(seen[0])[:500]}") from None
 
     @contextlib.contextmanager
     def notebook(self, path: str | Path, parameters: dict[str, Any] | None = None,
@@ -492,11 +746,12 @@ class Lab:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         context = self.browser.new_context(viewport=VIEWPORT)
         context.set_default_timeout(ACTION * 1000)
+        if self.front.init_script:
+            context.add_init_script(self.front.init_script)
         page = context.new_page()
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         notebook = Notebook(self, page, relative)
+        page.on("console", lambda m: notebook.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: notebook.console.append(f"pageerror: {e}"))
         try:
             yield notebook.open()
         except BaseException:
@@ -504,7 +759,7 @@ class Lab:
             raise
         finally:
             log = self.artifacts / f"console-{self.opened}.log"
-            log.write_text("".join(line + "\n" for line in console))
+            log.write_text("".join(line + "\n" for line in notebook.console))
             with contextlib.suppress(Exception):  # a browser that died has nothing to close
                 context.close()
             self.server.shutdown_kernels(relative)
@@ -527,16 +782,13 @@ def inject_parameters(path: Path, parameters: dict[str, Any]) -> None:
 # --- fixtures (pytest_plugins = ["browser"] in a test file) ------------------------------------
 
 
-@pytest.fixture(scope="session")
-def jupyterlab_server(tmp_path_factory, session_cache) -> Iterator[JupyterLabServer]:
-    """JupyterLab on 127.0.0.1 for the whole session, its kernels on this venv's Python."""
-    reason = missing()
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("lab-root")
+def serve(kind: type[JupyterServer], tmp_path_factory, session_cache) -> Iterator[JupyterServer]:
+    """Start a server of `kind` for the session (its log in the artifacts), stop it after."""
+    name = kind.front.name
+    root = tmp_path_factory.mktemp(f"{name}-root")
     env = {"DREAMFRAME_CACHE": str(session_cache), "HF_HUB_OFFLINE": "1"}
-    server = JupyterLabServer(root, tmp_path_factory.mktemp("lab-state"),
-                              artifacts_root() / "jupyterlab.log", env=env)
+    server = kind(root, tmp_path_factory.mktemp(f"{name}-state"),
+                  artifacts_root() / kind.front.log, env=env)
     server.log.unlink(missing_ok=True)
     server.start()
     try:
@@ -545,12 +797,50 @@ def jupyterlab_server(tmp_path_factory, session_cache) -> Iterator[JupyterLabSer
         server.stop()
 
 
+def unavailable(reason: str, front: str) -> None:
+    """Skip with `reason`; fail instead where $DREAMFRAME_REQUIRE_BROWSER names this front end
+    (`lab`, `classic`, comma-separated), as CI does, so a broken environment cannot pass by
+    skipping."""
+    required = os.environ.get("DREAMFRAME_REQUIRE_BROWSER", "").split(",")
+    if front in required or (front == "chromium" and any(required)):
+        pytest.fail(f"the {front} browser tests must run here ($DREAMFRAME_REQUIRE_BROWSER), "
+                    f"but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def jupyterlab_server(tmp_path_factory, session_cache) -> Iterator[JupyterServer]:
+    """JupyterLab on 127.0.0.1 for the whole session, its kernels on this venv's Python."""
+    reason = lab_missing()
+    if reason:
+        unavailable(reason, "lab")
+    yield from serve(JupyterLabServer, tmp_path_factory, session_cache)
+
+
+@pytest.fixture(scope="session")
+def classic_server(tmp_path_factory, session_cache) -> Iterator[JupyterServer]:
+    """The classic Notebook 6 on 127.0.0.1 for the whole session, its kernels on this venv's
+    Python; skips when widgetsnbextension is not enabled there (it never enables it)."""
+    reason = classic_missing()
+    if reason:
+        unavailable(reason, "classic")
+    servers = serve(ClassicNotebookServer, tmp_path_factory, session_cache)
+    server = next(servers)
+    try:
+        reason = server.broken()
+        if reason:
+            unavailable(reason, "classic")
+        yield server
+    finally:
+        servers.close()  # stops the server
+
+
 @pytest.fixture(scope="session")
 def chromium_browser() -> Iterator[Any]:
     """Debian's Chromium through Playwright, headless, in a fresh empty profile."""
-    reason = missing()
+    reason = browser_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason, "chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -563,15 +853,33 @@ def chromium_browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def lab(jupyterlab_server, chromium_browser, request) -> Lab:
-    """This test's Lab: a fresh folder under the server's root and a fresh artifacts folder."""
+def for_test(server: JupyterServer, browser: Any, request) -> Jupyter:
+    """A test's Jupyter: a fresh folder under the server's root and a fresh artifacts folder."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=ACTION * 1000)
     name = safe_name(request.node.nodeid.removeprefix("tests/").replace(".py::", "-"))
-    folder = jupyterlab_server.root / name
+    folder = server.root / name
     folder.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts_root() / name
     shutil.rmtree(artifacts, ignore_errors=True)
-    return Lab(jupyterlab_server, chromium_browser, folder, artifacts)
+    return Jupyter(server, browser, folder, artifacts)
+
+
+@pytest.fixture
+def lab(jupyterlab_server, chromium_browser, request) -> Jupyter:
+    """This test's JupyterLab 4 (ipywidgets 8)."""
+    return for_test(jupyterlab_server, chromium_browser, request)
+
+
+@pytest.fixture
+def classic(classic_server, chromium_browser, request) -> Jupyter:
+    """This test's classic Notebook 6 (ipywidgets 7, as on Colab)."""
+    return for_test(classic_server, chromium_browser, request)
+
+
+@pytest.fixture(params=list(FRONT_ENDS))
+def jupyter(request) -> Jupyter:
+    """This test's front end, once each: JupyterLab ([lab]) and the classic Notebook
+    ([classic]); each skips, saying why, where this environment cannot run it."""
+    return request.getfixturevalue(request.param)

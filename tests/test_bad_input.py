@@ -279,7 +279,7 @@ def test_first_run_offline_lists_every_missing_model_once(monkeypatch, tmp_path,
     err = capsys.readouterr().err
     assert code == 2
     message = err[err.index("error: "):]
-    assert message.startswith("error: no network connection, and 2 model(s)")
+    assert message.startswith("error: no network connection, and the 2 models")
     assert "offline-vqgan" in message and "model.yaml, model.ckpt" in message
     assert "owner/offline-clip" in message
     assert "mirror" not in err  # no line per dead mirror before the message

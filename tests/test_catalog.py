@@ -1,10 +1,11 @@
 """The model catalogue: complete entries, valid sources and hashes, helpful lookups."""
 
 import re
+import urllib.parse
 
 import pytest
 
-from helpers.catalog import MODELS, Model, ModelFile, Source, get_model, list_models
+from helpers.catalog import HTTP_ONLY, MODELS, Model, ModelFile, Source, get_model, list_models
 
 VQGAN_NAMES = ("vqgan_imagenet_f16_1024", "vqgan_imagenet_f16_16384", "vqgan_gumbel_f8_8192",
                "wikiart_1024", "wikiart_16384", "coco", "faceshq", "sflckr")
@@ -57,6 +58,31 @@ def test_sources_are_well_formed():
                     assert re.fullmatch(r"[A-Za-z0-9_-]{25,}", source.location), source
                 else:
                     assert source.filename and "/" in source.location, source
+
+
+def _url_sources():
+    """(model/file, its sources in order) for every catalogue file."""
+    return [(f"{m.name}/{f.name}", f.sources) for m in MODELS for f in m.files]
+
+
+def test_every_url_is_https_but_for_hosts_listed_with_a_reason():
+    plain = set()
+    for where, sources in _url_sources():
+        for source in (s for s in sources if s.kind == "url"):
+            parts = urllib.parse.urlsplit(source.location)
+            if parts.scheme == "http":
+                assert len(HTTP_ONLY.get(parts.hostname, "").strip()) > 10, \
+                    f"{where}: {source.location} is http but its host has no reason in HTTP_ONLY"
+                plain.add(parts.hostname)
+            else:
+                assert parts.scheme == "https", f"{where}: {source.location}"
+    assert plain == set(HTTP_ONLY), "HTTP_ONLY lists hosts no source uses"
+
+
+def test_plain_http_mirrors_are_tried_last():
+    for where, sources in _url_sources():
+        plain = [s.kind == "url" and s.location.startswith("http://") for s in sources]
+        assert plain == sorted(plain), f"{where}: an http mirror comes before another kind"
 
 
 def test_get_model_suggests_the_close_name_for_a_typo():

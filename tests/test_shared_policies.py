@@ -272,9 +272,23 @@ def test_weights_auto_on_a_gpu_is_fp16(device):
     assert weights_dtype("fp16", device) is torch.float16
 
 
-@pytest.mark.parametrize("library", ["diffusers", "transformers"])
-def test_dtype_kwargs_for_the_installed_versions_is_dtype(library):
-    assert dtype_kwargs(library, torch.float16) == {"dtype": torch.float16}
+@pytest.mark.parametrize(("library", "folder"), [("diffusers", "unet"),
+                                                ("transformers", "text_encoder")])
+def test_dtype_kwargs_load_in_that_dtype_without_a_deprecation(library, folder, tiny_models,
+                                                                 capfd):
+    import warnings
+
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    model_class = {"diffusers": UNet2DConditionModel, "transformers": CLIPTextModel}[library]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = model_class.from_pretrained(tiny_models["test-tiny-sd"] / folder,
+                                            **dtype_kwargs(library, torch.float16))
+    assert next(model.parameters()).dtype == torch.float16
+    said = capfd.readouterr().err + " ".join(str(w.message) for w in caught)
+    assert "torch_dtype" not in said
 
 
 @pytest.mark.parametrize(("library", "version", "key"), [

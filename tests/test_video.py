@@ -94,6 +94,27 @@ def test_frame_count_and_size_read_back(n, tmp_path):
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[1] == pytest.approx(n / 12, abs=0.05)
 
 
+def test_a_one_frame_video_says_1_frame_and_how_to_make_it_last_longer(tmp_path):
+    lines: list[str] = []
+    assemble(write_frames(tmp_path / "f", [128]), VideoSettings(), log=lines.append,
+             progress=False)
+    assert lines[0] == "video: 1 frame of 16x12 -> 1 frame at 12 fps (0.08 s), mp4"
+    hints = [line for line in lines if "hint" in line]
+    assert len(hints) == 1
+    assert "lasts only 0.08 s (1 frame at 12 fps)" in hints[0]
+    assert "make more frames" in hints[0] and "lower fps" in hints[0]
+
+
+@pytest.mark.parametrize(("n", "fps", "hinted"), [(11, 12, True), (12, 12, False),
+                                                  (2, 1, False)])
+def test_only_a_video_under_a_second_gets_the_hint(n, fps, hinted, tmp_path):
+    lines: list[str] = []
+    assemble(write_frames(tmp_path / "f", [128] * n), VideoSettings(fps=fps), log=lines.append,
+             progress=False)
+    assert lines[0].startswith(f"video: {n} frames of 16x12 -> {n} frames at {fps} fps")
+    assert any("hint" in line for line in lines) == hinted
+
+
 @pytest.mark.parametrize("name", ["{}.png", "frame_{}.png", "shot2_{}.jpg"])
 def test_unpadded_names_play_in_natural_order(name, tmp_path):
     greys = [20 * i for i in range(1, 12)]  # frame k is grey 20k
@@ -411,7 +432,8 @@ def test_bad_input_is_one_error_and_writes_nothing(case, tmp_path, capsys, monke
 
 def test_an_ffmpeg_failure_is_a_value_error_with_its_message(tmp_path):
     exe = imageio_ffmpeg.get_ffmpeg_exe()
-    message = r"ffmpeg: failed with status \d+: .*No such file.*missing\.mp4"
+    message = (r"ffmpeg: failed with status \d+: "
+               r".*(No such file.*missing\.mp4|missing\.mp4.*No such file)")
     with pytest.raises(ValueError, match=message) as e:
         run_ffmpeg([exe, "-loglevel", "error", "-i", str(tmp_path / "missing.mp4"),
                     str(tmp_path / "out.mp4")], [b"unused"])

@@ -162,13 +162,14 @@ def single_file_type(path: Path) -> str:
 
 def hub_family(repo: str, cache: str | os.PathLike | None = None) -> str:
     """A Hub repo's family, from its model_index.json (downloaded alone, a few hundred bytes)."""
-    from huggingface_hub import hf_hub_download
+    from helpers.download import DownloadError, fetch_hub_file
 
-    from helpers.download import hub_cache
-
-    try:
-        index = hf_hub_download(repo, "model_index.json", cache_dir=hub_cache(cache))
-    except Exception as e:
+    try:  # one quick attempt: offline, the catalogue's message and the test models
+        index = fetch_hub_file(repo, "model_index.json", cache=cache, kind="diffusion")
+    except DownloadError as e:
+        if e.offline:
+            raise
+        reason = e.failures[0].reason if e.failures else e
         raise ValueError(f"model: cannot read {repo}/model_index.json from the Hugging Face "
-                         f"Hub ({type(e).__name__}); is it a diffusers pipeline repo?") from None
+                         f"Hub ({reason}); is it a diffusers pipeline repo?") from None
     return folder_family(Path(index).parent)

@@ -5,6 +5,12 @@ through `gdown` (`mirrors`). A catalogue file's mirrors are tried in order; each
 one log line, and a file none of them serves is a `DownloadError` that lists them (`errors`,
 `messages`). Test models are built by `helpers.testing` instead of downloaded.
 
+Without a network, the first run fails at once and quietly: before each source, one TCP
+connection to its server with a short timeout (`network`), and before a Hub download one
+request the Hub client does not retry (`hub.ask_hub`); an unreachable server costs no library
+call, no retry and no line on stderr, and the error suggests the offline test models. The Hub
+client's own log lines during a download are kept off stderr (`hub.kept_hub_logs`).
+
 Cache layout (see `cache_dir`):
     <cache>/<model>/model.ckpt, model.yaml, hashes.json   files of catalogue models (`hashes`)
     <cache>/hub/models--owner--repo/...                    the Hugging Face Hub cache
@@ -21,7 +27,13 @@ from pathlib import Path
 from helpers.catalog import CLIP_FILES, CLIP_WEIGHTS, Model, ModelFile, Source, get_model
 from helpers.download.errors import DownloadError
 from helpers.download.hashes import HASHES, cached_problem, forget_other_source
-from helpers.download.hub import fetch_hub_model, hub_snapshot, repo_folder
+from helpers.download.hub import (
+    fetch_hub_model,
+    hub_cached_file,
+    hub_snapshot,
+    prune_empty,
+    repo_folder,
+)
 from helpers.download.messages import offline_message
 from helpers.download.mirrors import RETRIES, TIMEOUT, fetch_file
 from helpers.download.sources import default_name, resolve_user_source
@@ -87,9 +99,13 @@ def fetch(name_or_model: Model | str, cache: str | os.PathLike | None = None,
         return fetch_hub_model(model, hub_cache(cache), progress, log)
     folder = model_dir(model, cache)
     folder.mkdir(parents=True, exist_ok=True)
-    for file in model.files:
-        fetch_file(file, folder, f"{model.name}/{file.name}", model.kind,
-                   progress=progress, log=log, retries=retries)
+    try:
+        for file in model.files:
+            fetch_file(file, folder, f"{model.name}/{file.name}", model.kind,
+                       progress=progress, log=log, retries=retries)
+    except DownloadError:
+        prune_empty(folder)  # partial downloads stay (they resume); an empty folder goes
+        raise
     return folder
 
 
@@ -122,6 +138,13 @@ def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
     return fetch_file(file, folder, file.name, kind, progress=progress, log=log, retries=retries)
 
 
+def fetch_hub_file(repo: str, filename: str, cache: str | os.PathLike | None = None,
+                   kind: str = "diffusion", log: Log = print) -> Path:
+    """One file of a Hub repo (`owner/name`) into the Hub cache of `cache`; without a network,
+    one `DownloadError` at once (not the Hub client's retries), suggesting the test models."""
+    return hub_cached_file(repo, filename, hub_cache(cache), kind, log)
+
+
 def fetch_all(models: list[Model], cache: str | os.PathLike | None = None,
               progress: bool = True, log: Log = print) -> list[Path]:
     """`fetch` each model; without a network, one error that lists every model still missing."""
@@ -142,5 +165,5 @@ def _as_model(model: Model | str) -> Model:
 
 
 __all__ = ["HASHES", "RETRIES", "TIMEOUT", "DownloadError", "Log", "cache_dir", "cache_folder",
-           "fetch", "fetch_all", "fetch_file_from", "hub_cache", "is_cached", "model_dir",
-           "resolve_user_source"]
+           "fetch", "fetch_all", "fetch_file_from", "fetch_hub_file", "hub_cache", "is_cached",
+           "model_dir", "resolve_user_source"]

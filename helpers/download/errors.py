@@ -33,6 +33,10 @@ class BadFile(Exception):
     """A download finished but is not the expected file."""
 
 
+class Unreachable(OSError):
+    """The quick look before a download found no way to the server; the message says why."""
+
+
 _NAMED = (  # exception class name -> reason, for errors whose name says it all
     ("GatedRepoError", "gated repo: accept its terms on huggingface.co and log in with "
      "`hf auth login`"),
@@ -50,6 +54,8 @@ def describe(exc: BaseException, where: str) -> Failure:
     names = {cls.__name__ for e in chain for cls in type(e).__mro__}
     if isinstance(exc, BadFile):
         return Failure(where, str(exc), False)
+    if isinstance(exc, Unreachable):
+        return Failure(where, str(exc), True)
     if "OfflineModeIsEnabled" in names:
         return Failure(where, "offline mode (HF_HUB_OFFLINE is set)", True)
     unreachable = _unreachable(chain, names)

@@ -8,6 +8,14 @@ from helpers.download.errors import Failure
 
 _EXAMPLES = {"vqgan": "--vqgan /path/to/model.ckpt", "clip": "--clip /path/to/clip-folder",
              "diffusion": "--model /path/to/model.safetensors"}
+_TEST_FLAGS = {"vqgan": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
+               "clip": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
+               "diffusion": "--model test-tiny-sd"}
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 frame`, `2 frames`: a count and its noun in the right number (`nouns`: irregular)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def human(size: int | None) -> str:
@@ -27,27 +35,46 @@ def failure_message(label: str, failures: list[Failure], target: Path, kind: str
         head = (f"no network connection: could not reach any mirror of {label}. Check the "
                 "internet connection. Tried")
     else:
-        head = f"could not download {label} from any of its {len(failures)} mirrors"
+        head = f"could not download {label} from {_mirrors(len(failures))}"
     lines = [head + ":"] + [f"  {i}. {f.where}: {f.reason}" for i, f in enumerate(failures, 1)]
     return "\n".join([*lines, advice(kind, target)])
 
 
 def offline_message(missing: list, cache: Path) -> str:
     """No network and models missing from the cache: every one of them, once, and what to do."""
-    lines = [f"no network connection, and {len(missing)} model(s) this run needs are not in "
-             f"the cache ({cache}):"]
+    needs = "the model this run needs is" if len(missing) == 1 else \
+        f"the {len(missing)} models this run needs are"
+    lines = [f"no network connection, and {needs} not in the cache ({cache}):"]
     for model in missing:
         files = ", ".join(f.name for f in model.files) or model.hub_repo
         lines.append(f"  {model.name} ({model.kind}, {human(model.size)}): {files}")
     lines.append("Connect to the internet and run again (the download resumes), or give a local "
                  "path, URL, Google Drive id or Hub id for each model.")
-    return "\n".join(lines)
+    hint = offline_models_hint(*(m.kind for m in missing))
+    return "\n".join(lines + ([hint] if hint else []))
 
 
 def advice(kind: str, target: Path | None) -> str:
-    """How to supply a model yourself; `target`: where a file dropped into the cache goes."""
+    """How to supply a model yourself (`target`: where a file dropped into the cache goes),
+    and how to try Dreamframe without it."""
     example = _EXAMPLES.get(kind, _EXAMPLES["vqgan"])
     where = f"put the file at {target}" if target else "download it into a folder and pass that"
-    return ("You can supply it yourself: give a local path, an http(s) URL, a Google Drive id "
+    text = ("You can supply it yourself: give a local path, an http(s) URL, a Google Drive id "
             f"or a Hugging Face Hub id (owner/repo or owner/repo/file), e.g. {example}; or "
             f"{where}, and run again.")
+    hint = offline_models_hint(kind)
+    return f"{text}\n{hint}" if hint else text
+
+
+def offline_models_hint(*kinds: str) -> str:
+    """How to try Dreamframe offline with the test models of these kinds ("" for none)."""
+    flags = list(dict.fromkeys(_TEST_FLAGS[k] for k in kinds if k in _TEST_FLAGS))
+    if not flags:
+        return ""
+    return ("To try Dreamframe without downloading anything, use the offline test models "
+            f"(random weights: they make noise, not art): {' or '.join(flags)}; in the "
+            "notebooks, test_models = True.")
+
+
+def _mirrors(count: int) -> str:
+    return "its only mirror" if count == 1 else f"any of its {count} mirrors"

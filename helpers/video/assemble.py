@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.download.messages import plural
 from helpers.files import atomic_replace, writable_folder
 from helpers.reporting import Log, progress_bar
 from helpers.runs import FRAMES_FOLDER, MAX_NAME_TRIES, SETTINGS_FILE, TRAJECTORY_FOLDER
@@ -32,6 +33,7 @@ from helpers.video.smooth import blend, video_frame_count
 # minterpolate keeps back the last frames it gets: the last frame goes in twice more, and
 # `-frames:v` cuts the video at floor((n - 1) * F / f) + 1 frames, as for blend.
 MOTION_TAIL = 2
+SHORT_VIDEO = 1.0  # seconds: a shorter video gets a hint on how to make it longer
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,11 @@ def assemble(source: str | Path, settings: VideoSettings, log: Log = print,
     """Make the video of `source` (a run folder or a folder of images); return its path."""
     plan = check_video(source, settings)
     job = plan.job
-    log(f"video: {len(plan.frames)} frames of {plan.size[0]}x{plan.size[1]} -> {job.frames} "
-        f"frames at {job.output_fps} fps ({job.seconds:.2f} s), {job.format}")
+    log(f"video: {plural(len(plan.frames), 'frame')} of {plan.size[0]}x{plan.size[1]} -> "
+        f"{plural(job.frames, 'frame')} at {job.output_fps} fps ({job.seconds:.2f} s), "
+        f"{job.format}")
+    if job.seconds < SHORT_VIDEO:
+        log(short_video_hint(plan))
     passes = 2 if job.format == "gif" else 1
     bar = progress_bar(plan.piped * passes, "video", progress, unit="frame")
     try:
@@ -146,6 +151,14 @@ def assemble(source: str | Path, settings: VideoSettings, log: Log = print,
         bar.close()
     log(f"video: {path}")
     return path
+
+
+def short_video_hint(plan: Plan) -> str:
+    """What makes a video that lasts under a second longer."""
+    return (f"video: hint: the video lasts only {plan.job.seconds:.2f} s "
+            f"({plural(len(plan.frames), 'frame')} at {plan.fps} fps); make more frames (a "
+            "longer run, or a wider start/end/every selection), or lower fps (at 1 fps each "
+            "frame shows for a second)")
 
 
 def _encode(plan: Plan, on_frame: Callable[[], object]) -> Path:
