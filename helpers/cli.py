@@ -333,10 +333,19 @@ def _stdout_closed() -> int:
     return EXIT_PIPE
 
 
+# The commands that load models: the libraries they import are silenced before they load.
+LOADING = ("vqgan-clip", "diffusion", "download")
+
+
 def _handle(args: argparse.Namespace) -> int:
+    """Run the command with the libraries' own chatter (warnings, logs, loading bars) hidden,
+    as in the notebooks; `--quiet` hides our messages and the download bars too; `--debug`
+    shows everything."""
     from helpers.reporting import quiet
 
-    with quiet(getattr(args, "quiet", False)):
+    silent = getattr(args, "quiet", False)
+    with quiet(not getattr(args, "debug", False), downloads=not silent,
+               imports=args.command in LOADING):
         return args.handler(args)
 
 

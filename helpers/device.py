@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers.reporting import Log
+from helpers.reporting import Log, plural
 
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:1, mps"
 
@@ -41,8 +41,8 @@ def _check_present(device: Any, name: str) -> None:
             raise ValueError(f"device: {name!r} needs an NVIDIA GPU with CUDA, and this machine "
                              f"has none; use 'auto' or 'cpu'")
         if (device.index or 0) >= count:
-            raise ValueError(f"device: {name!r} does not exist: this machine has {count} CUDA "
-                             f"GPU(s), cuda:0 to cuda:{count - 1}")
+            raise ValueError(f"device: {name!r} does not exist: this machine has "
+                             f"{plural(count, 'CUDA GPU')}, cuda:0 to cuda:{count - 1}")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device: {name!r} needs Apple's Metal (MPS), which this machine "
                          f"lacks; use 'auto' or 'cpu'")

@@ -140,7 +140,8 @@ class _Builder:
         function, fewest, most = FUNCTIONS[node.func.id]
         if len(node.args) < fewest or (most is not None and len(node.args) > most):
             wanted = f"{fewest}" if fewest == most else f"at least {fewest}"
-            raise ValueError(f"{node.func.id} takes {wanted} argument(s): {quote(part)}")
+            noun = "argument" if wanted == "1" else "arguments"
+            raise ValueError(f"{node.func.id} takes {wanted} {noun}: {quote(part)}")
         args = [self.build(arg) for arg in node.args]
         return lambda t: _apply(function, part, *(arg(t) for arg in args))
 

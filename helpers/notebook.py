@@ -6,6 +6,10 @@ parameters (`parameters_form`, `save_parameters`), 4 runs (`run`), 5 makes the v
 (`video_form`, `make_video`). Forms show what the workspace holds; headless (papermill),
 where widget callbacks never fire, the values of the `parameters` cell reach the same
 functions, so "Run all" works everywhere.
+
+What the actions print: our messages and our progress bar (`quiet=True`: only errors); the
+libraries' chatter (warnings, "Loading weights" bars) never, as the CLI's `--quiet` does it
+(`helpers.reporting.quiet`), but the Hub client's download bars stay while ours do.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers.reporting import Log
+from helpers import reporting
+from helpers.reporting import Log, plural
 from helpers.widgets.models import FIELDS as MODEL_FIELDS
 from helpers.workspace import Workspace, open_workspace
 
@@ -27,6 +32,8 @@ TEST_SETTINGS = {
                   "height": 64, "steps": 4},
 }
 DEFAULT_PROMPT = "a lighthouse in a storm:1 | oil painting:0.5"
+# what `more` adds to, by the setting it changes: an example for the message of a finished run
+MORE_EXAMPLE = {"iterations": 100, "frames": 30, "batch_count": 4}
 
 
 def check_version(written_for: str, log: Log = print) -> str:
@@ -156,24 +163,32 @@ def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
 
     engine = engine_of(ws, engine)
     values = {**(ws.read("model.json") or {}), **_given(given), "engine": engine}
-    if test_models:
-        values.update(TEST_SETTINGS[engine])
+    if test_models:  # every engine's: switching the engine keeps to the tiny models
+        values.update(tiny_models_of(*ENGINES))
     form = ModelForm(values, cache=ws.models)
     display(form.widget)
     return form
 
 
-def save_models(ws: Workspace, form: Any, log: Log = print, progress: bool = True) -> dict:
+def tiny_models_of(*engines: str) -> dict[str, str]:
+    """The model fields of these engines set to the tiny test models."""
+    return {name: value for engine in engines for name, value in TEST_SETTINGS[engine].items()
+            if name in MODEL_FIELDS[engine]}
+
+
+def save_models(ws: Workspace, form: Any, log: Log = print, quiet: bool = False) -> dict:
     """Check the chosen models, download what is missing into the workspace, write
-    model.json; a problem is shown plainly (nothing written)."""
+    model.json; a problem is shown plainly (nothing written). `quiet`: only errors."""
     choice = dict(form) if isinstance(form, dict) else form.values()
+    say = reporting.voice(log, quiet)
     try:
-        download_models(choice, ws, log, progress)
+        with reporting.quiet(downloads=not quiet):
+            download_models(choice, ws, say["log"], say["progress"])
     except (ValueError, OSError, RuntimeError) as e:
         _show_error(e, log)
         return {}
     ws.write("model.json", choice)
-    log(f"model.json saved: {', '.join(f'{k} = {v}' for k, v in choice.items() if v)}")
+    say["log"](f"model.json saved: {', '.join(f'{k} = {v}' for k, v in choice.items() if v)}")
     return choice
 
 
@@ -259,41 +274,100 @@ def save_parameters(ws: Workspace, form: Any) -> bool:
 
 
 def run(ws: Workspace, engine: str = "", test_models: bool = False, resume: str = "",
-        log: Log = print, **given: Any) -> Path | None:
-    """Run the workspace's settings into a new run folder (or continue one: `resume` is a run
-    folder or "latest"), with a progress bar and a preview updated in place."""
+        log: Log = print, *, more: int = 0, quiet: bool = False, **given: Any) -> Path | None:
+    """Run the workspace's settings into a new run folder, or continue one (`resume`: a run
+    folder or "latest"; `more`: iterations, images or frames to add to it), with a progress
+    bar and the picture updated in place. `quiet`: no bar and no messages but errors."""
+    picture, resume = _picture(), (resume or "").strip()
     try:
-        return _run(ws, engine, test_models, resume, log, given)
+        with reporting.quiet(downloads=not quiet):
+            return _run(ws, engine, test_models, (resume, _more(resume, more)), picture,
+                        reporting.voice(log, quiet), given)
     except KeyboardInterrupt as e:  # a RunStopped says what was kept
         message = getattr(e, "message", "stopped")
         log(f"{message}\nTo continue here, set resume = \"latest\" in the parameters cell and "
             "run this notebook again.")
     except (ValueError, OSError, RuntimeError) as e:
         _show_error(e, log)
+    finally:
+        picture.ended()
     return None
 
 
-def _run(ws: Workspace, engine: str, test_models: bool, resume: str, log: Log,
-         given: dict[str, Any]) -> Path:
+def _more(resume: str, more: int | None) -> int:
+    """`more` checked: a whole number, 0 or more, and only with `resume`."""
+    more = more or 0
+    if isinstance(more, bool) or not isinstance(more, int) or more < 0:
+        raise ValueError(f"more: give a whole number, 0 or more (got {more!r})")
+    if more and not resume:
+        raise ValueError('more: it makes a run longer; set resume = "latest" (or a run folder) '
+                         "too")
+    return more
+
+
+def _run(ws: Workspace, engine: str, test_models: bool, resume: tuple[str, int], picture: Any,
+         options: dict[str, Any], given: dict[str, Any]) -> Path:
     from helpers import runs
 
-    preview = _preview()
-    run_dir = _resume_folder(ws, resume) if resume else None
+    folder, more = resume
+    run_dir = _resume_folder(ws, folder) if folder else None
     engine = engine_of(ws, engine if run_dir is None else _resume_engine(run_dir, engine))
     module = _engine_module(engine)
-    options: dict[str, Any] = {"cache": ws.models, "log": log, "progress": True}
-    if engine == "vqgan-clip":
-        options["on_step"] = lambda step, _run_dir: _show_step(preview, step)
-    else:
-        options["on_image"] = lambda _path, image: _show_image(preview, image)
+    options = {**options, "cache": ws.models, **picture.callbacks(engine)}
     if run_dir is not None:
-        return module.generate(resume=run_dir, changes=_given(given), **options)
-    settings = load_settings(ws, engine, test_models, **given)
-    run_dir = module.generate(settings, **options)
+        _continue(module, run_dir, engine, more, options, given)
+    else:
+        run_dir = module.generate(load_settings(ws, engine, test_models, **given), **options)
     last = runs.latest_frame(run_dir)
     if last is not None:
-        _show_image(preview, runs.read_frame(run_dir, int(last.stem)))
+        picture.show(runs.read_frame(run_dir, int(last.stem)))
     return run_dir
+
+
+def _continue(module: Any, run_dir: Path, engine: str, more: int, options: dict[str, Any],
+              given: dict[str, Any]) -> Path:
+    """Continue a run folder, `more` longer; a finished run without `more` is told how to
+    give it."""
+    changes = _given(given)
+    if more:
+        name, count, _unit = run_length(run_dir, engine)
+        changes[name] = count + more
+    try:
+        return module.generate(resume=run_dir, changes=changes, **options)
+    except ValueError as e:  # the engines name the setting a finished run lacks
+        if more:
+            raise
+        name, count, unit = run_length(run_dir, engine)
+        if not str(e).startswith(f"{name}:"):
+            raise
+        raise ValueError(f"resume: the run {run_dir.name} is finished: it has its {count} "
+                         f"{unit}. To make it longer, set more = {MORE_EXAMPLE[name]} in the "
+                         f"parameters cell ({unit} to add) and run this notebook again") from None
+
+
+def run_length(run_dir: Path, engine: str) -> tuple[str, int, str]:
+    """What `more` adds to in a run folder: (the setting, its value now, the unit it counts)."""
+    from helpers import runs
+
+    settings = runs.resumed_settings(run_dir, settings_class(engine), {}, ())
+    if settings.animate:
+        return "frames", _frames(settings, run_dir), "frames"
+    if engine == "vqgan-clip":
+        return "iterations", settings.iterations, "iterations"
+    unit = "images" if settings.batch_size == 1 else f"batches of {settings.batch_size} images"
+    return "batch_count", settings.batch_count, unit
+
+
+def _frames(settings: Any, run_dir: Path) -> int:
+    """An animation's frames: as set, or as a diffusion walk or video makes them."""
+    from helpers import runs
+
+    if settings.kind != "diffusion":
+        return settings.frames
+    from helpers.diffusion.animate import frame_count
+
+    count = frame_count(settings)
+    return count if count is not None else len(runs.list_frames(run_dir))
 
 
 def _engine_module(engine: str) -> Any:
@@ -316,29 +390,15 @@ def _resume_engine(run_dir: Path, engine: str) -> str:
     return runs.read_run_settings(run_dir).get("kind", "") or engine
 
 
-def _preview() -> Any:
+def _picture() -> Any:
+    """A run's picture, shown here: hidden until the first frame."""
     from IPython.display import display
-    from ipywidgets import Image, Layout
 
-    image = Image(format="png", layout=Layout(max_width="512px"))
-    display(image)
-    return image
+    from helpers.widgets.picture import RunPicture
 
-
-def _show_step(preview: Any, step: Any) -> None:
-    """The newest frame of a VQGAN+CLIP run, in place (only at frames: copies cost time)."""
-    from helpers.vqgan_clip.loop import to_pil
-
-    if step.i == 1 or step.i % 10 == 0:
-        _show_image(preview, to_pil(step.image))
-
-
-def _show_image(preview: Any, image: Any) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    preview.value = buffer.getvalue()
+    picture = RunPicture()
+    display(picture.widget)
+    return picture
 
 
 def _show_error(error: Exception, log: Log) -> None:
@@ -359,7 +419,7 @@ def video_form(ws: Workspace, run: str = "", **given: Any) -> Any:
     from helpers.widgets import SettingsForm
 
     folders = ws.run_folders()
-    options = [(f"{p.name} ({len(list_frames(p))} frames)", str(p)) for p in folders]
+    options = [(f"{p.name} ({plural(len(list_frames(p)), 'frame')})", str(p)) for p in folders]
     chosen = str(_resume_folder(ws, run)) if run and run != "latest" else \
         (options[0][1] if options else None)
     picker = Dropdown(options=options, value=chosen, description="run")
@@ -369,8 +429,9 @@ def video_form(ws: Workspace, run: str = "", **given: Any) -> Any:
     return form
 
 
-def make_video(ws: Workspace, form: Any, log: Log = print) -> Path | None:
-    """Assemble the picked run's frames, show the video here, offer it for download on Colab."""
+def make_video(ws: Workspace, form: Any, log: Log = print, quiet: bool = False) -> Path | None:
+    """Assemble the picked run's frames, show the video here, offer it for download on Colab;
+    `quiet`: no bar and no messages but errors."""
     from IPython.display import display
 
     from helpers.video import assemble, offer_download, show_video
@@ -380,7 +441,8 @@ def make_video(ws: Workspace, form: Any, log: Log = print) -> Path | None:
         if not run_dir:
             raise ValueError(f"run: the workspace {ws.root} has no run yet; make one in "
                              "notebook 4")
-        path = assemble(run_dir, form.settings(), log=log)
+        with reporting.quiet(imports=False):  # a video needs neither diffusers nor transformers
+            path = assemble(run_dir, form.settings(), **reporting.voice(log, quiet))
     except (ValueError, OSError, RuntimeError) as e:
         _show_error(e, log)
         return None

@@ -1,8 +1,10 @@
 """What a run tells the user: log lines, the progress bar, and quiet mode for the libraries.
 
 Engines take a `log` callable and a `progress` flag; the CLI and the notebooks decide where the
-lines go. `quiet()` silences our lines' libraries too: transformers' and diffusers' progress
-bars and warnings, the Hub client's bars, and Python warnings.
+lines go. `quiet()` silences the libraries: transformers', diffusers' and accelerate's log
+messages and warnings, their tqdm bars ("Loading weights", "Loading pipeline components"), the
+Hub client's bars, and Python warnings. The CLI's `--quiet` uses it and turns our lines off too;
+the notebooks use it always (keeping the download bars) and turn ours off with `quiet = True`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ def no_log(_message: str) -> None:
     """A log that drops every message."""
 
 
+def voice(log: Log, quiet: bool) -> dict[str, Any]:
+    """An engine's `log` and `progress`: `log` and our bar, or (`quiet`) neither."""
+    return {"log": no_log, "progress": False} if quiet else {"log": log, "progress": True}
+
+
 def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0,
                  unit: str = "it") -> Any:
     """A tqdm bar (the notebook widget in Jupyter, text on stderr elsewhere)."""
@@ -36,18 +43,29 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0,
 
 
 _LIBRARIES = ("transformers", "diffusers", "huggingface_hub", "accelerate", "torch", "kornia")
+_HUB = "huggingface_hub.utils"  # its bars are the downloads' (transformers' switch flips them)
+_BAR_MODULES = ("transformers.utils.logging", "diffusers.utils.logging", _HUB)  # the Hub's last
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 frame`, `2 frames`: a count and its noun in the right number (`nouns`: irregular)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 @contextlib.contextmanager
-def quiet(enabled: bool = True) -> Iterator[None]:
-    """Silence the libraries' progress bars, log messages and warnings inside the block."""
+def quiet(enabled: bool = True, downloads: bool = False, imports: bool = True) -> Iterator[None]:
+    """Silence the libraries' progress bars, log messages and warnings inside the block;
+    `downloads`: the Hub client's download bars stay (a big download needs its bar);
+    `imports=False`: only the libraries imported already (the block uses no others: importing
+    diffusers to silence it takes seconds)."""
     if not enabled:
         yield
         return
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
-        stack.enter_context(_library_bars_off())  # first: it sets up the libraries' loggers
+        # first: importing the toggles sets up the libraries' loggers
+        stack.enter_context(_library_bars_off(downloads, imports))
         for name in _LIBRARIES:
             stack.enter_context(logger_level(name, logging.ERROR))
         yield
@@ -71,21 +89,26 @@ def library_bars(enabled: bool) -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
-def _library_bars_off() -> Iterator[None]:
-    """Turn off the tqdm bars of transformers, diffusers and huggingface_hub, then restore."""
-    toggles = []
-    for module in ("transformers.utils.logging", "diffusers.utils.logging",
-                   "huggingface_hub.utils"):
-        toggles.append(_bar_toggle(module))
-    states = [(t, t[0]()) for t in toggles if t is not None]
-    for (_is_on, _on, off), _was in states:
-        off()
+def _library_bars_off(keep_downloads: bool = False, imports: bool = True) -> Iterator[None]:
+    """Turn off the tqdm bars of transformers, diffusers and huggingface_hub (but the Hub
+    client's download bars with `keep_downloads`; without `imports`, of those imported
+    already), then restore each as it was."""
+    states = {name: (toggle, toggle[0]()) for name in _BAR_MODULES
+              if (imports or name.partition(".")[0] in sys.modules)
+              and (toggle := _bar_toggle(name)) is not None}
+    for toggle, _was in states.values():
+        _switch(toggle, False)
+    if keep_downloads and _HUB in states:
+        _switch(*states[_HUB])
     try:
         yield
     finally:
-        for (_is_on, on, _off), was in states:
-            if was:
-                on()
+        for toggle, was in states.values():  # the Hub's last: transformers' switch flips it too
+            _switch(toggle, was)
+
+
+def _switch(toggle: tuple[Callable, Callable, Callable], on: bool) -> None:
+    (toggle[1] if on else toggle[2])()
 
 
 def _bar_toggle(module_name: str) -> tuple[Callable, Callable, Callable] | None:

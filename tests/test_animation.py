@@ -168,7 +168,7 @@ def test_expression_whitelist_computes_like_python(expression, python):
         ("abc", "unknown name 'abc'"),
         ("sin", "function 'sin' must be called"),
         ("round(t, ndigits=2)", "keyword arguments are not allowed: 'round(t, ndigits=2)'"),
-        ("sin(t, 2)", "sin takes 1 argument(s): 'sin(t, 2)'"),
+        ("sin(t, 2)", "sin takes 1 argument: 'sin(t, 2)'"),
         ("(x for x in [1])", "'(x for x in [1])' is not allowed (generatorexp)"),
         ("(t := 1)", "'t := 1' is not allowed (namedexpr)"),
         ("f'{t}'", "\"f'{t}'\" is not allowed (joinedstr)"),

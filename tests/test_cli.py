@@ -82,3 +82,16 @@ def test_info_prints_infotext_and_settings(tmp_path, capsys):
     assert "desert:50 | snow:25\nSteps: 20, Seed: 5, Size: 64x64" in out
     assert '"kind": "vqgan-clip"' in out
     assert main(["info", str(tmp_path / "missing.png")]) == 2
+
+
+@pytest.mark.slow
+def test_a_run_shows_our_messages_without_the_libraries_chatter_unless_debugging(tiny_models,
+                                                                                 tmp_path):
+    args = ("diffusion", "--prompt", "a lake", "--model", "test-tiny-sd", "--steps", "2",
+            "--size", "64", "64", "--device", "cpu", "--out", str(tmp_path))
+    plain, debug = run_cli(*args), run_cli(*args, "--debug")
+    assert plain.returncode == debug.returncode == 0, plain.stderr + debug.stderr
+    assert "Loading pipeline components" in debug.stderr  # the chatter is there to hide
+    assert "Loading pipeline components" not in plain.stderr
+    assert "Loading weights" not in plain.stderr and "torchvision" not in plain.stderr
+    assert "run folder:" in plain.stderr and "1 image in" in plain.stderr  # ours stays

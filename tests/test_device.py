@@ -77,7 +77,7 @@ def test_cuda_without_a_gpu_is_refused(name, no_gpu):
 def test_cuda_index_beyond_the_gpus_says_which_exist(two_gpus):
     with pytest.raises(ValueError, match=r"^device: 'cuda:5' does not exist") as error:
         pick_device("cuda:5")
-    assert "2 CUDA GPU(s), cuda:0 to cuda:1" in str(error.value)
+    assert "2 CUDA GPUs, cuda:0 to cuda:1" in str(error.value)
 
 
 def test_cuda_index_equal_to_the_count_is_refused(two_gpus):

@@ -205,7 +205,7 @@ def test_interruption_keeps_the_finished_images(folder, tmp_path):
                  on_image=stop_after_first)
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and len(list_frames(runs[0])) == 1
-    assert "1 image(s) saved" in str(stopped.value) and "--resume" in str(stopped.value)
+    assert "1 image saved" in str(stopped.value) and "--resume" in str(stopped.value)
 
 
 def test_previews_every_n_steps_fast_and_full(folder, tmp_path):

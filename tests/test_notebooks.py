@@ -61,6 +61,9 @@ def test_each_notebook_opens_for_an_artist_then_connects_then_takes_parameters(n
     names = {t.id for node in ast.parse(parameters.source).body
              for t in getattr(node, "targets", [])}
     assert {"workspace", "test_models", "engine"} <= names
+    if name in ("2_model_choice", "4_run", "5_video"):  # the ones that load, fetch or encode
+        assert "quiet" in names and "quiet=quiet" in "".join(c.source for c in code_cells(
+            notebook))
     assert all(isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
                for n in ast.parse(parameters.source).body), "plain values only"
 
@@ -100,6 +103,20 @@ def printed(notebook) -> str:
                    if o.get("output_type") == "stream")
 
 
+def shown(notebook) -> str:
+    """Everything the notebook's cells show as text: printed, and the text of displays
+    (progress bars, widgets)."""
+    texts = [o.get("text", "") if o.get("output_type") == "stream" else
+             o.get("data", {}).get("text/plain", "")
+             for c in code_cells(notebook) for o in c.get("outputs", [])]
+    return "".join(t if isinstance(t, str) else "".join(t) for t in texts)
+
+
+# what only the libraries print while they load or write models
+CHATTER = ("Loading pipeline components", "Loading weights", "Writing model shards",
+           "requires torchvision", "[transformers]")
+
+
 def frames_of(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "frames").glob("*.png"))
 
@@ -114,12 +131,16 @@ def test_all_five_notebooks_run_in_order(engine, tiny_models, tmp_path):
     ws = tmp_path / "ws"
     setup = execute("1_setup", ws, engine=engine)
     assert "No GPU" in printed(setup) or "GPU:" in printed(setup)
-    execute("2_model_choice", ws, engine=engine)
+    models = execute("2_model_choice", ws, engine=engine)
     execute("3_parameters", ws, engine=engine, prompt="desert:50 | snow:25")
-    execute("4_run", ws, engine=engine)
+    made = execute("4_run", ws, engine=engine)
     (run_dir,) = (ws / "runs").iterdir()
     frames = frames_of(run_dir)
     assert frames
+    for notebook in (models, made):  # the tiny models are built, then loaded: no chatter
+        assert [chatter for chatter in CHATTER if chatter in shown(notebook)] == []
+    assert "model.json saved" in printed(models) and "run folder:" in printed(made)
+    assert f"{engine}:   0%" in shown(made)  # our bar (a widget: its text as first shown)
     execute("5_video", ws, engine=engine, fps=4)
     video = run_dir / "video.mp4"
     assert imageio_ffmpeg.count_frames_and_secs(str(video))[0] == len(frames)
@@ -132,11 +153,17 @@ def test_all_five_notebooks_run_in_order(engine, tiny_models, tmp_path):
 
 
 @pytest.mark.slow
-def test_notebook_4_alone_on_a_fresh_workspace(tiny_models, tmp_path):
+def test_notebook_4_alone_on_a_fresh_workspace_then_longer_with_more(tiny_models, tmp_path):
     ws = tmp_path / "fresh"
     execute("4_run", ws, engine="diffusion")
     (run_dir,) = (ws / "runs").iterdir()
     assert len(frames_of(run_dir)) == 1
+    finished = printed(execute("4_run", ws, resume="latest"))
+    assert "is finished" in finished and "set more = 4 in the parameters cell" in finished
+    assert len(frames_of(run_dir)) == 1
+    execute("4_run", ws, resume="latest", more=2)
+    assert list((ws / "runs").iterdir()) == [run_dir]
+    assert len(frames_of(run_dir)) == 3
 
 
 @pytest.mark.slow

@@ -284,7 +284,8 @@ def test_a_dead_proxy_is_named(monkeypatch):
 
 def test_one_missing_model_reads_in_the_singular(tmp_path):
     from helpers.catalog import get_model
-    from helpers.download.messages import offline_message, plural
+    from helpers.download.messages import offline_message
+    from helpers.reporting import plural
 
     message = offline_message([get_model("sd-1.5")], tmp_path)
     assert message.startswith("no network connection, and the model this run needs is not in")

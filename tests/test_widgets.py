@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -30,8 +31,9 @@ from helpers.settings import (
     setting,
     settings_from_json,
 )
-from helpers.widgets import SettingsForm, prompt_preview, read_upload, schedule_check
+from helpers.widgets import RunPicture, SettingsForm, prompt_preview, read_upload, schedule_check
 from helpers.widgets.compat import tooltip_of
+from helpers.widgets.controls import MAX_ROWS, MIN_ROWS, ROW_CHARS, text_rows
 from helpers.widgets.preview import BAR_PX, prompt_schedule_preview
 
 CLASSES = (VQGANClipSettings, DiffusionSettings, VideoSettings)
@@ -127,13 +129,15 @@ def test_sections_follow_the_group_order() -> None:
 
 def test_widgets_follow_the_metadata() -> None:
     form = SettingsForm(DiffusionSettings)
-    kinds = {"prompt": w.Text, "prompt_schedule": w.Textarea, "sampler": w.Dropdown,
+    kinds = {"prompt": w.Textarea, "negative_prompt": w.Textarea, "prompt_schedule": w.Textarea,
+             "sampler": w.Dropdown,
              "save_trajectory": w.Checkbox, "steps": w.BoundedIntText, "width": w.IntText,
              "cfg_scale": w.BoundedFloatText, "seed": w.IntText, "sdxl_original_size": w.Text,
              "init_image": w.Text}
     for name, kind in kinds.items():
         assert type(form.field(name)) is kind, name
     assert type(SettingsForm(VQGANClipSettings).field("augments")) is w.SelectMultiple
+    assert type(SettingsForm(VQGANClipSettings).field("prompt")) is w.Textarea
     assert form.field("width").description == "width (px)"
     assert tooltip_of(form.field("steps")).startswith("denoising steps; img2img runs")
     assert "between 1 and 1000 steps" in form.controls["steps"].help.value
@@ -143,11 +147,46 @@ def test_widgets_follow_the_metadata() -> None:
 def test_widgets_carry_css_classes_for_browser_tests() -> None:
     form = SettingsForm(DiffusionSettings)
     assert "dreamframe-cfg-scale" in form.field("cfg_scale")._dom_classes
+    assert "dreamframe-prompt" in form.field("prompt")._dom_classes
+    assert "dreamframe-negative-prompt" in form.field("negative_prompt")._dom_classes
     assert "dreamframe-preview" in form.controls["prompt"].live._dom_classes
     negative = form.controls["negative_prompt"].live
     assert "dreamframe-negative-prompt-preview" in negative._dom_classes
     assert "dreamframe-message" in form.message._dom_classes
     assert "dreamframe-advanced" in accordion_of(form)._dom_classes
+
+
+@pytest.mark.parametrize("name", ["prompt", "negative_prompt"])
+def test_prompt_boxes_grow_with_their_lines_and_length(name) -> None:
+    form = SettingsForm(DiffusionSettings)
+    box = form.field(name)
+    assert box.rows == MIN_ROWS["long"]  # empty: a small box, yet taller than one line
+    pasted = "a castle on a hill, (masterpiece:1.2),\nBREAK\nfog, dusk, oil painting"
+    box.value = pasted  # three lines pasted from the web UI
+    assert box.rows == 3
+    box.value = "word " * 60  # 300 characters on one line wrap over five rows
+    assert box.rows == math.ceil(300 / ROW_CHARS) == 5
+    box.value = "\n".join(["line"] * 40)
+    assert box.rows == MAX_ROWS  # then it scrolls
+    box.value = "short"
+    assert box.rows == MIN_ROWS["long"]
+    assert form.values()[name] == "short"
+
+
+def test_a_long_prompt_from_the_workspace_opens_in_a_box_that_fits_it() -> None:
+    prompt = "a lighthouse in a storm:1 |\noil painting:0.5 |\nmoody, dramatic light:0.3"
+    form = SettingsForm(VQGANClipSettings, {"prompt": prompt})
+    assert form.field("prompt").rows == 3
+    assert form.settings().prompt == prompt  # the line breaks are kept, and parse
+
+
+def test_text_rows_counts_lines_and_wraps_long_ones() -> None:
+    assert text_rows("") == 1
+    assert text_rows("", min_rows=4) == 4
+    assert text_rows("a\nb\nc") == 3
+    assert text_rows("x" * (ROW_CHARS + 1)) == 2
+    assert text_rows("x" * (ROW_CHARS * 3) + "\n\nend") == 5
+    assert text_rows("\n" * 100, max_rows=6) == 6
 
 
 def test_excluded_fields_get_no_widget_and_keep_their_value() -> None:
@@ -517,6 +556,52 @@ def test_thumbnail_follows_the_path_and_shows_errors_beside_it(tmp_path) -> None
     assert "cannot read" in control.note.value and RED in control.note.value
     form.field("init_image").value = "https://example.org/a.png"
     assert "fetched when the run starts" in control.note.value
+
+
+# --- the picture of a run (notebook 4) ----------------------------------------------------------
+
+
+def shown(widget: w.Widget) -> bool:
+    """Whether the browser shows the widget (its layout is not display: none)."""
+    return widget.layout.display != "none"
+
+
+def test_run_picture_is_hidden_until_the_first_frame() -> None:
+    picture = RunPicture()
+    assert bytes(picture.image.value) == b"" and not shown(picture.image)  # no broken icon
+    assert shown(picture.placeholder) and "first frame" in text(picture.placeholder)
+    assert not picture.visible
+    assert picture.widget.children == (picture.placeholder, picture.image)
+
+
+def test_run_picture_shows_each_frame_in_place_of_the_placeholder() -> None:
+    from PIL import Image
+
+    picture = RunPicture()
+    picture.show(Image.new("RGB", (16, 8), (200, 30, 60)))
+    assert shown(picture.image) and not shown(picture.placeholder) and picture.visible
+    assert Image.open(BytesIO(bytes(picture.image.value))).size == (16, 8)
+    picture.show(Image.new("RGB", (4, 4)))
+    assert Image.open(BytesIO(bytes(picture.image.value))).size == (4, 4)
+    picture.ended()
+    assert picture.visible  # a run that ends keeps its last frame
+
+
+def test_a_run_that_ends_without_a_frame_leaves_nothing_shown() -> None:
+    picture = RunPicture()
+    picture.ended()
+    assert not shown(picture.image) and not shown(picture.placeholder)
+    assert not picture.visible
+
+
+def test_run_picture_follows_the_diffusion_images() -> None:
+    from PIL import Image
+
+    picture = RunPicture()
+    (name, callback), = picture.callbacks("diffusion").items()
+    assert name == "on_image"
+    callback(Path("000001.png"), Image.new("RGB", (8, 8)))
+    assert picture.visible and picture.frames == 1
 
 
 # --- light imports --------------------------------------------------------------------------------

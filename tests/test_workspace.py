@@ -116,6 +116,42 @@ def test_settings_take_params_then_models_then_the_test_models(tmp_path):
     assert (tiny.model, tiny.prompt, tiny.steps) == ("test-tiny-sd", "a cat", 9)
 
 
+def shown_form(monkeypatch) -> list:
+    """What the notebook actions display, kept instead of shown."""
+    import IPython.display
+
+    displayed: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs: displayed.extend(objs))
+    return displayed
+
+
+@pytest.mark.parametrize("start", ["vqgan-clip", "diffusion"])
+def test_with_test_models_every_engine_switch_offers_the_tiny_models(tmp_path, monkeypatch,
+                                                                      start):
+    pytest.importorskip("ipywidgets")
+    shown_form(monkeypatch)
+    ws = make(tmp_path)
+    ws.write("model.json", {"engine": "diffusion", "model": "sd-1.5", "vqgan": "wikiart_16384"})
+    form = notebook.model_form(ws, start, test_models=True)
+    tiny = {"vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"},
+            "diffusion": {"model": "test-tiny-sd", "vae": "", "model_config": ""}}
+    for engine in [start, *(e for e in notebook.ENGINES if e != start), start]:
+        form.engine.value = engine  # as the dropdown does
+        assert form.values() == {"engine": engine, **tiny[engine]}
+        shown = [field.value for field in form.box.children]
+        assert shown == list(tiny[engine].values())
+
+
+def test_without_test_models_the_model_choice_comes_from_model_json(tmp_path, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    shown_form(monkeypatch)
+    ws = make(tmp_path)
+    ws.write("model.json", {"engine": "diffusion", "model": "sd-2.1"})
+    form = notebook.model_form(ws, "vqgan-clip")
+    form.engine.value = "diffusion"
+    assert form.values()["model"] == "sd-2.1"
+
+
 def test_an_unknown_model_is_said_plainly_and_nothing_is_written(tmp_path):
     ws = make(tmp_path)
     lines: list[str] = []
@@ -130,6 +166,31 @@ def test_resuming_an_empty_workspace_says_there_is_nothing(tmp_path):
     lines: list[str] = []
     assert notebook.run(make(tmp_path), resume="latest", log=lines.append) is None
     assert lines == [f"error: resume: the workspace {tmp_path} has no run to continue"]
+    notebook.run(make(tmp_path), resume="latest", log=lines.append, quiet=True)
+    assert lines[-1].startswith("error: resume:")  # quiet keeps the errors
+
+
+@pytest.mark.parametrize(("more", "resume", "says"), [
+    (-1, "latest", "more: give a whole number, 0 or more (got -1)"),
+    (2.5, "latest", "more: give a whole number"),
+    (True, "latest", "more: give a whole number"),
+    (10, "", 'more: it makes a run longer; set resume = "latest"')])
+def test_more_is_checked_before_anything_runs(tmp_path, monkeypatch, more, resume, says):
+    pytest.importorskip("ipywidgets")
+    displayed = shown_form(monkeypatch)
+    lines: list[str] = []
+    assert notebook.run(make(tmp_path), resume=resume, more=more, log=lines.append) is None
+    assert len(lines) == 1 and lines[0].startswith(f"error: {says}")
+    (picture,) = displayed
+    assert [c.layout.display for c in picture.children] == ["none", "none"]  # nothing shown
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_quiet_keeps_only_errors_and_turns_our_progress_bar_off():
+    from helpers import reporting
+
+    assert reporting.voice(print, quiet=False) == {"log": print, "progress": True}
+    assert reporting.voice(print, quiet=True) == {"log": reporting.no_log, "progress": False}
 
 
 def test_a_version_other_than_the_notebooks_is_warned_about():

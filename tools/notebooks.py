@@ -67,7 +67,8 @@ This notebook makes the picture (or the animation) you described in notebook 3. 
 shows how far it is, and the preview updates as it goes. Every frame is saved in your workspace.
 
 If it stops (you press stop, or Colab disconnects), nothing is lost: set `resume = "latest"`
-below and run this notebook again to continue where it stopped.""",
+below and run this notebook again to continue where it stopped. To make a finished run longer,
+set `resume = "latest"` and `more` (the iterations, images or frames to add).""",
     "5_video": """# 5 · Make a video
 
 Turn the frames of a run into a video: choose the speed (frames per second), the format,
@@ -81,7 +82,9 @@ PARAMETERS = {
 vqgan = ""            # VQGAN+CLIP: catalogue name, or path / URL / Drive id
 clip = ""             # VQGAN+CLIP: CLIP models, "name:1 | name:0.5"
 model = ""            # diffusion: a catalogue name, Hub id, folder or .safetensors file
-vae = ""              # diffusion: another VAE (empty: the model's own)''',
+vae = ""              # diffusion: another VAE (empty: the model's own)
+quiet = False         # True: no progress bar or messages, only errors (the libraries' own
+                      # warnings and loading bars are always hidden)''',
     "3_parameters": '''\
 upload = False        # True on Colab: Colab's upload button, for images of 1 MB or more
 prompt = ""           # empty: the prompt the workspace holds
@@ -89,7 +92,11 @@ seed = None           # None: the workspace's; -1: a new random seed each run
 width = None          # None: the workspace's
 height = None''',
     "4_run": '''\
-resume = ""           # "latest": continue the newest run; or a run folder''',
+resume = ""           # "latest": continue the newest run; or a run folder
+more = 0              # with resume: make the run longer by this many iterations (VQGAN+CLIP),
+                      # images (diffusion) or frames (animations)
+quiet = False         # True: no progress bar or messages, only errors (the libraries' own
+                      # warnings and loading bars are always hidden)''',
     "5_video": '''\
 run = ""              # empty: the newest run; or a run folder
 fps = None            # None: the form's default (12)
@@ -97,7 +104,9 @@ format = ""           # "mp4", "webm" or "gif"; empty: mp4
 smooth = ""           # "blend" or "motion" up to target_fps; empty: none
 target_fps = None
 pingpong = None       # True: forwards, then backwards
-audio = ""            # a soundtrack file''',
+audio = ""            # a soundtrack file
+quiet = False         # True: no progress bar or messages, only errors (the libraries' own
+                      # warnings and loading bars are always hidden)''',
 }
 
 ACTIONS = {
@@ -107,7 +116,7 @@ ACTIONS = {
         "model=model, vae=vae)",
         "## Download\nThe next cell checks your choice, downloads what is missing (with a "
         "progress bar) and saves it for the other notebooks.",
-        "notebook.save_models(ws, choice);",
+        "notebook.save_models(ws, choice, quiet=quiet);",
     ],
     "3_parameters": [
         "notebook.upload(ws, upload);",
@@ -117,11 +126,11 @@ ACTIONS = {
         "notebook 4.",
         "notebook.save_parameters(ws, form);",
     ],
-    "4_run": ["run_dir = notebook.run(ws, engine, test_models, resume)"],
+    "4_run": ["run_dir = notebook.run(ws, engine, test_models, resume, more=more, quiet=quiet)"],
     "5_video": [
         "form = notebook.video_form(ws, run, fps=fps, format=format, smooth=smooth, "
         "target_fps=target_fps, pingpong=pingpong, audio=audio)",
-        "video = notebook.make_video(ws, form)",
+        "video = notebook.make_video(ws, form, quiet=quiet)",
     ],
 }
 

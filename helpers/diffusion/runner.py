@@ -23,7 +23,7 @@ from helpers.diffusion.infotext import save_image
 from helpers.diffusion.infotext import settings_from_image as settings_from_image  # re-exported
 from helpers.diffusion.loading import Loaded, load_models, memory_options, run_pipeline
 from helpers.diffusion.loop import fast_preview, run
-from helpers.reporting import Log, progress_bar
+from helpers.reporting import Log, plural, progress_bar
 from helpers.settings import DiffusionSettings
 
 OnImage = Callable[[Path, Any], object]  # (saved PNG, PIL image)
@@ -54,7 +54,7 @@ def generate(settings: DiffusionSettings | None = None, *,
     done = {int(p.stem) for p in runs.list_frames(run_dir)}
     log(f"run folder: {run_dir}")
     saved = _loop(checked, loaded, run_dir, done, progress, on_image, on_preview, log)
-    log(f"{saved} image(s) in {run_dir}")
+    log(f"{plural(saved, 'image')} in {run_dir}")
     return run_dir
 
 
@@ -83,8 +83,9 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
                 if on_image:
                     on_image(path, item.image)
     except KeyboardInterrupt:
-        raise runs.RunStopped(run_dir, f"stopped: {saved} image(s) saved in {run_dir}; continue "
-                              f"with python -m helpers diffusion --resume {run_dir}") from None
+        raise runs.RunStopped(run_dir, f"stopped: {plural(saved, 'image')} saved in {run_dir}; "
+                              f"continue with python -m helpers diffusion --resume {run_dir}"
+                              ) from None
     finally:
         bar.close()
     return saved
@@ -146,6 +147,6 @@ def resume_settings(run_dir: Path, changes: dict[str, Any]) -> DiffusionSettings
         total *= settings.batch_size
     if total is not None and len(runs.list_frames(run_dir)) >= total:
         what = "frames" if settings.animate else "batch_count"
-        raise ValueError(f"{what}: the run already has its {total} image(s); give a larger "
+        raise ValueError(f"{what}: the run already has its {plural(total, 'image')}; give a larger "
                          f"{what.replace('_', ' ')} to make more")
     return settings

@@ -13,11 +13,6 @@ _TEST_FLAGS = {"vqgan": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
                "diffusion": "--model test-tiny-sd"}
 
 
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """`1 frame`, `2 frames`: a count and its noun in the right number (`nouns`: irregular)."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
-
-
 def human(size: int | None) -> str:
     """A byte count as the log shows it."""
     if size is None:

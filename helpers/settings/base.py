@@ -99,7 +99,7 @@ class RunSettings(Settings):
     kind: ClassVar[str] = "run"
 
     prompt: str = setting("", 'weighted prompts, "desert:50 | snow:25" (negative weight: '
-                          "push away)", metavar="TEXT", group="prompt")
+                          "push away)", metavar="TEXT", text="long", group="prompt")
     width: int = setting(512, "image width; rounded down to the model's multiple", min=8,
                          max=MAX_SIDE, unit="px", metavar="W", group="image")
     height: int = setting(512, "image height", min=8, max=MAX_SIDE, unit="px", metavar="H",

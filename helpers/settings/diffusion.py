@@ -27,7 +27,7 @@ class DiffusionSettings(RunSettings):
 
     negative_prompt: str = setting("", 'what to steer away from; weighted pieces too ("blurry | '
                                    'text:0.5")', metavar="TEXT", flags=("--negative",),
-                                   group="prompt")
+                                   text="long", group="prompt")
     model: str = setting("sd-1.5", "catalogue name, Hub id, diffusers folder, or .safetensors / "
                          ".ckpt file", metavar="NAME|PATH", group="model")
     model_config: str = setting("", "single-file models: a diffusers folder or Hub id with its "

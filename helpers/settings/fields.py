@@ -29,7 +29,7 @@ class Meta:
     advanced: bool = False  # folded away in the forms
     flags: tuple[str, ...] = ()  # extra CLI spellings ("--negative" for negative_prompt)
     metavar: str | None = None  # the CLI's placeholder for the value
-    text: str = "line"  # str fields: "line", "lines" (multi-line) or "path"
+    text: str = "line"  # str fields: "line", "lines" (multi-line), "long" (a prompt) or "path"
     casefold: bool = False  # choices match whatever the case; the stored value is the canonical
     nargs: int | None = None  # tuple fields with a fixed number of values on the CLI
     group: str = ""  # the form section it belongs to

@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.download.messages import plural
 from helpers.files import atomic_replace, writable_folder
-from helpers.reporting import Log, progress_bar
+from helpers.reporting import Log, plural, progress_bar
 from helpers.runs import FRAMES_FOLDER, MAX_NAME_TRIES, SETTINGS_FILE, TRAJECTORY_FOLDER
 from helpers.settings.video import VideoSettings
 from helpers.video import frames as fr

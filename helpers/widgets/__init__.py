@@ -3,7 +3,8 @@
 `SettingsForm(cls, values, exclude=..., uploads=...)` is the form of a settings class: basic
 fields shown by section, advanced ones folded, live previews of prompts and schedules, uploads
 with thumbnails, size presets, a random-seed button, loading from runs and images; it works on
-ipywidgets 7.7 (Google Colab's) and 8 with core widgets only. `prompt_preview` and
+ipywidgets 7.7 (Google Colab's) and 8 with core widgets only. `RunPicture` is a run's picture
+in notebook 4 (hidden until its first frame). `prompt_preview` and
 `schedule_check` are the live checks as HTML; `read_upload` reads a FileUpload on 7 and 8.
 
 Names load lazily: `from helpers.widgets import prompt_preview` does not import ipywidgets, and
@@ -16,6 +17,7 @@ from helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "SettingsForm": "form",
+    "RunPicture": "picture",
     "prompt_preview": "preview",
     "prompt_schedule_preview": "preview",
     "schedule_check": "preview",

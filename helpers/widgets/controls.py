@@ -3,7 +3,8 @@
 The widget is chosen from the field's annotation and metadata, as `helpers.cli` chooses a
 flag's type: choices -> Dropdown (SelectMultiple for a tuple), bool -> Checkbox, numbers ->
 IntText / FloatText (bounded when the range is small), the seed -> IntText with -1 = random
-and a "random" button, text -> Text or Textarea, a tuple of numbers -> Text "W H".
+and a "random" button, text -> Text, or a Textarea that grows with its text (prompts, schedules),
+a tuple of numbers -> Text "W H".
 `get()` reads the widget as the settings value; `set()` shows a settings value; both raise
 `ValueError` naming the field for what they cannot take.
 """
@@ -25,6 +26,9 @@ from helpers.widgets.preview import HINT_COLOR
 LABEL_WIDTH = "160px"
 STYLE = {"description_width": LABEL_WIDTH}
 MAX_BOUNDED_RANGE = 1024  # wider ranges get a plain box: a bounded one clamps typing silently
+MIN_ROWS = {"long": 2, "lines": 4}  # the Textarea kinds of text fields, and their smallest size
+MAX_ROWS = 16  # a Textarea grows with its text up to this many rows, then scrolls
+ROW_CHARS = 72  # characters in a row of a wide() box (~520 px of text beside the label)
 
 
 def css_class(name: str, part: str = "") -> str:
@@ -98,19 +102,35 @@ class Control:
 
 
 class TextControl(Control):
-    """Text, or a Textarea for `text="lines"` fields."""
+    """Text, or for `text="lines"` and `text="long"` fields a Textarea that grows with its
+    text (`rows` follows the lines, long ones counted as wrapped, up to MAX_ROWS)."""
 
     def __init__(self, name: str, meta: Meta, placeholder: str = ""):
-        kind = w.Textarea if meta.text == "lines" else w.Text
-        options = {"rows": 4} if meta.text == "lines" else {}
+        self.min_rows = MIN_ROWS.get(meta.text, 0)
+        kind = w.Textarea if self.min_rows else w.Text
+        options = {"rows": self.min_rows} if self.min_rows else {}
         widget = kind(description=label(name, meta), placeholder=placeholder,
                       continuous_update=True, style=STYLE, layout=wide(), **options)
         super().__init__(name, meta, widget)
+        if self.min_rows:
+            self.observe(lambda change: self._fit(change["new"]))
 
     def set(self, value: Any) -> None:
         if not isinstance(value, str):
             self.fail(value, "expected text")
         self.widget.value = value
+
+    def _fit(self, text: str) -> None:
+        rows = text_rows(text, self.min_rows)
+        if rows != self.widget.rows:  # only a real change goes to the browser
+            self.widget.rows = rows
+
+
+def text_rows(text: str, min_rows: int = 1, max_rows: int = 0) -> int:
+    """The rows a Textarea needs to show `text` whole: each line, a long one wrapped at
+    ROW_CHARS; between `min_rows` and `max_rows` (MAX_ROWS; past it the box scrolls)."""
+    needed = sum(max(1, math.ceil(len(line) / ROW_CHARS)) for line in text.split("\n"))
+    return max(min_rows, min(needed, max_rows or MAX_ROWS))
 
 
 class ChoiceControl(Control):
