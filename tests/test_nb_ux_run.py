@@ -122,12 +122,10 @@ def fresh_process(mode: str, workspace: Path, cache: Path) -> str:
 def test_notebook_runs_show_our_messages_and_bar_and_no_library_chatter(tiny_models,
                                                                           session_cache,
                                                                           tmp_path):
-    import importlib.util
 
     alone = fresh_process("engine", tmp_path / "alone", session_cache)
-    assert "Loading pipeline components" in alone and "Loading weights" in alone  # the control
-    if importlib.util.find_spec("torchvision") is None:
-        assert "requires torchvision" in alone
+    # the control: these library versions do chatter (which lines depends on the versions)
+    assert [chatter for chatter in CHATTER if chatter in alone], alone
     shown = fresh_process("notebook", tmp_path / "notebook", session_cache)
     assert [chatter for chatter in CHATTER if chatter in shown] == []
     assert shown.count("run folder:") == 2 and "1 image in" in shown  # our messages
