@@ -88,7 +88,7 @@ def test_hub_answering_503_is_asked_once(tmp_path, httpserver):
     assert max(Counter(paths).values()) == 1, paths  # nothing asked twice: no retry
 
 
-def test_hub_file_answering_503_is_asked_once(tmp_path, httpserver, monkeypatch):
+def test_hub_file_answering_503_is_asked_once(tmp_path, httpserver, monkeypatch, request):
     httpserver.expect_request(re.compile(".*")).respond_with_data("down", status=503)
     endpoint = httpserver.url_for("/")[:-1]  # as HF_ENDPOINT would set it at import
     template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
@@ -96,6 +96,11 @@ def test_hub_file_answering_503_is_asked_once(tmp_path, httpserver, monkeypatch)
         monkeypatch.setattr(module, "ENDPOINT", endpoint, raising=False)
         monkeypatch.setattr(module, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # huggingface_hub < 1.0 keeps the requests session it made while HF_HUB_OFFLINE was set,
+    # which refuses every request: a new one, and another after the test
+    reset = getattr(huggingface_hub.utils, "reset_sessions", lambda: None)
+    reset()
+    request.addfinalizer(reset)
     lines: list[str] = []
     with pytest.raises(DownloadError) as info:
         fetch_file_from("owner/mirror/vqgan/model.ckpt", tmp_path / "files", cache=tmp_path,
