@@ -76,6 +76,11 @@ smoothing between frames, ping-pong (forwards then backwards), and a soundtrack 
 The newest run is picked for you. The video plays here and is saved beside the frames.""",
 }
 
+# the `quiet` line of the notebooks that load, fetch or encode
+QUIET = '''\
+quiet = False         # True: no progress bar or messages, only errors (the libraries' own
+                      # warnings and loading bars are always hidden)'''
+
 PARAMETERS = {
     "1_setup": "",
     "2_model_choice": '''\
@@ -83,8 +88,7 @@ vqgan = ""            # VQGAN+CLIP: catalogue name, or path / URL / Drive id
 clip = ""             # VQGAN+CLIP: CLIP models, "name:1 | name:0.5"
 model = ""            # diffusion: a catalogue name, Hub id, folder or .safetensors file
 vae = ""              # diffusion: another VAE (empty: the model's own)
-quiet = False         # True: no progress bar or messages, only errors (the libraries' own
-                      # warnings and loading bars are always hidden)''',
+''' + QUIET,
     "3_parameters": '''\
 upload = False        # True on Colab: Colab's upload button, for images of 1 MB or more
 prompt = ""           # empty: the prompt the workspace holds
@@ -95,8 +99,7 @@ height = None''',
 resume = ""           # "latest": continue the newest run; or a run folder
 more = 0              # with resume: make the run longer by this many iterations (VQGAN+CLIP),
                       # images (diffusion) or frames (animations)
-quiet = False         # True: no progress bar or messages, only errors (the libraries' own
-                      # warnings and loading bars are always hidden)''',
+''' + QUIET,
     "5_video": '''\
 run = ""              # empty: the newest run; or a run folder
 fps = None            # None: the form's default (12)
@@ -105,8 +108,7 @@ smooth = ""           # "blend" or "motion" up to target_fps; empty: none
 target_fps = None
 pingpong = None       # True: forwards, then backwards
 audio = ""            # a soundtrack file
-quiet = False         # True: no progress bar or messages, only errors (the libraries' own
-                      # warnings and loading bars are always hidden)''',
+''' + QUIET,
 }
 
 ACTIONS = {
