@@ -199,10 +199,20 @@ CLASSIC = FrontEnd(
         const nb = nbOf(path);
         return nb && nb._fully_loaded && nb.kernel && nb.kernel.is_connected();
     }""",
-    # widgetsnbextension registers the comm target of ipywidgets' models on each kernel.
+    # widgetsnbextension registers the comm target of ipywidgets' models on each kernel, then asks
+    # the kernel for its widgets; once that answer is in, it re-renders every output that shows a
+    # widget, and a view shown before (a cell run meanwhile) is removed for good. So the driver
+    # waits for the answer to a request of its own, sent after the manager's (the kernel answers
+    # in order; ClassicNotebookServer's kernels import ipywidgets at start, so the manager's
+    # request is the one-message "jupyter.widget.control" comm and not a slower fallback).
     widgets_ready="""(path) => {
         const kernel = nbOf(path).kernel;
-        return !!(kernel.comm_manager && kernel.comm_manager.targets['jupyter.widget']);
+        if (!(kernel.comm_manager && kernel.comm_manager.targets['jupyter.widget'])) return false;
+        if (kernel.dreamframeAnswered === undefined) {
+          kernel.dreamframeAnswered = false;
+          kernel.comm_info('jupyter.widget', () => { kernel.dreamframeAnswered = true; });
+        }
+        return kernel.dreamframeAnswered;
     }""",
     after_open="(path) => { nbOf(path).set_autosave_interval(0); }",
     idle="""(path) => {
@@ -483,6 +493,12 @@ class ClassicNotebookServer(JupyterServer):
         config.parent.mkdir(parents=True, exist_ok=True)
         off = {"NotebookApp": {"nbserver_extensions": {"jupyterlab": False}}}
         config.write_text(json.dumps(off))
+        # ipywidgets registers its "jupyter.widget.control" comm target when imported: imported at
+        # the kernel's start, the widget manager gets the kernel's widgets in one message, before
+        # any cell runs (see CLASSIC.widgets_ready).
+        startup = self.state / "ipython" / "profile_default" / "startup" / "00-ipywidgets.py"
+        startup.parent.mkdir(parents=True, exist_ok=True)
+        startup.write_text("import ipywidgets  # noqa: F401\n")
 
     def command(self) -> list[str]:
         return [
