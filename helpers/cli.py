@@ -148,7 +148,7 @@ def cmd_diffusion(args: argparse.Namespace) -> int:
     if args.from_image:
         if args.resume:
             raise ValueError("from_image: cannot be combined with --resume")
-        settings = settings_from_image(args.from_image, **given_settings(args, cls))
+        settings = settings_from_image(args.from_image, log=_log(args), **given_settings(args, cls))
         return _generate(args, cls, generate, settings)
     return _generate(args, cls, generate)
 

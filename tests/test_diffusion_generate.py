@@ -139,8 +139,8 @@ def test_infotext_has_the_web_ui_fields_and_round_trips_through_from_image(folde
                   "Seed: 43", "Size: 64x64", "Model hash: ", f"Model: {folder.name}",
                   "Clip skip: 2"):
         assert field in lines[2]
-    again = settings_from_image(second)
-    assert again == image_settings(s, 43) and again.seed == 43 and again.batch_size == 1
+    again = settings_from_image(second, model=str(folder), out=s.out)  # a picture names no
+    assert again == image_settings(s, 43) and again.seed == 43 and again.batch_size == 1  # path
     rerun = generate(again.replace(out=str(tmp_path / "again")), log=quiet)
     assert np.abs(first_frame(rerun) - pixels(second)).max() <= 1
 

@@ -3,8 +3,9 @@
 Writing (`infotext_params`, `save_image`) follows the web UI 1.9+: `Sampler` holds the base name
 and `Schedule type` the schedule the sampler ran; the hires keys appear only when hires is on;
 LoRA and textual-inversion hashes as its Lora and TI hashes. Reading (`settings_from_image`)
-takes our own settings where the image holds them, else its infotext: `USED_KEYS` lists every
-key we read, and the others are reported in one line, never dropped in silence.
+takes our own settings where the image holds them (only what makes the picture:
+`helpers.settings.picture`), else its infotext: `USED_KEYS` lists every key we read, and the
+others are reported in one line, never dropped in silence.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from helpers import runs
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
+from helpers.settings.picture import picture_values
 
 if TYPE_CHECKING:
     from helpers.diffusion.loading import Loaded
@@ -121,7 +123,9 @@ def settings_from_image(png: str | os.PathLike, *, log: Log = print,
         if stored.get("kind") != DiffusionSettings.kind:
             raise ValueError(f"from_image: {png} was made by a {stored.get('kind')!r} run, "
                              "not a diffusion run")
-        return DiffusionSettings.from_dict(stored).replace(**overrides)
+        taken = picture_values(DiffusionSettings, stored, Path(png).name, given=overrides,
+                               log=log)
+        return DiffusionSettings.from_dict({**taken, **overrides})
     if infotext is None:
         raise ValueError(f"from_image: {png} holds no generation settings")
     info = parse_infotext(infotext)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.settings.fields import decode
+from helpers.settings.picture import picture_fields, picture_values
 
 # infotext key -> settings field, tried for kinds whose images `settings_from_image` cannot read
 INFOTEXT_FIELDS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "Seed": "seed",
@@ -73,7 +74,7 @@ def _from_image(cls: type, path: Path, current: dict[str, Any]) -> tuple[dict, s
     except (ValueError, OSError) as e:
         raise ValueError(f"load: {e}") from None
     if stored is not None and stored.get("kind") == cls.kind:
-        return _validated(cls, stored, path), f"filled from the image {path}"
+        return _stored_values(cls, stored, path, current)
     if infotext is None:
         raise ValueError(f"load: {path} holds no generation settings")
     values = _infotext_values(cls, infotext, path)
@@ -86,10 +87,25 @@ def _from_image(cls: type, path: Path, current: dict[str, Any]) -> tuple[dict, s
     return values, f"filled {', '.join(values)} from the infotext of {path}"
 
 
+def _stored_values(cls: type, stored: dict[str, Any], path: Path,
+                   current: dict[str, Any]) -> tuple[dict, str]:
+    """The values a picture's stored settings may set (`helpers.settings.picture`), checked
+    together with the form's other values, which stay."""
+    notes = [f"filled from the image {path}"]
+    try:
+        taken = picture_values(cls, stored, path.name,
+                               log=lambda m: notes.append(m.removeprefix("from_image: ")))
+    except ValueError as e:
+        raise ValueError(f"load: {e}") from None
+    checked = _validated(cls, {**current, **taken}, path)
+    return {k: checked[k] for k in taken if k != "kind"}, "; ".join(notes)
+
+
 def _diffusion_image(path: Path, current: dict[str, Any]) -> tuple[dict, str]:
     """The settings of a diffusion image; a model the catalogue lacks leaves the form's own
     model in place, and what the infotext holds that we do not use is said in the note."""
     from helpers.diffusion.infotext import settings_from_image
+    from helpers.settings import DiffusionSettings
 
     notes = [f"filled from the image {path}"]
 
@@ -107,7 +123,8 @@ def _diffusion_image(path: Path, current: dict[str, Any]) -> tuple[dict, str]:
             settings = settings_from_image(path, log=note, model=current["model"])
     except (ValueError, OSError) as e:
         raise ValueError(f"load: {str(e).removeprefix('from_image: ')}") from None
-    return settings.to_dict(), "; ".join(notes)
+    allowed = picture_fields(DiffusionSettings)  # the form keeps its machine and paths
+    return {k: v for k, v in settings.to_dict().items() if k in allowed}, "; ".join(notes)
 
 
 def _infotext_values(cls: type, infotext: str, path: Path) -> dict[str, Any]:
