@@ -42,6 +42,7 @@ twice in one key); pieces of weight exactly 0 are dropped, at keys too. Pure Pyt
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import itertools
 import math
@@ -126,9 +127,18 @@ class Schedule:
 
 
 def parse_schedule(text: str, name: str = "schedule", interpolation: str = "linear") -> Schedule:
-    """Parse `"0:(1.0), 30:(1.05)"`, a bare number or an expression in t into a Schedule."""
+    """Parse `"0:(1.0), 30:(1.05)"`, a bare number or an expression in t into a Schedule.
+
+    Linear in the length of `text`, and parsed once per distinct text (settings are checked
+    again on every copy); a Schedule is immutable, so the copies share it.
+    """
     if not isinstance(text, str):
         raise TypeError(f"{name}: schedule must be a string, not {type(text).__name__}")
+    return _parse_schedule(text, name, interpolation)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_schedule(text: str, name: str, interpolation: str) -> Schedule:
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"{name}: interpolation {interpolation!r} must be 'linear' or 'cubic'")
     try:
@@ -231,12 +241,22 @@ def _value_end(text: str, key_start: int, start: int) -> int:
 def _missing_comma(text: str, key_start: int, colon: int) -> None:
     """Raise for a ':' inside a value: the next key's ',' is missing (or the ':' is stray)."""
     before = text[key_start:colon]
-    key = re.search(r"[^\s(),]+\s*$", before)
-    if not key or not before[: key.start()].strip():
+    key = _last_word(before)
+    if key is None or not before[:key].strip():
         raise ValueError(f"unexpected ':' after {quote(before.strip())}")
-    rest = text[key_start + key.start() :].split(",")[0].strip()
-    first = quote(before[: key.start()].strip())
+    rest = text[key_start + key :].split(",")[0].strip()
+    first = quote(before[:key].strip())
     raise ValueError(f"missing ',' between {first} and {quote(rest)}")
+
+
+def _last_word(text: str) -> int | None:
+    """Where the last run of characters other than whitespace and `(),` starts, if it ends the
+    text but for whitespace (a scan back: a regex searched with `$` backtracks quadratically)."""
+    end = len(text.rstrip())
+    start = end
+    while start > 0 and text[start - 1] not in "()," and not text[start - 1].isspace():
+        start -= 1
+    return start if start < end else None
 
 
 def _keyframe(frame: int, value: str, written: str) -> Keyframe:
@@ -300,6 +320,35 @@ def _blend(earlier: tuple[Prompt, ...], later: tuple[Prompt, ...], u: float) -> 
 def _by_piece(prompts: tuple[Prompt, ...]) -> dict[tuple[str, int], Prompt]:
     """Key each prompt by its text and how many times that text came before it in the key."""
     keyed: dict[tuple[str, int], Prompt] = {}
+    seen: collections.Counter[str] = collections.Counter()
     for prompt in prompts:
-        keyed[prompt.text, sum(text == prompt.text for text, _ in keyed)] = prompt
+        keyed[prompt.text, seen[prompt.text]] = prompt
+        seen[prompt.text] += 1
     return keyed
+
+
+# --- the values a schedule may take, over every frame of a run ---------------------------------
+
+# name: (lowest, highest, whether the lowest itself is refused); a value outside at any frame
+# is an error before the run starts, never after frames are written.
+LIMITS: dict[str, tuple[float, float, bool]] = {
+    "zoom": (0.01, 100.0, False),  # a 100x zoom in one frame already shows one pixel
+    "angle": (-360.0, 360.0, False),  # degrees per frame
+    "translation_x": (-4096.0, 4096.0, False),  # pixels per frame: the largest image's side
+    "translation_y": (-4096.0, 4096.0, False),
+    "noise_schedule": (0.0, 1.0, False),
+    "strength_schedule": (0.0, 1.0, True),  # img2img strength: 0 would change nothing
+}
+
+
+def check_schedule_values(text: str, name: str, frames: int) -> None:
+    """Evaluate the schedule `text` at every frame 0..frames-1 and check it against its
+    `LIMITS`; a `ValueError` names the frame and the value."""
+    low, high, open_low = LIMITS[name]
+    schedule = parse_schedule(text, name)
+    for frame in range(frames):
+        value = schedule.at(frame)
+        if not (math.isfinite(value) and low <= value <= high) or (open_low and value == low):
+            bracket = "(" if open_low else "["
+            raise ValueError(f"{name}: {value:g} at frame {frame} is outside "
+                             f"{bracket}{low:g}, {high:g}]")

@@ -155,11 +155,11 @@ def load_clip_from(
 
 
 def _normalisation(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    import json
+    from helpers.files import read_json
 
     config = folder / "preprocessor_config.json"
     if config.is_file():
-        data = json.loads(config.read_text())
+        data = read_json(config, f"clip: {config}", dict)
         return tuple(data.get("image_mean", CLIP_MEAN)), tuple(data.get("image_std", CLIP_STD))
     return CLIP_MEAN, CLIP_STD
 

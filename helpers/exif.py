@@ -11,7 +11,9 @@ mark, `ASCII` (read as UTF-8), `JIS`, an undefined prefix, or no prefix at all.
 Our settings JSON goes into the EXIF MakerNote (tag 0x927C, the tag EXIF keeps for the
 maker's own data), as `Dreamframe\\0` + zlib-compressed UTF-8: viewers do not show it as a
 caption (as they would ImageDescription), the web UI does not read it, and `--from-image`
-gets the whole settings back from a JPEG or WebP as from a PNG.
+gets the whole settings back from a JPEG or WebP as from a PNG. Both are bounded as in a PNG
+(`helpers.runs.stored_infotext`, `stored_settings`), and reading the MakerNote never
+decompresses more than `MAX_NOTE_BYTES`, whatever the file says.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ MAKER_NOTE = 0x927C
 EXIF_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 NOTE_PREFIX = b"Dreamframe\x00"
 MAX_JPEG_EXIF = 65_000  # a JPEG's APP1 segment holds at most 65,533 bytes
+MAX_NOTE_BYTES = 1 << 20  # our settings, decompressed: 4 times what we store (as PNG's limit)
 _PREFIXES = {b"UNICODE\x00": "utf-16", b"ASCII\x00\x00\x00": "utf-8",
              b"JIS\x00\x00\x00\x00\x00": "shift_jis", b"\x00" * 8: "utf-8"}
 
@@ -70,6 +73,12 @@ def exif_block(infotext: str, settings_json: str | None = None) -> bytes:
     values = {USER_COMMENT: encode_user_comment(infotext)}
     if settings_json is not None:
         values[MAKER_NOTE] = NOTE_PREFIX + zlib.compress(settings_json.encode("utf-8"), 9)
+    return exif_of(values)
+
+
+def exif_of(values: dict[int, bytes]) -> bytes:
+    """The EXIF block of `exif_block` holding `values` (Exif IFD tag -> UNDEFINED value, each
+    longer than 4 bytes)."""
     ifd0 = struct.pack(">HHHLLL", 1, EXIF_IFD, 4, 1, 26, 0)  # one entry: the Exif IFD at 26
     data_at = 26 + 2 + 12 * len(values) + 4
     entries, data = b"", b""
@@ -87,8 +96,12 @@ def encode_image(image: Any, fmt: str, infotext: str, settings_json: str | None 
     A JPEG's EXIF holds 64 kB: the settings are left out when both do not fit, and an infotext
     that does not fit alone is an error.
     """
+    from helpers.runs import stored_infotext, stored_settings
+
     if fmt not in ("JPEG", "WEBP"):
         raise ValueError(f"format must be JPEG or WEBP, got {fmt!r}")
+    infotext = stored_infotext(infotext)
+    settings_json = None if settings_json is None else stored_settings(settings_json)
     if image.mode not in ("RGB", "L") and not (fmt == "WEBP" and image.mode == "RGBA"):
         image = image.convert("RGB")
     exif = exif_block(infotext, settings_json)
@@ -135,10 +148,19 @@ def read_exif_info(image: Any) -> tuple[str | None, str | None]:
 
 
 def _settings_note(note: Any) -> str | None:
-    """Our settings JSON from a MakerNote that is ours (anyone else's is left alone)."""
+    """Our settings JSON from a MakerNote that is ours (anyone else's is left alone); one that
+    decompresses to more than `MAX_NOTE_BYTES` is refused without decompressing the rest."""
     if not isinstance(note, bytes) or not note.startswith(NOTE_PREFIX):
         return None
+    inflate = zlib.decompressobj()
     try:
-        return zlib.decompress(note[len(NOTE_PREFIX):]).decode("utf-8")
+        data = inflate.decompress(note[len(NOTE_PREFIX):], MAX_NOTE_BYTES + 1)
+        if len(data) > MAX_NOTE_BYTES:
+            raise ValueError(f"the Dreamframe settings in the EXIF MakerNote are over "
+                             f"{MAX_NOTE_BYTES:,} bytes uncompressed (we store at most a "
+                             "quarter of that); not read")
+        if not inflate.eof:
+            raise zlib.error("truncated")
+        return data.decode("utf-8")
     except (zlib.error, UnicodeDecodeError):
         raise ValueError("the Dreamframe settings in the EXIF MakerNote are damaged") from None

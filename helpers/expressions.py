@@ -13,6 +13,7 @@ compile.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 from collections.abc import Callable
@@ -48,8 +49,16 @@ class EvalError(Exception):
 
 
 def compile_expression(value: str) -> tuple[Fn, bool]:
-    """A function of t built from the whitelisted syntax tree of `value`, and whether it uses t."""
-    source = " ".join(value.split())
+    """A function of t built from the whitelisted syntax tree of `value`, and whether it uses t.
+
+    Linear in the length of `value`; built once per distinct text (settings are checked on every
+    copy), so the same text gives the same (pure) function.
+    """
+    return _compile(" ".join(value.split()))
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(source: str) -> tuple[Fn, bool]:
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as e:
@@ -63,18 +72,18 @@ def compile_expression(value: str) -> tuple[Fn, bool]:
         raise ValueError(f"{quote(source)} is nested too deeply") from None
 
 
-def _apply(function: Callable[..., float], part: str, *args: float) -> float:
-    """`function(*args)` as a finite float, or an EvalError naming `part`."""
+def _apply(function: Callable[..., float], part: Callable[[], str], *args: float) -> float:
+    """`function(*args)` as a finite float, or an EvalError naming `part()` (made only then)."""
     try:
         value = float(function(*args))
     except ZeroDivisionError:
-        raise EvalError(f"division by zero in {quote(part)}") from None
+        raise EvalError(f"division by zero in {quote(part())}") from None
     except OverflowError:
-        raise EvalError(f"{quote(part)} is too large (overflow)") from None
+        raise EvalError(f"{quote(part())} is too large (overflow)") from None
     except ValueError:
-        raise EvalError(f"{quote(part)} is outside the function's domain") from None
+        raise EvalError(f"{quote(part())} is outside the function's domain") from None
     if not math.isfinite(value):
-        raise EvalError(f"{quote(part)} is not finite ({value})")
+        raise EvalError(f"{quote(part())} is not finite ({value})")
     return value
 
 
@@ -82,10 +91,20 @@ class _Builder:
     """Turns whitelisted syntax nodes into closures; anything else is a ValueError naming it."""
 
     def __init__(self, source: str) -> None:
-        self.source, self.uses_t = source, False
+        self.source, self.uses_t = source.encode(), False  # one line: offsets are UTF-8 bytes
 
     def part(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or ast.unparse(node)
+        """The source of `node`: a slice by its offsets (not `ast.get_source_segment`, which
+        splits the whole source into lines on every call)."""
+        start, end = getattr(node, "col_offset", None), getattr(node, "end_col_offset", None)
+        if start is None or end is None:
+            return ast.unparse(node)
+        return self.source[start:end].decode(errors="replace")
+
+    def lazy_part(self, node: ast.AST) -> Callable[[], str]:
+        """`part(node)`, made only when an error needs it."""
+        source, start, end = self.source, node.col_offset, node.end_col_offset
+        return lambda: source[start:end].decode(errors="replace")
 
     def build(self, node: ast.AST) -> Fn:
         method = getattr(self, f"_{type(node).__name__.lower()}", None)
@@ -126,22 +145,22 @@ class _Builder:
         op = _BINARY.get(type(node.op))
         if op is None:
             raise ValueError(f"the operator in {quote(self.part(node))} is not allowed")
-        left, right, part = self.build(node.left), self.build(node.right), self.part(node)
+        left, right, part = self.build(node.left), self.build(node.right), self.lazy_part(node)
         return lambda t: _apply(op, part, left(t), right(t))
 
     def _call(self, node: ast.Call) -> Fn:
-        part = self.part(node)
+        part = self.lazy_part(node)
         if not isinstance(node.func, ast.Name):
-            raise ValueError(f"only calls of named functions are allowed, not {quote(part)}")
+            raise ValueError(f"only calls of named functions are allowed, not {quote(part())}")
         if node.func.id not in FUNCTIONS:
             raise ValueError(f"unknown function {node.func.id!r}; use only {_NAMES}")
         if node.keywords:
-            raise ValueError(f"keyword arguments are not allowed: {quote(part)}")
+            raise ValueError(f"keyword arguments are not allowed: {quote(part())}")
         function, fewest, most = FUNCTIONS[node.func.id]
         if len(node.args) < fewest or (most is not None and len(node.args) > most):
             wanted = f"{fewest}" if fewest == most else f"at least {fewest}"
             noun = "argument" if wanted == "1" else "arguments"
-            raise ValueError(f"{node.func.id} takes {wanted} {noun}: {quote(part)}")
+            raise ValueError(f"{node.func.id} takes {wanted} {noun}: {quote(part())}")
         args = [self.build(arg) for arg in node.args]
         return lambda t: _apply(function, part, *(arg(t) for arg in args))
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a file is either complete at its final path or absent.
+"""Atomic file writes (a file is either complete at its final path or absent), and JSON read
+from files a user could have downloaded, bounded in size and depth (`load_json`).
 
 Files land with the permissions of a plain `open()` under the process umask (0644 under the
 usual 022), not the 0600 of a temporary file, so frames and videos on a shared machine stay
@@ -8,9 +9,11 @@ readable to others.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 @functools.cache
@@ -92,3 +95,74 @@ def _can_create_in(folder: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- JSON from files
+
+MAX_JSON_CHARS = 32 << 20  # every JSON we read (settings, model configs, headers) is far smaller
+MAX_JSON_DEPTH = 100  # ours nest 3 or 4 levels; Python's own limit would end in a RecursionError
+
+
+class JsonError(json.JSONDecodeError):
+    """JSON that `load_json` refuses (bad syntax, too long, nested too deep): a `ValueError`,
+    and a `json.JSONDecodeError` so that handlers written for `json.loads` catch it too."""
+
+    def __init__(self, message: str, doc: str = "", pos: int = 0):
+        super().__init__(message, doc, pos)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+def load_json(text: str | bytes, what: str, expect: type | None = None,
+              limit: int = MAX_JSON_CHARS) -> Any:
+    """Parse JSON from a file a user could have downloaded, bounded in size and depth.
+
+    `JsonError` (a `ValueError`) naming `what` for bad syntax, text over `limit` characters,
+    nesting deeper than `MAX_JSON_DEPTH`, or (with `expect`) a value of another type.
+    """
+    if len(text) > limit:
+        raise JsonError(f"{what} is {len(text):,} characters long, more than the {limit:,} "
+                        "read; not read")
+    try:
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text))
+        value = json.loads(text)
+    except UnicodeDecodeError:
+        raise JsonError(f"{what} is not valid JSON: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise JsonError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        value = _TOO_DEEP
+    if value is _TOO_DEEP or _depth_over(value, MAX_JSON_DEPTH):
+        raise JsonError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; not read")
+    if expect is not None and not isinstance(value, expect):
+        raise JsonError(f"{what} must be a JSON {_JSON_NAMES.get(expect, expect.__name__)}, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string"}
+_TOO_DEEP = object()  # what a parse that ran out of stack gives
+
+
+def read_json(path: str | os.PathLike, what: str, expect: type | None = None,
+              limit: int = MAX_JSON_CHARS) -> Any:
+    """`load_json` of a file, reading no more than `limit` bytes of it (plus one)."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return load_json(data, what, expect, limit)
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest deeper than `limit` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False

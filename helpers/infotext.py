@@ -11,9 +11,18 @@ import json
 import re
 from collections.abc import Mapping
 
-# One `key: value` pair of the web UI's params line; a value is a JSON string or runs to the comma.
-_PARAM = r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)'
-_PARAM_RE = re.compile(_PARAM)
+from helpers.files import load_json
+
+MAX_INFOTEXT_CHARS = 1_000_000  # no picture's parameters are longer; refused before parsing
+
+# One `key: value` pair of the web UI's params line is what its regex
+#     \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)
+# matches: a value is a JSON string or runs to the comma. `_pairs` finds the same pairs in
+# linear time (that regex, searched from every character of a long run of key characters
+# without a colon, takes time quadratic in the run).
+_KEY_RUN = re.compile(r"(?<![\w \-/])[\w \-/]*:")  # a whole run of key characters, then `:`
+_WORD = re.compile(r"\w")
+_VALUE = re.compile(r'\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _PARAM_KEY = re.compile(r"\w[\w \-/]+")
 _IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
@@ -30,7 +39,7 @@ def _unquote(value: str) -> str:
     """Undo `_quote`; a value that is not a valid JSON string stays as it is."""
     if len(value) >= 2 and value[0] == value[-1] == '"':
         try:
-            text = json.loads(value)
+            text = load_json(value, "an infotext value")
         except json.JSONDecodeError:
             return value
         return text if isinstance(text, str) else value
@@ -62,22 +71,38 @@ def format_infotext(
     return text.strip()
 
 
-def _only_params(line: str) -> bool:
-    """Whether `line` is nothing but `key: value` pairs (pair by pair: no nested backtracking)."""
+def _pairs(line: str) -> list[tuple[int, str, str, int]]:
+    """(key start, key, raw value, end) of each `key: value` pair of `line`, as the web UI's
+    regex finds them (see `_KEY_RUN`): a key is the rest of a run of key characters before a
+    colon, from its first word character, two characters at least."""
+    pairs, pos = [], 0
+    while (run := _KEY_RUN.search(line, pos)) is not None:
+        colon = run.end() - 1
+        key = _WORD.search(line, run.start(), colon - 1)
+        if key is None:
+            pos = run.end()
+            continue
+        value = _VALUE.match(line, run.end())
+        pairs.append((key.start(), line[key.start() : colon], value.group(1), value.end()))
+        pos = value.end()
+    return pairs
+
+
+def _only_params(line: str, pairs: list[tuple[int, str, str, int]]) -> bool:
+    """Whether `line` is nothing but its `pairs`, one after the other (space between is fine)."""
     pos = 0
-    while pos < len(line):
-        pair = _PARAM_RE.match(line, pos)
-        if pair is None or pair.end() == pos:
+    for start, _, _, end in pairs:
+        if line[pos:start].strip():
             return False
-        pos = pair.end()
-    return pos > 0
+        pos = end
+    return 0 < pos == len(line)
 
 
-def _is_params_line(line: str) -> bool:
+def _is_params_line(line: str, pairs: list[tuple[int, str, str, int]]) -> bool:
     """The web UI's test (3+ `key: value` pairs), or a line made only of such pairs."""
     if line.strip().startswith(_NEGATIVE):
         return False
-    return len(_PARAM_RE.findall(line)) >= 3 or _only_params(line)
+    return len(pairs) >= 3 or _only_params(line, pairs)
 
 
 def _split_prompts(lines: list[str]) -> tuple[str, str]:
@@ -99,14 +124,19 @@ def parse_infotext(text: str) -> dict[str, str]:
     """Read an infotext back: {"Prompt", "Negative prompt", **params} with string values.
 
     A value `WxH` (e.g. `Size: 512x512`) also gives `Size-1` / `Size-2`, as in the web UI.
-    Without a params line, a last line that looks like `key: value` is read as params.
+    Without a params line, a last line that looks like `key: value` is read as params. Linear
+    in the length of `text`; a text over `MAX_INFOTEXT_CHARS` is a `ValueError`.
     """
+    if len(text) > MAX_INFOTEXT_CHARS:
+        raise ValueError(f"infotext: {len(text):,} characters is more than an infotext holds "
+                         f"(at most {MAX_INFOTEXT_CHARS:,})")
     *lines, last = text.strip().split("\n")
-    if not _is_params_line(last):
-        lines, last = [*lines, last], ""
+    pairs = _pairs(last)
+    if not _is_params_line(last, pairs):
+        lines, pairs = [*lines, last], []
     prompt, negative = _split_prompts(lines)
     result: dict[str, str] = {"Prompt": prompt, "Negative prompt": negative}
-    for key, raw in _PARAM_RE.findall(last):
+    for _, key, raw, _ in pairs:
         if key in result:
             continue
         value = _unquote(raw.strip())

@@ -1,7 +1,9 @@
 """Input images (init images, image prompts) from a path or URL, read before any model loads.
 
 Every failure is a `ValueError` that names the setting: a missing file, a URL that could not
-be fetched (and why), a file that is not an image, or an image too large to read safely.
+be fetched (and why: among others, slower than `DOWNLOAD_SECONDS` in all or larger than
+`DOWNLOAD_BYTES`, leaving no partial file), a file that is not an image, or an image too large
+to read safely.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb warning limit: about 9459 x 9459
+DOWNLOAD_SECONDS = 60.0  # an input image's download, in all (a trickling server is cut off)
+DOWNLOAD_BYTES = 50 * 10**6  # the largest input image downloaded
 
 
 @contextlib.contextmanager
@@ -28,6 +32,8 @@ def opened(path: str | Path, field: str) -> Iterator[Any]:
             image = Image.open(path)
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
             raise ValueError(f"{field}: cannot read {path} as an image ({e})") from None
+        except ValueError as e:  # Pillow's limits on text chunks: "Decompressed data too large"
+            raise ValueError(f"{field}: {path}: cannot read its metadata ({e})") from None
     with image:
         yield image
 
@@ -73,7 +79,13 @@ def read_rgb(path: str | Path, field: str) -> Any:
 def local_path(spec: str, field: str, cache: str | Path | None = None) -> Path:
     """The local file of an input spec: a path as it is, a URL or Drive id fetched once into
     the cache's `inputs/` folder."""
-    from helpers.download import DownloadError, cache_dir, fetch_file_from, resolve_user_source
+    from helpers.download import (
+        DownloadError,
+        Limits,
+        cache_dir,
+        fetch_file_from,
+        resolve_user_source,
+    )
 
     try:
         found = resolve_user_source(spec)
@@ -87,7 +99,8 @@ def local_path(spec: str, field: str, cache: str | Path | None = None) -> Path:
         return found
     try:
         return fetch_file_from(found, cache_dir(cache) / "inputs", cache=cache, kind="image",
-                               progress=False, log=lambda _: None, retries=0)
+                               progress=False, log=lambda _: None, retries=0,
+                               limits=Limits(DOWNLOAD_SECONDS, DOWNLOAD_BYTES))
     except DownloadError as e:
         reasons = "; ".join(f.reason for f in e.failures) or str(e).splitlines()[0]
         raise ValueError(f"{field}: could not fetch {spec} ({reasons})") from None

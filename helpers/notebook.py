@@ -10,12 +10,19 @@ functions, so "Run all" works everywhere.
 What the actions print: our messages and our progress bar (`quiet=True`: only errors); the
 libraries' chatter (warnings, "Loading weights" bars) never, as the CLI's `--quiet` does it
 (`helpers.reporting.quiet`), but the Hub client's download bars stay while ours do.
+
+Failures: an action that cannot go on (a workspace that is a file, a damaged params.json)
+stops its cell with one red line, the CLI's message with how to fix it, and no traceback
+(`NotebookError`); a run or a video that fails prints that line and the notebook goes on.
+`DEBUG = True` shows Python's traceback instead, for reporting a bug.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helpers import reporting
 from helpers.reporting import Log, plural
@@ -23,6 +30,7 @@ from helpers.widgets.models import FIELDS as MODEL_FIELDS
 from helpers.workspace import Workspace, open_workspace
 
 ENGINES = ("vqgan-clip", "diffusion")
+DEBUG = False  # True (`notebook.DEBUG = True` in a cell): failures show Python's traceback too
 # The tiny offline models, at sizes and lengths that take seconds on a CPU
 TEST_SETTINGS = {
     "vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip", "width": 64,
@@ -36,6 +44,32 @@ DEFAULT_PROMPT = "a lighthouse in a storm:1 | oil painting:0.5"
 MORE_EXAMPLE = {"iterations": 100, "frames": 30, "batch_count": 4}
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class NotebookError(Exception):
+    """An expected failure of a notebook action (bad input, a damaged file): IPython shows it
+    as the one line the CLI prints, in red, and no traceback (`DEBUG` shows it)."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook: these lines replace the traceback
+        return [f"\x1b[31merror: {self}\x1b[0m",
+                "(to see where it failed, run notebook.DEBUG = True and this cell again)"]
+
+
+def _plainly(action: F) -> F:
+    """The notebook action, its expected failures raised as a `NotebookError`."""
+    @functools.wraps(action)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return action(*args, **kwargs)
+        except (ValueError, OSError, RuntimeError) as e:
+            if DEBUG:
+                raise
+            raise NotebookError(str(e)) from None
+
+    return plain  # type: ignore[return-value]
+
+
 def check_version(written_for: str, log: Log = print) -> str:
     """Warn when the installed package is not the version the notebook was written for."""
     from helpers.project import version
@@ -47,6 +81,7 @@ def check_version(written_for: str, log: Log = print) -> str:
     return installed
 
 
+@_plainly
 def connect(workspace: str = "", log: Log = print) -> Workspace:
     """Open the workspace (Drive on Colab, mounted here) and say where it is."""
     ws = open_workspace(workspace, log)
@@ -80,6 +115,7 @@ def machine_report() -> dict[str, Any]:
     return report
 
 
+@_plainly
 def setup(ws: Workspace, log: Log = print) -> dict[str, Any]:
     """Report the machine in plain words and record it in setup.json."""
     from datetime import datetime
@@ -137,6 +173,7 @@ def settings_class(engine: str) -> type:
     return SETTINGS_KINDS[engine]
 
 
+@_plainly
 def load_settings(ws: Workspace, engine: str = "", test_models: bool = False,
                   **given: Any) -> Any:
     """The settings a run uses: what the workspace holds, with `given` values on top."""
@@ -153,6 +190,7 @@ def _given(given: dict[str, Any]) -> dict[str, Any]:
 # --- 2. models -------------------------------------------------------------------------------
 
 
+@_plainly
 def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
                **given: Any) -> Any:
     """Show the model choice for an engine: catalogue dropdowns (size, licence, cached) or a
@@ -236,6 +274,7 @@ def upload(ws: Workspace, enabled: bool = True, log: Log = print) -> list[Path]:
     return saved
 
 
+@_plainly
 def parameters_form(ws: Workspace, engine: str = "", test_models: bool = False,
                     **given: Any) -> Any:
     """Show the form of the engine's settings, filled with what the workspace holds and the
@@ -402,13 +441,16 @@ def _picture() -> Any:
 
 
 def _show_error(error: Exception, log: Log) -> None:
-    """An expected failure in one plain line, never a traceback."""
+    """An expected failure in one plain line, never a traceback (unless `DEBUG`)."""
+    if DEBUG:
+        raise error
     log(f"error: {error}")
 
 
 # --- 5. video --------------------------------------------------------------------------------
 
 
+@_plainly
 def video_form(ws: Workspace, run: str = "", **given: Any) -> Any:
     """Show the run picker (newest first) and the video settings."""
     from IPython.display import display

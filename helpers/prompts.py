@@ -11,18 +11,26 @@ Pure Python, no heavy imports.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from dataclasses import dataclass
 
 _SPECIAL = "\\|:^"
 # A number: Python float syntax without underscores, inf or nan ("50", "-0.5", "1e-3", ".5", "+2").
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# (`\d+(?:\.\d*)?`, not `\d+\.?\d*`: that one splits a long run of digits every way it can.)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # Starts like a number and holds only number-ish characters: almost surely a mistyped weight.
 _NEAR_NUMBER = re.compile(r"[+-]?\.?\d[\w.+-]*")
 _NON_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 _UNESCAPE = re.compile(r"\\([\\|:^])")
 _KEYFRAME = re.compile(r"\s*([+-]?[0-9]+)\s*:")
+SHOWN_CHARS = 100  # a text quoted in a message is cut to this many characters
+
+
+def shown(text: str) -> str:
+    """`text` quoted for a message, cut to `SHOWN_CHARS` characters (a prompt may be long)."""
+    return repr(text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 3]}...")
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,10 @@ class Prompt:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.weight):
-            raise ValueError(f"Prompt {self.text!r}: weight {self.weight!r} must be finite")
+            raise ValueError(f"Prompt {shown(self.text)}: weight {self.weight!r} must be finite")
         if math.isnan(self.stop) or self.stop == math.inf:
-            raise ValueError(f"Prompt {self.text!r}: stop {self.stop!r} must be finite or -inf")
+            raise ValueError(f"Prompt {shown(self.text)}: stop {self.stop!r} must be finite or "
+                             "-inf")
 
 
 def parse_prompts(text: str) -> list[Prompt]:
@@ -67,20 +76,26 @@ def parse_prompts(text: str) -> list[Prompt]:
     """
     if not isinstance(text, str):
         raise TypeError(f"prompt text must be a string, not {type(text).__name__}")
-    return _parse(text, 0)
+    return list(_parse_whole(text))
+
+
+@functools.lru_cache(maxsize=32)  # settings check their prompts again on every copy
+def _parse_whole(text: str) -> tuple[Prompt, ...]:
+    return tuple(_parse(text, 0))
 
 
 def _parse(text: str, start: int) -> list[Prompt]:
     """Parse prompts from `text`, reporting positions as if it began at offset `start`."""
     if not text.strip():
-        raise ValueError(f"prompt text is empty (got {text!r})")
+        raise ValueError(f"prompt text is empty (got {shown(text)})")
     pieces = enumerate(_split(text, "|", start), 1)
     try:
         prompts = [_parse_piece(number, offset, raw) for number, (offset, raw) in pieces]
     except ValueError as e:
-        raise ValueError(f"{e} (in {text!r})") from None
+        raise ValueError(f"{e} (in {shown(text)})") from None
     if all(p.weight == 0 for p in prompts):
-        raise ValueError(f"all weights are zero in {text.strip()!r}; give one a non-zero weight")
+        raise ValueError(f"all weights are zero in {shown(text.strip())}; give one a non-zero "
+                         "weight")
     return prompts
 
 
@@ -93,7 +108,7 @@ def _parse_piece(number: int, offset: int, raw: str) -> Prompt:
             "two '|' with nothing between, or a '|' at an end"
         )
     offset += len(raw) - len(raw.lstrip())
-    where = f"piece {number} {_unescape(piece)!r} (character {offset + 1})"
+    where = f"piece {number} {shown(_unescape(piece))} (character {offset + 1})"
     parts, values = _split(piece, ":", offset), []
     while len(parts) > 1 and len(values) < 2:
         part_offset, part = parts[-1]
@@ -102,7 +117,7 @@ def _parse_piece(number: int, offset: int, raw: str) -> Prompt:
             break
         if kind != "number":
             column = part_offset + len(part) - len(part.lstrip()) + 1
-            raise ValueError(f"{where}: {part.strip()!r} at character {column} {kind}")
+            raise ValueError(f"{where}: {shown(part.strip())} at character {column} {kind}")
         values.insert(0, float(part))
         parts.pop()
     body = _unescape(":".join(part for _, part in parts).strip())
@@ -212,7 +227,8 @@ def parse_prompt_schedule(text: str) -> dict[int, list[Prompt]]:
 def _parse_keyframe(number: int, line: str) -> tuple[int, list[Prompt]]:
     match = _KEYFRAME.match(line)
     if not match:
-        raise ValueError(f"line {number} {line.strip()!r} does not start with 'frame:' (like '0:')")
+        raise ValueError(f"line {number} {shown(line.strip())} does not start with 'frame:' "
+                         "(like '0:')")
     frame = int(match.group(1))
     if frame < 0:
         raise ValueError(f"line {number}: frame {frame} must not be negative")

@@ -3,7 +3,9 @@
 A run lives in `runs/<YYYYmmdd-HHMMSS>-<slug>/` under the workspace: `settings.json`, `frames/`
 (`000001.png`, ...) and optional resume states. Every file lands atomically. Frames carry the
 Stable Diffusion web UI's infotext in a `parameters` text chunk (so its PNG Info tab and other
-tools read them) and the full Dreamframe settings JSON in a `dreamframe` chunk.
+tools read them) and the Dreamframe settings JSON in a `dreamframe` chunk, both bounded so that
+every reader takes them (`stored_infotext`, `stored_settings`: settings over 256 kB are stored
+shortened; the run's settings.json always holds them whole).
 
 Heavy imports (PIL, torch) happen inside the functions that need them: the CLI's fast paths
 import this module.
@@ -22,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helpers.files import atomic_write_bytes, atomic_write_text
+from helpers.files import atomic_write_bytes, atomic_write_text, load_json, read_json
+from helpers.reporting import Log, plural
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -32,8 +35,16 @@ FRAMES_FOLDER = "frames"
 TRAJECTORY_FOLDER = "trajectory"  # run_dir/trajectory/<image index:06d>/frames/
 SETTINGS_FILE = "settings.json"
 STATE_FILE = "state.pt"  # the resume point of a run that has one (VQGAN+CLIP, animations)
+PENDING_FILE = "pending.json"  # the frame being written after the resume point: number, sha256
+SET_ASIDE_FOLDER = "set-aside"  # where a resume moves files past its point that it did not write
 PARAMETERS_CHUNK = "parameters"  # the web UI's key: its PNG Info tab reads this one
 SETTINGS_CHUNK = "dreamframe"
+# What an image's metadata holds, far below Pillow's 1 MB a text chunk (the settings chunk is
+# compressed) and 64 MB all text: beyond them Pillow refuses to open the image at all.
+MAX_STORED_SETTINGS = 256 * 1024  # bytes of settings JSON; a longer one is stored shortened
+MAX_STORED_INFOTEXT = 256 * 1024  # characters of infotext; a longer one is cut
+SHORTENED_KEY = "shortened"  # in a shortened copy of the settings: why, and where the rest is
+CUT_TEXT = 1000  # characters a long text keeps in a shortened copy of the settings
 SLUG_MAX_CHARS = 40
 SLUG_MAX_BYTES = 120  # UTF-8 bytes: names stay far below the 255-byte limit of file systems
 MAX_NAME_TRIES = 10_000  # `-2`, `-3`, ... suffixes tried before giving up
@@ -41,9 +52,10 @@ MAX_NAME_TRIES = 10_000  # `-2`, `-3`, ... suffixes tried before giving up
 _FRAME_NAME = re.compile(r"^(\d{6,})\.png$")
 _PIECE_SPLIT = re.compile(r"(?<!\\)\|")  # `\|` is a literal bar in the prompt grammar
 _NUMBER = r"[-+]?(?:inf|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
-_WEIGHT_STOP = re.compile(rf"(?:\s*(?<!\\):\s*{_NUMBER}){{1,2}}\s*$", re.IGNORECASE)
+_WEIGHT = re.compile(rf"\s*{_NUMBER}", re.IGNORECASE)  # what follows a weight's or stop's `:`
 _STATE_NAME = re.compile(r"^[\w][\w.\-]*$")
 _EMOJI_GLUE = "\u200d\ufe0f"  # zero-width joiner and emoji presentation selector
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
 
 
 # ---------------------------------------------------------------- run folders
@@ -65,7 +77,7 @@ def slugify(prompt: str, max_chars: int = SLUG_MAX_CHARS) -> str:
     Letters, digits and symbols of every script are kept (`пустыня`, `沙漠`, emoji); weights,
     punctuation, spaces and what file systems or Google Drive refuse become single dashes.
     """
-    pieces = [_WEIGHT_STOP.sub("", piece) for piece in _PIECE_SPLIT.split(prompt)]
+    pieces = [_without_weights(piece) for piece in _PIECE_SPLIT.split(prompt)]
     text = unicodedata.normalize("NFC", " ".join(pieces)).lower()
     kept = "".join(c if _keep(c) else "-" for c in text)
     slug = re.sub(r"-{2,}", "-", kept).strip("-")
@@ -84,6 +96,20 @@ def run_title(settings: Any) -> str:
 
     texts = [p.text for prompts in parse_prompt_schedule(schedule).values() for p in prompts]
     return " | ".join(dict.fromkeys(texts))
+
+
+def _without_weights(piece: str) -> str:
+    """`piece` without its trailing `:weight[:stop]` (unescaped colons, spaces around them),
+    found by looking back from the end: a regex ending in `\\s*$` would be searched from every
+    space of a long run of them, in time quadratic in the run."""
+    end, cut = len(piece.rstrip()), None
+    for _ in range(2):  # the stop, then the weight
+        colon = piece.rfind(":", 0, end)
+        if colon < 0 or piece[colon - 1 : colon] == "\\" or not _WEIGHT.fullmatch(
+                piece, colon + 1, end):
+            break
+        end = cut = len(piece[:colon].rstrip())
+    return piece if cut is None else piece[:cut]
 
 
 def _keep(char: str) -> bool:
@@ -107,14 +133,11 @@ def _shorten(slug: str, max_chars: int) -> str:
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
-    """Parse `text` as a JSON object; a `ValueError` naming `what` otherwise."""
-    try:
-        value = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{what} is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
+    """Parse `text` as a JSON object (bounded: `helpers.files.load_json`); a `ValueError`
+    naming `what` otherwise."""
+    if not isinstance(text, (str, bytes)):
+        raise ValueError(f"{what} is not valid JSON: got {type(text).__name__}, not text")
+    return load_json(text, what, dict)
 
 
 def _make_unique_dir(parent: Path, base: str) -> Path:
@@ -190,14 +213,15 @@ def latest_frame(run_dir: Path) -> Path | None:
 
 
 def encode_png(image: Image, infotext: str, settings_json: str | None) -> bytes:
-    """PNG bytes of `image` with the `parameters` infotext and `dreamframe` settings chunks."""
+    """PNG bytes of `image` with the `parameters` infotext and `dreamframe` settings chunks,
+    each bounded (`stored_infotext`, `stored_settings`) so that every reader takes them."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     # tEXt when the text fits Latin-1, else iTXt (UTF-8): what the web UI writes.
-    info.add_text(PARAMETERS_CHUNK, infotext)
+    info.add_text(PARAMETERS_CHUNK, stored_infotext(infotext))
     if settings_json is not None:
-        info.add_itxt(SETTINGS_CHUNK, settings_json, zip=True)
+        info.add_itxt(SETTINGS_CHUNK, stored_settings(settings_json), zip=True)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
@@ -210,8 +234,11 @@ def save_frame(
     infotext: str,
     settings_json: str,
     overwrite: bool = False,
+    announce: bool = False,
 ) -> Path:
-    """Write frame `index` as a PNG with metadata, atomically; never replaces one unless asked."""
+    """Write frame `index` as a PNG with metadata, atomically; never replaces one unless asked.
+    `announce`: first record its number and hash (`PENDING_FILE`), so a resume knows it as the
+    run's own when a kill leaves it after the last resume point."""
     from PIL import Image
 
     path = frame_path(run_dir, index)
@@ -225,36 +252,131 @@ def save_frame(
     if path.exists() and not overwrite:
         raise FileExistsError(f"frame {index} already exists: {path} (pass overwrite=True)")
     data = encode_png(image, infotext, settings_json)  # fully encoded before touching the disk
+    if announce:
+        _announce_frame(run_dir, index, data)
     return atomic_write_bytes(path, data)
+
+
+def stored_settings(settings_json: str) -> str:
+    """The settings JSON an image holds: all of it up to `MAX_STORED_SETTINGS` bytes.
+
+    Longer settings (a prompt of a million characters) are stored shortened: every text keeps
+    its first `CUT_TEXT` characters and says how many more there were, and the `shortened` key
+    says so and that the whole settings are in the run's settings.json (which always has them);
+    if that is still too long, only `kind` and the `shortened` note are stored.
+    `read_image_info` gives the run's settings.json back in place of a shortened copy when
+    the image still lies in its run's frames folder.
+    """
+    size = len(settings_json.encode("utf-8"))
+    if size <= MAX_STORED_SETTINGS:
+        return settings_json
+    settings = _json_object(settings_json, "settings_json")
+    note = (f"the settings are {size:,} bytes, more than the {MAX_STORED_SETTINGS:,} an image "
+            f"holds; the whole settings are in the run's {SETTINGS_FILE}")
+    short = json.dumps({**_cut_texts(settings), SHORTENED_KEY: f"{note}; texts are cut here"},
+                       ensure_ascii=False)
+    if len(short.encode("utf-8")) <= MAX_STORED_SETTINGS:
+        return short
+    return json.dumps({"kind": settings.get("kind"), SHORTENED_KEY: note}, ensure_ascii=False)
+
+
+def _cut_texts(value: Any) -> Any:
+    """`value` with every text longer than `CUT_TEXT` characters cut (`load_json` bounds the
+    depth)."""
+    if isinstance(value, str):
+        return _cut(value, CUT_TEXT)
+    if isinstance(value, list):
+        return [_cut_texts(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _cut_texts(item) for key, item in value.items()}
+    return value
+
+
+def _cut(text: str, keep: int) -> str:
+    """`text`, or its first `keep` characters and how many more there were."""
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}… {len(text) - keep:,} more characters cut"
+
+
+def stored_infotext(infotext: str) -> str:
+    """The infotext an image holds: all of it up to `MAX_STORED_INFOTEXT` characters; a longer
+    one keeps its last line (the web UI's `Steps: ..., Seed: ...` line) and the start of what
+    comes before it (the prompts), cut with a note of how much was cut."""
+    if len(infotext) <= MAX_STORED_INFOTEXT:
+        return infotext
+    head, _, params = infotext.rpartition("\n")
+    if not head or len(params) > MAX_STORED_INFOTEXT // 2:
+        head, params = infotext, ""
+    text = _cut(head, MAX_STORED_INFOTEXT - len(params) - 64)
+    return f"{text}\n{params}" if params else text
 
 
 # ---------------------------------------------------------------- reading images
 
 
-def read_image_info(path: Path) -> tuple[str | None, dict[str, Any] | None]:
+def read_image_info(path: Path, shortened: bool = False) -> tuple[str | None,
+                                                                  dict[str, Any] | None]:
     """The infotext and parsed Dreamframe settings of an image (None where absent): PNG text
     chunks, or the EXIF of a JPEG or WebP (`helpers.exif`), which wins as in the web UI.
 
-    Only the metadata is read, never the pixels, so an image of any size is safe to read.
+    Only the metadata is read, never the pixels, and it is bounded (Pillow's limits on text
+    chunks, ours on EXIF and JSON), so any file is safe to read; what goes past the bounds is a
+    `ValueError` naming the file. Settings stored shortened (`stored_settings`) come back as
+    the run's settings.json when the image lies in its run's frames folder, else as they are
+    with `shortened`, else as a `ValueError`.
     """
-    from helpers.exif import read_exif_info
-    from helpers.inputs import opened
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
-    with opened(path, "image") as image:
-        chunks = {k: v for k, v in image.info.items() if isinstance(k, str)}
-        try:
-            comment, note = read_exif_info(image)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-    parameters = comment or chunks.get(PARAMETERS_CHUNK)
-    raw = chunks.get(SETTINGS_CHUNK) or note
-    parameters = parameters if isinstance(parameters, str) else None
+    parameters, raw = _image_texts(path)
     if raw is None:
         return parameters, None
-    return parameters, _json_object(raw, f"{path}: the {SETTINGS_CHUNK!r} settings")
+    settings = _json_object(raw, f"{path}: the {SETTINGS_CHUNK!r} settings")
+    if SHORTENED_KEY in settings:
+        settings = _run_settings_beside(path, settings) or _shortened(path, settings, shortened)
+    return parameters, settings
+
+
+def _image_texts(path: Path) -> tuple[str | None, str | None]:
+    """(infotext, settings JSON) as stored in an image; a `ValueError` naming it when Pillow
+    or `helpers.exif` refuse its metadata (too large, damaged)."""
+    from helpers.exif import read_exif_info
+    from helpers.inputs import opened
+
+    try:
+        with opened(path, "image") as image:
+            chunks = {k: v for k, v in image.info.items() if isinstance(k, str)}
+            comment, note = read_exif_info(image)
+    except ValueError as e:
+        if str(e).startswith("image:"):  # `opened`'s own message names the file
+            raise ValueError(str(e).removeprefix("image: ")) from None
+        raise ValueError(f"{path}: cannot read its metadata ({e})") from None
+    parameters = comment or chunks.get(PARAMETERS_CHUNK)
+    raw = chunks.get(SETTINGS_CHUNK) or note
+    return (parameters if isinstance(parameters, str) else None), raw
+
+
+def _run_settings_beside(path: Path, stored: dict[str, Any]) -> dict[str, Any] | None:
+    """The whole settings of a frame stored with shortened ones: its run's settings.json, when
+    the frame lies in the run's frames folder and the kinds agree."""
+    run_dir = path.parent.parent
+    if path.parent.name != FRAMES_FOLDER or not (run_dir / SETTINGS_FILE).is_file():
+        return None
+    try:
+        settings = read_run_settings(run_dir)
+    except ValueError:
+        return None
+    return settings if settings.get("kind") == stored.get("kind") else None
+
+
+def _shortened(path: Path, settings: dict[str, Any], allowed: bool) -> dict[str, Any]:
+    """A shortened copy of the settings, where it is allowed; else a `ValueError` saying where
+    the whole settings are."""
+    if allowed:
+        return settings
+    raise ValueError(f"{path} holds only a shortened copy of its settings (they were too long "
+                     f"for an image); the whole settings are in its run's {SETTINGS_FILE}")
 
 
 def format_image_info(path: Path) -> str:
@@ -266,7 +388,7 @@ def format_image_info(path: Path) -> str:
 
     if Path(path).suffix.lower() in VIDEO_SUFFIXES:
         return format_video_info(path)
-    parameters, settings = read_image_info(path)
+    parameters, settings = read_image_info(path, shortened=True)
     return info_text(parameters, settings, "No generation parameters in this image.",
                      "No Dreamframe metadata in this image (no settings beside the infotext).")
 
@@ -274,10 +396,15 @@ def format_image_info(path: Path) -> str:
 def info_text(head: str | None, settings: dict[str, Any] | None, no_head: str,
               no_settings: str) -> str:
     """The `info` command's text: the head line(s), a blank line, the settings as JSON; each
-    missing part said in its own words."""
+    missing part said in its own words. Control characters from the file are shown escaped
+    (`\\x1b`), so a file cannot drive the terminal; newlines and tabs stay as they are."""
     tail = no_settings if settings is None else json.dumps(settings, indent=2,
                                                            ensure_ascii=False)
-    return f"{no_head if head is None else head}\n\n{tail}"
+    return _CONTROL.sub(_escaped, f"{no_head if head is None else head}\n\n{tail}")
+
+
+def _escaped(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
 
 
 # ---------------------------------------------------------------- resume points
@@ -347,9 +474,62 @@ def save_resume_point(run_dir: Path, state: dict[str, Any], frames: int) -> Path
 
 
 def frames_after_resume_point(run_dir: Path, state: dict[str, Any]) -> list[Path]:
-    """Frames written after the resume point was taken (at most the one a kill cut off)."""
+    """Frame files numbered after the resume point: the one a kill cut off, or the user's."""
     known = int(state.get("frames", 0))
     return [p for p in list_frames(run_dir) if int(_FRAME_NAME.match(p.name).group(1)) > known]
+
+
+def _announce_frame(run_dir: Path, index: int, data: bytes) -> None:
+    """Record the number and sha256 of the frame about to be written (`PENDING_FILE`)."""
+    import hashlib
+
+    record = {"frame": index, "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_text(Path(run_dir) / PENDING_FILE, json.dumps(record))
+
+
+def cut_off_frame(run_dir: Path, state: dict[str, Any]) -> Path | None:
+    """The frame a kill left after the resume point, if there is one: the next number, with
+    the bytes `PENDING_FILE` announced (so a file the user put there never counts)."""
+    import hashlib
+
+    index = int(state.get("frames", 0)) + 1
+    path = frame_path(run_dir, index)
+    try:
+        record = read_json(Path(run_dir) / PENDING_FILE, PENDING_FILE, dict, limit=4096)
+        same = record.get("frame") == index and \
+            record.get("sha256") == hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path if same else None
+
+
+def clear_after_resume_point(run_dir: Path, state: dict[str, Any], log: Log) -> list[Path]:
+    """Make the frames folder agree with the resume point: delete the one frame a kill left
+    (`cut_off_frame`) and move every other file numbered after it into `SET_ASIDE_FOLDER`,
+    saying so; nothing else is deleted. Returns where the moved files are now."""
+    ours = cut_off_frame(run_dir, state)
+    moved = []
+    for path in frames_after_resume_point(run_dir, state):
+        if path == ours:
+            path.unlink()
+        else:
+            moved.append(_set_aside(run_dir, path))
+    if moved:
+        log(f"resume: {plural(len(moved), 'file')} numbered after the resume point "
+            f"({', '.join(p.name for p in moved)}) {'was' if len(moved) == 1 else 'were'} not "
+            f"written by this run; moved to {Path(run_dir) / SET_ASIDE_FOLDER}")
+    return moved
+
+
+def _set_aside(run_dir: Path, path: Path) -> Path:
+    """Move `path` into the run's set-aside folder under a name not taken there."""
+    folder = Path(run_dir) / SET_ASIDE_FOLDER
+    folder.mkdir(exist_ok=True)
+    target, n = folder / path.name, 1
+    while target.exists():
+        n += 1
+        target = folder / f"{path.stem}-{n}{path.suffix}"
+    return path.rename(target)
 
 
 def read_run_settings(run_dir: Path) -> dict[str, Any]:

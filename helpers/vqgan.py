@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.files import atomic_replace, atomic_write_text
+from helpers.files import atomic_replace, atomic_write_text, load_json
 from helpers.safeload import safe_torch_load
 
 VQ_TARGET = "taming.models.vqgan.VQModel"
@@ -349,7 +349,7 @@ def _load_cache(cache: Path, sources: Mapping[str, list[int] | None]) -> VQGAN |
 
     try:
         with safe_open(str(cache), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("dreamframe", "{}"))
+            meta = load_json((f.metadata() or {}).get("dreamframe", "{}"), str(cache), dict)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except Exception:
         return None
@@ -407,7 +407,7 @@ def read_factor(ckpt: str | os.PathLike) -> int:
 
         try:
             with safe_open(str(ckpt), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("dreamframe", "{}"))
+                meta = load_json((f.metadata() or {}).get("dreamframe", "{}"), str(ckpt))
             return factor_of(len(meta["vq_config"]["block_out_channels"]))
         except Exception:
             raise ValueError(f"vqgan: {ckpt} is not a VQGAN converted by Dreamframe") from None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.files import atomic_write_text, writable_folder
+from helpers.files import atomic_write_text, load_json, writable_folder
 from helpers.reporting import Log
 
 DRIVE = Path("/content/drive")
@@ -75,7 +75,7 @@ class Workspace:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = load_json(path.read_text(encoding="utf-8"), "the file")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path} is damaged ({e}); delete it and run its notebook "
                              "again") from None

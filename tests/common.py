@@ -65,6 +65,21 @@ def png_bytes(size=(6, 4), color=(200, 30, 90), mode="RGB") -> bytes:
     return buffer.getvalue()
 
 
+def write_wav(path, seconds: float = 3.0, rate: int = 8000):
+    """A mono 16-bit WAV tone of `seconds` at `path`; returns `path`."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        tone = (np.sin(np.arange(int(rate * seconds)) * 0.3) * 8000).astype("<i2")
+        w.writeframes(tone.tobytes())
+    return path
+
+
 def closed_port() -> int:
     """A local port nothing listens on (bound, then released)."""
     with socket.socket() as s:

@@ -22,6 +22,7 @@ from helpers.cli import main
 
 VQGAN = [*TINY_VQGAN_CLI, "--quiet"]
 DIFFUSION = [*TINY_SD_CLI, "--quiet"]
+ZOOM = [*VQGAN, "--animate", "zoom", "--iterations-per-frame", "1"]
 PNG = png_bytes((8, 8), (10, 20, 30))
 
 
@@ -211,6 +212,19 @@ CASES = [
     ("sampler-typo", lambda c: [*DIFFUSION, "--sampler", "euler aa", "--out", c.out],
      "did you mean 'Euler a'"),
     ("cutn-zero", lambda c: [*VQGAN, "--cutn", "0", "--out", c.out], "cutn: must be between"),
+    # schedules, evaluated at every frame before the run folder exists
+    ("zoom-divides-by-zero-at-frame-1", lambda c: [*ZOOM, "--frames", "3", "--zoom", "1/(t-1)+2",
+                                                   "--out", c.out],
+     r"zoom: at frame 1, '1/\(t-1\)\+2': division by zero"),
+    ("zoom-overflows-late", lambda c: [*ZOOM, "--frames", "800", "--zoom", "1+0*exp(t)", "--out",
+                                       c.out], r"zoom: at frame 710, .*too large \(overflow\)"),
+    ("zoom-zero", lambda c: [*ZOOM, "--frames", "2", "--zoom", "0", "--out", c.out],
+     r"zoom: 0 at frame 0 is outside \[0.01, 100\]"),
+    ("zoom-1e300", lambda c: [*ZOOM, "--frames", "2", "--zoom", "1e300", "--out", c.out],
+     r"zoom: 1e\+300 at frame 0 is outside"),
+    ("strength-schedule-above-one-at-frame-2", lambda c: [
+        *DIFFUSION, "--animate", "2d", "--frames", "3", "--strength-schedule", "0:(0.5), 2:(1.5)",
+        "--out", c.out], r"strength_schedule: 1.5 at frame 2 is outside \(0, 1\]"),
     ("init-noise-with-init-image", lambda c: [*VQGAN, "--init-image", c.file("i.png", PNG),
                                               "--init-noise", "pixels", "--out", c.out],
      "init_noise: cannot be combined with init_image"),

@@ -104,7 +104,7 @@ def test_infotext_and_settings_round_trip_through_png_jpeg_and_webp(tmp_path, su
     settings = _settings(tmp_path, prompt="富士山").to_json()
     path = exif.save_image(tmp_path / f"frame{suffix}", _image(), text, settings)
     assert runs.read_image_info(path) == (text, json.loads(settings))
-    assert settings_from_image(path) == DiffusionSettings.from_json(settings)
+    assert settings_from_image(path, out=str(tmp_path)) == DiffusionSettings.from_json(settings)
 
 
 def test_web_ui_reads_our_jpeg_the_way_it_reads_its_own(tmp_path) -> None:

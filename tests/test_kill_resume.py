@@ -88,6 +88,7 @@ def test_kills_and_resumes_leave_exactly_the_uninterrupted_frames(tiny_models, t
     assert subprocess.run([sys.executable, "-m", "helpers", *resume], capture_output=True,
                           check=False).returncode == 0
 
+    assert not (run_dir / runs.SET_ASIDE_FOLDER).exists()  # the cut-off frames were the run's
     expected, got = frames_with_steps(whole), frames_with_steps(run_dir)
     assert [s for s, _ in got] == [s for s, _ in expected] == ["2", "4", "6", "8", "10"]
     for (step, want), (_, have) in zip(expected, got, strict=True):

@@ -12,13 +12,12 @@ import subprocess
 import sys
 import time
 import types
-import wave
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from common import quiet
+from common import quiet, write_wav
 from PIL import Image
 
 from helpers import runs
@@ -313,16 +312,6 @@ def test_a_trajectory_video(tmp_path):
     with pytest.raises(ValueError, match=r"trajectory: .* no trajectory for image 5; it has "
                                          r"trajectories 2"):
         make(run_dir, trajectory=5)
-
-
-def write_wav(path: Path, seconds: float = 3.0, rate: int = 8000) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        tone = (np.sin(np.arange(int(rate * seconds)) * 0.3) * 8000).astype("<i2")
-        w.writeframes(tone.tobytes())
-    return path
 
 
 @pytest.mark.parametrize("fmt", ["mp4", "webm"])

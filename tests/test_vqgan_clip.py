@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,6 +204,56 @@ def test_resumed_run_makes_the_same_frames_as_an_uninterrupted_one(tiny_models, 
         assert np.array_equal(image, got[step]), f"frame of step {step} differs"
     # the latent itself (continuous, so any difference in the RNG or optimiser state shows)
     assert torch.equal(runs.load_state(whole, "state.pt")["z"], runs.load_state(broken)["z"])
+
+
+def _stopped_at(settings: VQGANClipSettings, at: int) -> Path:
+    """A run of `settings` stopped (Ctrl-C) at iteration `at`."""
+    def stop(step, _run_dir):
+        if step.i == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render(settings, on_step=stop)
+    (run_dir,) = (Path(settings.out) / "runs").iterdir()
+    return run_dir
+
+
+def test_resume_sets_aside_files_past_its_point_that_the_run_did_not_write(tiny_models,
+                                                                            tmp_path):
+    run_dir = _stopped_at(tiny(iterations=4, save_every=1, out=str(tmp_path)), at=2)
+    frames = run_dir / runs.FRAMES_FOLDER
+    (frames / "000002.png").rename(frames / "000009.png")  # renamed by hand
+    mine = {"000003.png": b"the user's own file, at the next number",
+            "000010.png": (frames / "000001.png").read_bytes()}  # added by hand
+    for name, data in mine.items():
+        (frames / name).write_bytes(data)
+    kept = {name: (frames / name).read_bytes() for name in ("000009.png", *mine)}
+    lines: list[str] = []
+    assert generate(resume=run_dir, log=lines.append, progress=False) == run_dir
+    aside = run_dir / runs.SET_ASIDE_FOLDER
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == kept  # all there, unchanged
+    assert sorted(p.name for p in runs.list_frames(run_dir)) == [
+        "000001.png", "000003.png", "000004.png"]  # the run's own 3 and 4 made again
+    assert (frames / "000003.png").read_bytes() != mine["000003.png"]
+    (line,) = [x for x in lines if x.startswith("resume: ")]
+    assert line == (f"resume: 3 files numbered after the resume point (000003.png, 000009.png, "
+                    f"000010.png) were not written by this run; moved to {aside}")
+
+
+def test_resume_deletes_only_the_frame_a_kill_left_after_its_point(tiny_models, tmp_path):
+    run_dir = _stopped_at(tiny(iterations=4, save_every=1, out=str(tmp_path)), at=2)
+    state = runs.load_state(run_dir)
+    cut_off = runs.save_frame(run_dir, 3, Image.new("RGB", (64, 64)), "cut off", "{}",
+                              announce=True)  # written, its resume point never was
+    assert runs.cut_off_frame(run_dir, state) == cut_off
+    cut_off.write_bytes(cut_off.read_bytes() + b" ")  # changed since: no longer the run's own
+    assert runs.cut_off_frame(run_dir, state) is None
+    runs.save_frame(run_dir, 3, Image.new("RGB", (64, 64)), "cut off", "{}", overwrite=True,
+                    announce=True)
+    assert generate(resume=run_dir, log=quiet, progress=False) == run_dir
+    assert not (run_dir / runs.SET_ASIDE_FOLDER).exists()
+    assert [runs.read_image_info(p)[0].splitlines()[1].startswith("Steps: ")
+            for p in runs.list_frames(run_dir)] == [True] * 4  # 3 is the run's, made again
 
 
 def test_resume_of_a_finished_run_asks_for_more_iterations(tiny_models, tmp_path):

@@ -8,7 +8,6 @@ nothing has been written.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -18,9 +17,13 @@ from typing import Any
 from helpers.diffusion.extras import Extra, check_extras
 from helpers.diffusion.models import ModelRef, hub_family, resolve_model
 from helpers.diffusion.samplers import get_sampler, make_scheduler
+from helpers.files import read_json
 from helpers.memory import GB
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
+from helpers.settings.base import MOTION
+
+MAX_VIDEO_FRAMES = 100_000  # the most frames an animation makes (the `frames` setting's maximum)
 
 MULTIPLE = 8  # the VAE's downscaling factor: sizes are rounded down to it
 # Rough sizes for the memory estimate: fp16 weights per family, and bytes per output pixel
@@ -73,9 +76,8 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
     device = pick_device(settings.device, log)
     dtype_bytes = weights_dtype(settings.precision, device).itemsize
     ref = resolve_model(settings.model, cache)
-    if settings.model_config and ref.kind != "file":
-        raise ValueError(f"model_config: only for single-file models, and {settings.model!r} "
-                         f"is a {ref.kind} model (got {settings.model_config!r})")
+    if settings.model_config:
+        check_model_config(settings.model_config, settings.model, ref)
     family = ref.family or hub_family(ref.spec, cache)
     check_family(settings, family)
     extras = check_extras(settings, family)
@@ -92,6 +94,28 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
     return Checked(settings, ref, family, device, memory, extras, init)
+
+
+def check_model_config(spec: str, model: str, ref: ModelRef) -> None:
+    """A single-file model's configs: a Hub id, or a diffusers folder of the file's family
+    with every part's config (no weights needed)."""
+    from helpers.diffusion.models import check_parts, folder_family
+
+    if ref.kind != "file":
+        raise ValueError(f"model_config: only for single-file models, and {model!r} is a "
+                         f"{ref.kind} model (got {spec!r})")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        family = folder_family(path, "model_config")
+        if family != ref.family:
+            raise ValueError(f"model_config: {spec} is an {family.upper()} model, and "
+                             f"{model!r} is an {ref.family.upper()} checkpoint")
+        check_parts(path, family, "model_config", weights=False)
+    elif path.exists():
+        raise ValueError(f"model_config: {spec} is a file; give a diffusers folder (the one "
+                         "that holds model_index.json) or a Hub id")
+    elif not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        raise ValueError(f"model_config: {spec!r} is not an existing folder, or a Hub id")
 
 
 def check_sampler(name: str) -> None:
@@ -135,17 +159,32 @@ def check_animation(settings: DiffusionSettings) -> None:
 
     if settings.animate == "walk":
         walk_keyframes(settings)
+    frames = settings.frames
     if settings.animate == "video":
-        check_video(settings.init_video)
+        frames = min(frames or MAX_VIDEO_FRAMES, check_video(settings.init_video))
+    check_schedules(settings, frames)
 
 
-def check_video(path: str) -> None:
-    """The input video must exist and be readable by ffmpeg."""
+def check_schedules(settings: DiffusionSettings, frames: int) -> None:
+    """The schedules an animation uses, within their limits at each of its `frames`."""
+    from helpers.animation import check_schedule_values
+
+    names = [*MOTION, "noise_schedule"] if settings.animate == "2d" else []
+    if settings.animate in ("2d", "video") and settings.strength_schedule.strip():
+        names.append("strength_schedule")
+    for name in names:
+        check_schedule_values(getattr(settings, name), name, frames)
+
+
+def check_video(path: str) -> int:
+    """The input video must exist and be readable by ffmpeg; its number of frames as ffmpeg
+    estimates it (`MAX_VIDEO_FRAMES` where it cannot)."""
     import imageio_ffmpeg
 
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ValueError(f"init_video: {path!r} not found")
+        what = "is a folder, not a video" if file.is_dir() else "not found"
+        raise ValueError(f"init_video: {path!r} {what}")
     try:
         reader = imageio_ffmpeg.read_frames(str(file))
         meta = next(reader)
@@ -155,6 +194,9 @@ def check_video(path: str) -> None:
         raise ValueError(f"init_video: cannot read {path!r} as a video ({reason})") from None
     if not meta.get("size") or 0 in meta["size"]:
         raise ValueError(f"init_video: {path!r} has no video stream")
+    count = meta.get("nframes")
+    return int(count) if isinstance(count, (int, float)) and 0 < count < MAX_VIDEO_FRAMES \
+        else MAX_VIDEO_FRAMES
 
 
 def check_vae(spec: str, ref: ModelRef) -> None:
@@ -170,16 +212,26 @@ def check_vae(spec: str, ref: ModelRef) -> None:
                              f"or Hub id instead of {spec!r}")
         _check_vae_keys(path)
     elif path.is_dir():
-        config = path / "vae" / "config.json" if (path / "vae").is_dir() else path / "config.json"
-        try:
-            name = json.loads(config.read_text(encoding="utf-8")).get("_class_name")
-        except (OSError, ValueError, AttributeError):
-            name = None
-        if name != "AutoencoderKL":
-            raise ValueError(f"vae: {spec} holds no AutoencoderKL config (config.json); give a "
-                             "diffusers VAE folder")
+        _check_vae_folder(path / "vae" if (path / "vae").is_dir() else path, spec)
     elif not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
         raise ValueError(f"vae: {spec!r} is not an existing file or folder, or a Hub id")
+
+
+def _check_vae_folder(folder: Path, spec: str) -> None:
+    """A diffusers AutoencoderKL folder: its config.json says so, and it holds weights."""
+    from helpers.diffusion.models import weights_problem
+
+    config = folder / "config.json"
+    try:
+        name = read_json(config, f"vae: {config}").get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if name != "AutoencoderKL":
+        raise ValueError(f"vae: {spec} holds no AutoencoderKL config (config.json); give a "
+                         "diffusers VAE folder")
+    problem = weights_problem(folder, "diffusers")
+    if problem:
+        raise ValueError(f"vae: {folder}/{problem}")
 
 
 def _check_vae_keys(path: Path) -> None:

@@ -21,10 +21,11 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from helpers.files import load_json
 from helpers.reporting import Log, logger_level
 from helpers.settings import DiffusionSettings
 
@@ -33,8 +34,9 @@ EMBEDDINGS_FOLDER = "embeddings"
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 LORA_KINDS = ("lora", "lyco")  # the web UI reads <lyco:...> as <lora:...>
-_TAG = re.compile(r"<(\w+):([^>]+)>")  # the web UI's extra-network tag
+_TAG_HEAD = re.compile(r"<(\w+):")  # the web UI's extra-network tag <kind:body> (`_tags`)
 _ADAPTER = "dreamframe_lora_{}"
+MAX_NAME = 200  # characters of a LoRA's name (its file name without the suffix)
 
 
 class Extra(NamedTuple):
@@ -50,17 +52,38 @@ class Extra(NamedTuple):
 # --- reading the prompt -------------------------------------------------------------------------
 
 
+def _tags(text: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, kind, body) of each tag, as the web UI's regex `<(\\w+):([^>]+)>` finds them,
+    in one pass: that regex reads the rest of the text again from every `<kind:` left open."""
+    found, pos = [], 0
+    while (head := _TAG_HEAD.search(text, pos)) is not None:
+        close = text.find(">", head.end())
+        if close < 0:  # no `>` after this tag's start: none after any later one either
+            break
+        if close > head.end():
+            found.append((head.start(), close + 1, head.group(1), text[head.end():close]))
+            pos = close + 1
+        else:  # `<kind:>` has no body
+            pos = head.start() + 1
+    return found
+
+
 def strip_tags(text: str) -> str:
     """`text` without its `<kind:...>` tags, as the web UI gives it to the text encoder."""
-    return _TAG.sub("", text)
+    kept, pos = [], 0
+    for start, end, _, _ in _tags(text):
+        kept.append(text[pos:start])
+        pos = end
+    return "".join(kept) + text[pos:]
 
 
 def lora_tags(text: str) -> list[tuple[str, tuple[float, float]]]:
     """(name, (text encoder, UNet) weights) of each `<lora:...>` tag; other kinds are refused."""
     found = []
-    for kind, body in _TAG.findall(text):
+    for _, _, kind, body in _tags(text):
         if kind not in LORA_KINDS:
-            raise ValueError(f"prompt: <{kind}:{body}>: only <lora:name:weight> tags are "
+            shown = body if len(body) <= 100 else f"{body[:97]}..."  # a tag may run on and on
+            raise ValueError(f"prompt: <{kind}:{shown}>: only <lora:name:weight> tags are "
                              "supported")
         found.append(_lora_args(body))
     return found
@@ -116,13 +139,26 @@ def _loras(tags: list[tuple[str, tuple[float, float]]], folder: Path) -> list[Ex
             raise ValueError(f"prompt: <lora:{name}> appears with two weights; give one")
     found = []
     for name, weights in chosen.items():
-        path = _find(folder, name, LORA_SUFFIXES)
+        path = _find(folder, _lora_name(name), LORA_SUFFIXES)
         if path is None:
             where = folder if folder.is_dir() else f"{folder} (the folder does not exist)"
             raise ValueError(f"prompt: <lora:{name}>: no {name}.safetensors (or .pt, .ckpt) in "
                              f"{where}; put the LoRA file there")
+        _check_file(f"prompt: <lora:{name}>", path, folder.parent, _lora_problem)
         found.append(Extra("lora", name, path, lora_hash(path), weights))
     return found
+
+
+def _lora_name(name: str) -> str:
+    """A `<lora:name>` tag's name, refused unless it can be a file's name in the LoRA folder."""
+    shown = name if len(name) <= 60 else f"{name[:40]}..."
+    if len(name) > MAX_NAME:
+        raise ValueError(f"prompt: <lora:{shown}>: the name is {len(name):,} characters long; "
+                         f"a LoRA's name is its file name without the suffix, at most {MAX_NAME}")
+    if name in (".", "..") or re.search(r"[/\\\x00-\x1f]", name):
+        raise ValueError(f"prompt: <lora:{shown}>: a LoRA's name is the name of a file in the "
+                         "loras folder, without folders, '..' or control characters")
+    return name
 
 
 def _embeddings(positive: str, negative: str, folder: Path) -> list[Extra]:
@@ -132,23 +168,69 @@ def _embeddings(positive: str, negative: str, folder: Path) -> list[Extra]:
     files = {p.stem: p for p in sorted(folder.rglob("*"))
              if p.is_file() and p.suffix.lower() in EMBEDDING_SUFFIXES}
     found = []
-    for text in (positive, negative):
+    for setting, text in (("prompt", positive), ("negative_prompt", negative)):
         for name, path in files.items():
             if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) and \
                     all(e.name != name for e in found):
+                _check_file(f"{setting}: {name}", path, folder.parent, _embedding_problem)
                 found.append(Extra("embedding", name, path, file_hash(path)))
     return found
 
 
 def _find(folder: Path, name: str, suffixes: tuple[str, ...]) -> Path | None:
-    """`folder/name.<suffix>`, or the same name in a subfolder (as the web UI finds them)."""
-    if not folder.is_dir() or "/" in name or "\\" in name or name in (".", ".."):
+    """The file `name` + one of `suffixes` in `folder` or a subfolder, as the web UI finds
+    them: the top level first, then in the order of `suffixes` (only names of files there)."""
+    if not folder.is_dir():
         return None
-    for suffix in suffixes:
-        if (folder / f"{name}{suffix}").is_file():
-            return folder / f"{name}{suffix}"
-    return next((p for p in sorted(folder.rglob("*"))
-                 if p.stem == name and p.suffix.lower() in suffixes and p.is_file()), None)
+    files = [p for p in folder.rglob("*")
+             if p.stem == name and p.suffix.lower() in suffixes and p.is_file()]
+    return min(files, default=None, key=lambda p: (len(p.parts), suffixes.index(
+        p.suffix.lower()), str(p)))
+
+
+def _check_file(where: str, path: Path, workspace: Path,
+                problem: Callable[[str, int, int], str | None]) -> None:
+    """`ValueError` "`where`: file what is wrong", when `problem(path, size, mtime)` says so."""
+    stat = path.stat()
+    found = problem(str(path), stat.st_size, stat.st_mtime_ns)
+    if found:
+        shown = path.relative_to(workspace) if path.is_relative_to(workspace) else path
+        raise ValueError(f"{where}: {shown} {found}")
+
+
+@functools.lru_cache(maxsize=64)
+def _lora_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """What is wrong with a LoRA file, None if nothing (by path, size and time: read once)."""
+    try:
+        names = _tensor_names(Path(path))
+    except ValueError as e:
+        return str(e)
+    if not any("lora" in n.lower() for n in names):  # diffusers' test of a LoRA's keys
+        return "has no LoRA weights (no tensor named like lora_...): is it a LoRA file?"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _embedding_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """What is wrong with an embedding file, None if nothing (read once, as `_lora_problem`)."""
+    try:
+        embedding_vectors(Path(path))
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _tensor_names(path: Path) -> list[str]:
+    """The names of a weights file's tensors (a .safetensors file's header only)."""
+    if path.suffix.lower() != ".safetensors":
+        return [k for k, v in _weights(path).items() if _is_tensor(v)]
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except Exception as e:  # safetensors' own error is no ValueError
+        raise ValueError(f"cannot be read as safetensors ({_first_line(e)})") from None
 
 
 # --- hashes -------------------------------------------------------------------------------------
@@ -190,7 +272,7 @@ def safetensors_metadata(path: Path) -> dict[str, Any]:
         if size <= 0 or size > min(path.stat().st_size, 100 << 20):
             return {}
         try:
-            header = json.loads(f.read(size))
+            header = load_json(f.read(size), f"the header of {path}")
         except (UnicodeDecodeError, json.JSONDecodeError):
             return {}
     meta = header.get("__metadata__") if isinstance(header, dict) else None
@@ -263,10 +345,9 @@ def _load_loras(pipe: Any, loras: list[Extra]) -> None:
         name = _ADAPTER.format(i)
         try:
             pipe.load_lora_weights(_lora_state(extra.path), adapter_name=name)
-        except (ValueError, KeyError, RuntimeError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
             raise ValueError(f"prompt: <lora:{extra.name}>: {extra.path} does not fit this "
-                             f"model ({reason})") from None
+                             f"model ({_first_line(e)})") from None
         if not any(name in (getattr(getattr(pipe, c, None), "peft_config", None) or {})
                    for c in ("unet", "text_encoder", "text_encoder_2")):
             raise ValueError(f"prompt: <lora:{extra.name}>: {extra.path} has no weights this "
@@ -286,20 +367,39 @@ def _component_weights(pipe: Any, weights: tuple[float, float]) -> float | dict[
 
 def _lora_state(path: Path) -> dict[str, Any]:
     """A LoRA file's tensors; a pickled one is read without running code from it."""
+    return {k: v for k, v in _weights(path).items() if _is_tensor(v)}
+
+
+def _weights(path: Path) -> dict[str, Any]:
+    """A weights file's contents by name (a pickle read without running code from it);
+    `ValueError` saying what is wrong, to follow the file's name, when it holds no dict."""
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return _tensors(path)
-
-
-def _tensors(path: Path) -> dict[str, Any]:
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors' own error is no ValueError
+            raise ValueError(f"cannot be read as safetensors ({_first_line(e)})") from None
     from helpers.safeload import load_state_dict
 
-    data = load_state_dict(path, depth=1)
+    try:
+        data = load_state_dict(path, depth=1)
+    except ValueError:
+        raise ValueError("is not a readable checkpoint (truncated, or not a PyTorch file)") \
+            from None
     if data is None:
-        raise ValueError(f"prompt: {path} holds no tensors")
+        raise ValueError("holds no tensors (it is not a checkpoint of named weights)")
     return data
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return torch.is_tensor(value)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 def _load_embedding(pipe: Any, extra: Extra, vectors: dict[str, Any]) -> None:
@@ -334,24 +434,26 @@ def embedding_vectors(path: Path) -> dict[str, Any]:
     """An embedding file's vectors: {"": tensor} (SD 1/2), or {"clip_l", "clip_g"} (SDXL).
 
     The web UI's `.pt` (string_to_param), `emb_params` safetensors and diffusers' one-key files.
+    `ValueError` saying what is wrong, to follow the file's name, for anything else.
     """
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        data = load_file(str(path))
-    else:
-        data = _tensors(path)
-    if "clip_l" in data and "clip_g" in data:
+    data = _weights(path)
+    if _is_vectors(data.get("clip_l")) and _is_vectors(data.get("clip_g")):
         return {"clip_l": data["clip_l"], "clip_g": data["clip_g"]}
     params = data.get("string_to_param")
     tensor = (next(iter(params.values()), None) if isinstance(params, dict) and params
               else data.get("emb_params"))
     if tensor is None:
-        tensors = [v for v in data.values() if hasattr(v, "shape")]
+        tensors = [v for v in data.values() if _is_tensor(v)]
         tensor = tensors[0] if len(tensors) == 1 else None
-    if tensor is None:
-        raise ValueError(f"prompt: {path} is not a textual-inversion embedding")
+    if not _is_vectors(tensor):
+        raise ValueError("is not a textual-inversion embedding (no vectors of one in it)")
     return {"": tensor}
+
+
+def _is_vectors(value: Any) -> bool:
+    """A float tensor of one or more vectors."""
+    return _is_tensor(value) and value.is_floating_point() and value.ndim >= 1 and \
+        value.numel() > 0
 
 
 def _encoded_settings(settings: DiffusionSettings, vectors: dict[str, int]) -> DiffusionSettings:

@@ -118,7 +118,10 @@ def settings_from_image(png: str | os.PathLike, *, log: Log = print,
     `overrides` applied; infotext keys we do not use are reported through `log`, in one line."""
     from helpers.infotext import parse_infotext
 
-    infotext, stored = runs.read_image_info(Path(png))
+    try:
+        infotext, stored = runs.read_image_info(Path(png))
+    except ValueError as e:
+        raise ValueError(f"from_image: {e}") from None
     if stored is not None:
         if stored.get("kind") != DiffusionSettings.kind:
             raise ValueError(f"from_image: {png} was made by a {stored.get('kind')!r} run, "

@@ -103,10 +103,26 @@ def _load(ref: ModelRef, settings: DiffusionSettings, dtype: Any, cache, log: Lo
         return _from_hub(ref.spec, family, dtype, hub, log), family, None
     folder = Path(fetch(ref.spec, cache=cache, log=log)) if ref.kind == "catalogue" \
         else Path(ref.spec).expanduser()
-    cls = getattr(diffusers, PIPELINE_CLASSES[ref.family])
-    pipe = cls.from_pretrained(folder, variant=_folder_variant(folder), **dtype_kwargs(dtype),
-                               **_extras(ref.family))
-    return pipe, ref.family, folder
+    return _from_folder(folder, ref.family, dtype), ref.family, folder
+
+
+def _from_folder(folder: Path, family: str, dtype: Any):
+    """from_pretrained on a diffusers folder; a `ValueError` naming the `model` setting when
+    its files do not load (what `models.check_parts` cannot see, such as a damaged .bin)."""
+    import pickle
+
+    import diffusers
+
+    cls = getattr(diffusers, PIPELINE_CLASSES[family])
+    try:  # diffusers logs an error for a part without .safetensors, then loads its .bin
+        with logger_level("diffusers.models.modeling_utils", logging.CRITICAL):
+            return cls.from_pretrained(folder, variant=_folder_variant(folder),
+                                       **dtype_kwargs(dtype), **_extras(family))
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        if type(e).__name__ == "OutOfMemoryError":  # the CLI's own message says what to do
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"model: cannot load {folder} ({reason})") from None
 
 
 def _extras(family: str) -> dict[str, Any]:
@@ -257,11 +273,11 @@ def _cached_sha256(path: Path, cache=None) -> str:
     """sha256 of a file, remembered by path, size and mtime (big checkpoints take seconds)."""
     from helpers.download import cache_dir
     from helpers.download.hashes import sha256
-    from helpers.files import atomic_write_text
+    from helpers.files import atomic_write_text, load_json
 
     record = cache_dir(cache) / "model-hashes.json"
     try:
-        known = json.loads(record.read_text(encoding="utf-8"))
+        known = load_json(record.read_text(encoding="utf-8"), str(record), dict)
     except (OSError, ValueError):
         known = {}
     stat = path.stat()

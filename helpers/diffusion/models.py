@@ -14,10 +14,11 @@ A `.ckpt` is a pickle: it is read once with a loader that never runs code from i
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.files import read_json
 
 FAMILIES = ("sd", "sdxl", "ldm")
 PIPELINE_FAMILIES = {
@@ -63,7 +64,9 @@ def resolve_model(spec: str, cache: str | os.PathLike | None = None) -> ModelRef
         return ModelRef(spec, "catalogue", model.family, spec)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ModelRef(spec, "folder", folder_family(path), path.name)
+        family = folder_family(path)
+        check_parts(path, family)
+        return ModelRef(spec, "folder", family, path.name)
     if path.is_file():
         return _file_ref(spec, path, cache)
     try:
@@ -78,17 +81,83 @@ def resolve_model(spec: str, cache: str | os.PathLike | None = None) -> ModelRef
     raise ValueError(f"model: {unknown_model(spec)}")
 
 
-def folder_family(folder: Path) -> str:
-    """The family of a diffusers folder, from its model_index.json."""
+def folder_family(folder: Path, field: str = "model") -> str:
+    """The family of a diffusers folder, from its model_index.json (errors name `field`)."""
     index = folder / "model_index.json"
     if not index.is_file():
-        raise ValueError(f"model: {folder} has no model_index.json: not a diffusers pipeline "
+        raise ValueError(f"{field}: {folder} has no model_index.json: not a diffusers pipeline "
                          "folder (give the folder that holds model_index.json, unet/, vae/)")
-    name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    name = read_json(index, f"{field}: {index}", dict).get("_class_name", "")
     if name not in PIPELINE_FAMILIES:
-        raise ValueError(f"model: {folder} holds a {name or 'unknown'} pipeline; supported: "
+        raise ValueError(f"{field}: {folder} holds a {name or 'unknown'} pipeline; supported: "
                          f"{', '.join(sorted(PIPELINE_FAMILIES))}")
     return PIPELINE_FAMILIES[name]
+
+
+def check_parts(folder: Path, family: str, field: str = "model", weights: bool = True) -> None:
+    """Every part the folder's model_index.json lists must be there, as diffusers loads it:
+    a folder with its config and, for a model, weights (unless `weights` is False: configs
+    only); `ValueError` naming `field` and what is missing or damaged."""
+    index = read_json(folder / "model_index.json", f"{field}: {folder / 'model_index.json'}",
+                      dict)
+    for name, entry in index.items():
+        if name.startswith("_") or (family, name) in _NOT_LOADED or not (
+                isinstance(entry, list) and len(entry) == 2 and
+                all(isinstance(x, str) for x in entry)):
+            continue  # settings, parts listed as [null, null], parts we pass as None
+        problem = _part_problem(folder / name, entry, weights)
+        if problem:
+            raise ValueError(f"{field}: {folder} is incomplete or damaged: {name}/{problem}")
+
+
+_NOT_LOADED = {("sd", "safety_checker")}  # the web UIs' way: no safety checker
+
+
+def _part_problem(part: Path, entry: list[str], weights: bool = True) -> str | None:
+    """What is wrong with one part's folder ("" after `part/`), or None."""
+    library, cls = entry
+    if not part.is_dir():
+        return " is missing (no such folder)"
+    if cls.endswith("Scheduler"):
+        return _missing(part, "scheduler_config.json")
+    if cls.endswith(("ImageProcessor", "FeatureExtractor")):
+        return _missing(part, "preprocessor_config.json")
+    if "Tokenizer" in cls:
+        return None if any(p.is_file() for p in part.iterdir()) else " is empty"
+    return _missing(part, "config.json") or (weights_problem(part, library) if weights
+                                              else None)
+
+
+def _missing(part: Path, name: str) -> str | None:
+    """None if `part/name` is a file holding a JSON object, else what is wrong."""
+    if not (part / name).is_file():
+        return f"{name} is a folder, not a file" if (part / name).is_dir() else \
+            f"{name} is missing"
+    try:
+        read_json(part / name, name, dict)
+    except (OSError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def weights_problem(part: Path, library: str) -> str | None:
+    """None if a model's folder holds weights (.safetensors with a readable header, or .bin),
+    else what is wrong, after `part/` ("diffusers" or "transformers" file names)."""
+    files = sorted(p for p in part.iterdir()
+                   if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        expected = "diffusion_pytorch_model" if library == "diffusers" else "model"
+        return f"{expected}.safetensors is missing (no weights file)"
+    from safetensors import safe_open
+
+    for file in (f for f in files if f.suffix == ".safetensors"):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as e:  # safetensors' own error is no ValueError
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            return f"{file.name} cannot be read as safetensors ({reason})"
+    return None
 
 
 def _file_ref(spec: str, path: Path, cache: str | os.PathLike | None) -> ModelRef:

@@ -17,8 +17,9 @@ How the grammars compose (DESIGN §4), loosest first:
    escapes (`\\|` `\\:` `\\^` `\\\\`) are read first, then the web UI's.
 The negative prompt has steps 2 and 3; `AND` is literal text there, as in the web UI.
 Not supported, with an error rather than a silent literal: prompt editing `[from:to:when]` and
-alternation `[a|b]` (both change the text during sampling). A deliberate difference: `BREAK`
-inside brackets still breaks (the web UI turns it into the word "BREAK" with a negative weight).
+alternation `[a|b]` (both change the text during sampling). Deliberate differences: `BREAK`
+inside brackets still breaks (the web UI turns it into the word "BREAK" with a negative weight),
+and brackets open more than `MAX_NESTING` deep are an error (the work stays linear).
 
 Chunks (`chunk_tokens`): 75 tokens each; `BREAK` ends one; a chunk that fills up with a comma
 among its last 20 tokens ends after that comma and the rest moves on (the web UI's comma
@@ -29,14 +30,16 @@ modules/sd_hijack_clip.py at 00e09382 (web UI 1.8-1.10). Pure Python, no heavy i
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from helpers.prompts import Prompt, parse_prompts
+from helpers.prompts import SHOWN_CHARS, Prompt, parse_prompts, shown
 
 CHUNK = 75  # prompt tokens per chunk; with its start and end tokens CLIP reads 77
 COMMA_BACKTRACK = 20  # the web UI's default "Prompt word wrap length limit", in tokens
+MAX_NESTING = 100  # emphasis brackets open at once; more is no prompt a person writes
 EMPHASIS = 1.1  # `(text)` multiplies by this, `[text]` divides by it
 Segment = tuple[str, float]  # (text, multiplier)
 BREAK_SEGMENT: Segment = ("BREAK", -1.0)  # where parse_attention ends a chunk (the web UI's mark)
@@ -45,12 +48,13 @@ Part = tuple[int, float]  # an AND part: (number of its pieces, its weight)
 Run = tuple[list[int], float] | None  # token ids with their multiplier; None = BREAK
 
 _AND = re.compile(r"\bAND\b")
-_AND_WEIGHT = re.compile(r"\s*(?<!\\):\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*$")  # not after \
-_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+# No `\s*` before the colon: searched from every space of a long run of them, that backtracks.
+_AND_WEIGHT = re.compile(r"(?<!\\):\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*$")  # not after \
+_BREAK = re.compile(r"\bBREAK\b")  # the spaces around it are stripped (`_split_break`)
 # One token of the emphasis syntax: an escape (or a lone backslash), the `:weight)` that closes
 # a weighted group, a bracket, a run of text, or a colon that closes nothing.
 _EMPHASIS_TOKEN = re.compile(r"\\[()\[\]\\]?|:\s*([+-]?[.\d]+)\s*\)|[()\[\]]|[^\\()\[\]:]+|:")
-_EDIT_WHEN = re.compile(r":\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+_EDIT_WHEN = re.compile(r":\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 _HIDDEN_BAR = "\ue000"  # stands for a `|` inside brackets while our grammar splits a text
 _OPENER = {")": "(", "]": "["}
 
@@ -58,88 +62,86 @@ _OPENER = {")": "(", "]": "["}
 # --- the web UI's syntax inside a piece ---------------------------------------------------------
 
 
-@dataclass
-class _Group:
-    """A bracket group: its factor and when it was applied (groups apply in closing order)."""
-
-    factor: float = 1.0
-    order: int = -1  # -1 while open
-
-
-@dataclass
-class _Runs:
-    """Text runs, each with the groups open around it; None marks a BREAK."""
-
-    groups: list[_Group] = field(default_factory=list)
-    runs: list[tuple[str, tuple[int, ...]] | None] = field(default_factory=list)
-    closed: int = 0
-
-    def add(self, text: str, inside: list[int]) -> None:
-        self.runs.append((text, tuple(inside)))
-
-    def close(self, group: int, factor: float) -> None:
-        self.groups[group].factor, self.groups[group].order = factor, self.closed
-        self.closed += 1
-
-    def multiplier(self, inside: tuple[int, ...]) -> float:
-        weight = 1.0
-        for group in sorted(inside, key=lambda g: self.groups[g].order):
-            weight *= self.groups[group].factor
-        return weight
-
-
 def parse_attention(text: str) -> list[Segment]:
     """The web UI's emphasis: (text, multiplier) runs, BREAK_SEGMENT where `BREAK` stands.
 
     Gives the documented results of the web UI's `parse_prompt_attention`, floats included:
     each group multiplies its runs when it closes, unclosed ones at the end (round, then square).
+    Brackets may be open `MAX_NESTING` deep at most, so the work stays linear in the text.
     """
-    state, open_round, open_square = _Runs(), [], []
+    runs: list[list | None] = []  # [text, multiplier]; None marks a BREAK
+    open_round: list[int] = []  # where each open group's runs start
+    open_square: list[int] = []
     for match in _EMPHASIS_TOKEN.finditer(text):
         token, weight = match.group(0), match.group(1)
-        inside = open_round + open_square
         if token[0] == "\\":
-            state.add(token[1:], inside)
+            runs.append([token[1:], 1.0])
         elif token in ("(", "["):
-            (open_round if token == "(" else open_square).append(len(state.groups))
-            state.groups.append(_Group())
+            (open_round if token == "(" else open_square).append(len(runs))
+            if len(open_round) + len(open_square) > MAX_NESTING:
+                raise ValueError(f"brackets are nested more than {MAX_NESTING} deep at "
+                                 f"character {match.start() + 1}")
         elif weight is not None and open_round:
-            state.close(open_round.pop(), _emphasis_weight(weight, text))
+            _multiply(runs, open_round.pop(), _emphasis_weight(weight, text))
         elif token == ")" and open_round:
-            state.close(open_round.pop(), EMPHASIS)
+            _multiply(runs, open_round.pop(), EMPHASIS)
         elif token == "]" and open_square:
-            state.close(open_square.pop(), 1 / EMPHASIS)
+            _multiply(runs, open_square.pop(), 1 / EMPHASIS)
         else:
-            for number, part in enumerate(_BREAK.split(token)):
+            for number, part in enumerate(_split_break(token)):
                 if number:
-                    state.runs.append(None)
-                state.add(part, inside)
-    for group in open_round:
-        state.close(group, EMPHASIS)
-    for group in open_square:
-        state.close(group, 1 / EMPHASIS)
-    segments = [BREAK_SEGMENT if r is None else (r[0], state.multiplier(r[1]))
-                for r in state.runs]
+                    runs.append(None)
+                runs.append([part, 1.0])
+    for start in open_round:
+        _multiply(runs, start, EMPHASIS)
+    for start in open_square:
+        _multiply(runs, start, 1 / EMPHASIS)
+    segments = [BREAK_SEGMENT if r is None else (r[0], r[1]) for r in runs]
     return _merged(segments) or [("", 1.0)]
+
+
+def _multiply(runs: list[list | None], start: int, factor: float) -> None:
+    """A group closes: its runs (from `start` on) are multiplied by its factor, as in the web UI
+    (so the floats are the same); each run is in at most `MAX_NESTING` groups."""
+    for i in range(start, len(runs)):
+        if runs[i] is not None:
+            runs[i][1] *= factor
+
+
+def _split_break(text: str) -> list[str]:
+    """`text` split at each word `BREAK`, the whitespace around it dropped (by strip, not a
+    regex `\\s*` before the word, which backtracks quadratically over a long run of spaces)."""
+    if "BREAK" not in text:
+        return [text]
+    parts = _BREAK.split(text)
+    last = len(parts) - 1
+    return [_strip_ends(part, number > 0, number < last) for number, part in enumerate(parts)]
+
+
+def _strip_ends(text: str, left: bool, right: bool) -> str:
+    text = text.lstrip() if left else text
+    return text.rstrip() if right else text
 
 
 def _emphasis_weight(number: str, text: str) -> float:
     try:
         return float(number)
     except ValueError:
-        raise ValueError(f"emphasis weight {number!r} in {text!r} is not a number") from None
+        raise ValueError(f"emphasis weight {number!r} in {shown(text)} is not a number") from None
 
 
 def _merged(segments: list[Segment]) -> list[Segment]:
     """Neighbouring runs with the same multiplier joined (breaks stay apart)."""
-    merged: list[Segment] = []
+    merged: list[tuple[list[str], float] | None] = []
     for segment in segments:
-        if (merged and segment != BREAK_SEGMENT and merged[-1] != BREAK_SEGMENT
-                and merged[-1][1] == segment[1]):
-            merged[-1] = (merged[-1][0] + segment[0], segment[1])
+        last = merged[-1] if merged else None
+        if segment == BREAK_SEGMENT:
+            merged.append(None)
+        elif last is not None and last[1] == segment[1]:
+            last[0].append(segment[0])  # joined once at the end: no quadratic string growth
         else:
-            merged.append(segment)
-    return merged
+            merged.append(([segment[0]], segment[1]))
+    return [BREAK_SEGMENT if m is None else ("".join(m[0]), m[1]) for m in merged]
 
 
 def plain_text(text: str) -> str:
@@ -169,12 +171,13 @@ def check_piece(text: str) -> None:
         i += 1
 
 
-def _check_group(group: str, bar: bool) -> None:
+def _check_group(whole: str, bar: bool) -> None:
+    group = whole if len(whole) <= SHOWN_CHARS else f"{whole[:SHOWN_CHARS - 3]}..."
     if bar:
         raise ValueError(f"{group} is the web UI's alternation (a different text at every "
                          "step), which is not supported here; write one of the texts (or "
                          "escape the brackets and bars, \\[a\\|b\\], to keep them as text)")
-    if _EDIT_WHEN.search(group[1:-1]):
+    if _EDIT_WHEN.search(whole[1:-1]):
         raise ValueError(f"{group} is the web UI's prompt editing [from:to:when] (the text "
                          "changes during sampling), which is not supported here; write the text "
                          "to use (or escape the brackets, \\[ \\], to keep them as text)")
@@ -267,9 +270,9 @@ def _parts(prompt: str) -> list[tuple[str, float, list[Prompt]]]:
     for number, (text, weight) in enumerate(split_and(prompt), 1):
         if not text:
             raise ValueError(f"AND part {number} is empty: an AND at an end, or two with "
-                             f"nothing between (in {prompt!r})")
+                             f"nothing between (in {shown(prompt)})")
         try:
-            parts.append((f"AND part {number} {text!r}", weight, split_pieces(text)))
+            parts.append((f"AND part {number} {shown(text)}", weight, split_pieces(text)))
         except ValueError as e:
             raise ValueError(f"AND part {number}: {e}") from None
     return parts
@@ -280,12 +283,13 @@ def _check_pieces(prompts: list[Prompt], name: str = "") -> None:
     prefix = f"{name}: " if name else ""
     for number, p in enumerate(prompts, 1):
         if p.stop != -math.inf:
-            raise ValueError(f"{prefix}piece {number} {p.text!r} has a stop value ({p.stop:g}); "
-                             "stop has no meaning for diffusion, write 'text:weight' only")
+            raise ValueError(f"{prefix}piece {number} {shown(p.text)} has a stop value "
+                             f"({p.stop:g}); stop has no meaning for diffusion, write "
+                             "'text:weight' only")
         try:
             check_piece(p.text)
         except ValueError as e:
-            raise ValueError(f"{prefix}piece {number} {p.text!r}: {e}") from None
+            raise ValueError(f"{prefix}piece {number} {shown(p.text)}: {e}") from None
 
 
 def _normalised(pieces: list[Piece], scale: float = 1.0) -> list[Piece]:
@@ -293,6 +297,7 @@ def _normalised(pieces: list[Piece], scale: float = 1.0) -> list[Piece]:
     return [(text, scale * w / total) for text, w in pieces]
 
 
+@functools.lru_cache(maxsize=32)  # settings check their prompts again on every copy
 def _positive(prompt: str) -> tuple[tuple[Piece, ...], tuple[Part, ...]]:
     """The positive pieces with their composable weights, and the AND parts (() = none)."""
     if not prompt.strip():
@@ -304,15 +309,15 @@ def _positive(prompt: str) -> tuple[tuple[Piece, ...], tuple[Part, ...]]:
         _check_pieces(prompts, name)
         positive = [(p.text, p.weight) for p in prompts if p.weight > 0]
         if not positive:
-            raise ValueError(f"{name or repr(prompt)} has no piece with a positive weight; "
+            raise ValueError(f"{name or shown(prompt)} has no piece with a positive weight; "
                              "negative pieces only steer away, so give at least one positive "
                              "piece")
         if weight != 0:
             pieces += _normalised(positive, weight)
             kept.append((len(positive), weight))
     if not pieces:
-        raise ValueError(f"every AND part of {prompt!r} has weight 0, so the prompt would have "
-                         "no effect; give one a non-zero weight")
+        raise ValueError(f"every AND part of {shown(prompt)} has weight 0, so the prompt would "
+                         "have no effect; give one a non-zero weight")
     return tuple(pieces), tuple(kept) if len(parts) > 1 else ()
 
 
@@ -329,14 +334,19 @@ def negative_pieces(negative_prompt: str, prompt: str = "") -> tuple[Piece, ...]
 
     Weights are normalised to sum 1; empty when there is nothing (the model's default).
     """
+    return _negative(negative_prompt, prompt)
+
+
+@functools.lru_cache(maxsize=32)  # settings check their prompts again on every copy
+def _negative(negative_prompt: str, prompt: str) -> tuple[Piece, ...]:
     pieces: list[Piece] = []
     if negative_prompt.strip():
         prompts = split_pieces(negative_prompt)
         _check_pieces(prompts)
         for number, p in enumerate(prompts, 1):
             if p.weight < 0:
-                raise ValueError(f"piece {number} {p.text!r} has weight {p.weight:g}; negative "
-                                 "prompt weights must be positive")
+                raise ValueError(f"piece {number} {shown(p.text)} has weight {p.weight:g}; "
+                                 "negative prompt weights must be positive")
         pieces += [(p.text, p.weight) for p in prompts if p.weight > 0]
     if prompt.strip():
         pieces += [(p.text, -p.weight) for _, _, prompts in _parts(prompt) for p in prompts

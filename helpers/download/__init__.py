@@ -16,7 +16,9 @@ Cache layout (see `cache_dir`):
     <cache>/hub/models--owner--repo/...                    the Hugging Face Hub cache
 A download is written to `.<file>.download` beside its final path (gdown keeps the unfinished
 part as `.<file>.download<8 chars>.part` and continues it with an HTTP Range request next time)
-and renamed to the final name only after its size, sha256 and content check out.
+and renamed to the final name only after its size, sha256 and content check out. Input
+images (`helpers.inputs`) are downloaded with `Limits`: a deadline in all (a server trickling
+bytes is cut off) and a size cap; a failed one leaves no partial file.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from helpers.download.hub import (
     repo_folder,
 )
 from helpers.download.messages import offline_message
-from helpers.download.mirrors import RETRIES, TIMEOUT, fetch_file
+from helpers.download.mirrors import RETRIES, TIMEOUT, Limits, fetch_file
 from helpers.download.sources import default_name, resolve_user_source
 from helpers.reporting import Log
 
@@ -112,11 +114,13 @@ def fetch(name_or_model: Model | str, cache: str | os.PathLike | None = None,
 def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
                     name: str | None = None, sha256: str | None = None, *,
                     cache: str | os.PathLike | None = None, kind: str = "vqgan",
-                    progress: bool = True, log: Log = print, retries: int = RETRIES) -> Path:
+                    progress: bool = True, log: Log = print, retries: int = RETRIES,
+                    limits: Limits | None = None) -> Path:
     """Fetch a user-supplied file into `dest_dir` (saved as `name`) and return its path.
 
     An existing local path is returned as is; a whole Hub repo (`owner/repo`) is snapshot
-    into the Hub cache of `cache` and its folder returned.
+    into the Hub cache of `cache` and its folder returned. `limits` bound a URL or Drive
+    download in time and size (input images); a failed one leaves no partial file.
     """
     found = resolve_user_source(spec) if isinstance(spec, str) else spec
     if isinstance(found, Path):
@@ -135,7 +139,8 @@ def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
     folder.mkdir(parents=True, exist_ok=True)
     file = ModelFile(name or default_name(found), (found,), None, sha256)
     forget_other_source(folder, file.name, found.describe(), log)
-    return fetch_file(file, folder, file.name, kind, progress=progress, log=log, retries=retries)
+    return fetch_file(file, folder, file.name, kind, progress=progress, log=log, retries=retries,
+                      limits=limits)
 
 
 def fetch_hub_file(repo: str, filename: str, cache: str | os.PathLike | None = None,
@@ -164,6 +169,6 @@ def _as_model(model: Model | str) -> Model:
     return model if isinstance(model, Model) else get_model(model)
 
 
-__all__ = ["HASHES", "RETRIES", "TIMEOUT", "DownloadError", "Log", "cache_dir", "cache_folder",
-           "fetch", "fetch_all", "fetch_file_from", "fetch_hub_file", "hub_cache", "is_cached",
-           "model_dir", "resolve_user_source"]
+__all__ = ["HASHES", "RETRIES", "TIMEOUT", "DownloadError", "Limits", "Log", "cache_dir",
+           "cache_folder", "fetch", "fetch_all", "fetch_file_from", "fetch_hub_file",
+           "hub_cache", "is_cached", "model_dir", "resolve_user_source"]

@@ -33,6 +33,10 @@ class BadFile(Exception):
     """A download finished but is not the expected file."""
 
 
+class OverLimit(Exception):
+    """A bounded download (an input image) took too long or grew too large; says which."""
+
+
 class Unreachable(OSError):
     """The quick look before a download found no way to the server; the message says why."""
 
@@ -52,7 +56,7 @@ def describe(exc: BaseException, where: str) -> Failure:
     """Turn a download exception into a one-line reason."""
     chain = list(_chain(exc))
     names = {cls.__name__ for e in chain for cls in type(e).__mro__}
-    if isinstance(exc, BadFile):
+    if isinstance(exc, (BadFile, OverLimit)):
         return Failure(where, str(exc), False)
     if isinstance(exc, Unreachable):
         return Failure(where, str(exc), True)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from helpers.catalog import ModelFile
-from helpers.files import atomic_write_text
+from helpers.files import atomic_write_text, read_json
 from helpers.reporting import Log
 
 HASHES = "hashes.json"  # per model folder: {file: {sha256, size, mtime_ns, source}}
@@ -42,7 +42,7 @@ def expected_sha256(folder: Path, file: ModelFile) -> str | None:
 def read_hashes(folder: Path) -> dict:
     """The folder's record ({} when absent or unreadable)."""
     try:
-        data = json.loads((folder / HASHES).read_text(encoding="utf-8"))
+        data = read_json(folder / HASHES, str(folder / HASHES))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

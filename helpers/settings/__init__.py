@@ -8,8 +8,6 @@ forms are generated from it. No heavy imports in this package.
 
 from __future__ import annotations
 
-import json
-
 from helpers.settings.base import (
     MAX_SEED,
     MAX_SIDE,
@@ -19,7 +17,15 @@ from helpers.settings.base import (
     random_seed,
 )
 from helpers.settings.diffusion import DiffusionSettings
-from helpers.settings.fields import Meta, fail, meta_of, setting
+from helpers.settings.fields import (
+    MAX_EXPRESSION_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_TEXT_CHARS,
+    Meta,
+    fail,
+    meta_of,
+    setting,
+)
 from helpers.settings.video import VideoSettings
 from helpers.settings.vqgan_clip import AUGMENTS, OPTIMIZERS, VQGANClipSettings, parse_clip_spec
 
@@ -32,12 +38,9 @@ SETTINGS_KINDS: dict[str, type[Settings]] = {
 
 def settings_from_json(text: str) -> Settings:
     """Read settings of any kind from JSON, dispatching on its "kind" key."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"settings are not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"settings must be a JSON object, got {type(data).__name__}")
+    from helpers.files import load_json
+
+    data = load_json(text, "settings", expect=dict)
     kind = data.get("kind")
     if kind not in SETTINGS_KINDS:
         fail("kind", kind, f"must be one of {', '.join(SETTINGS_KINDS)}")
@@ -46,8 +49,11 @@ def settings_from_json(text: str) -> Settings:
 
 __all__ = [
     "AUGMENTS",
+    "MAX_EXPRESSION_CHARS",
+    "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "MAX_SIDE",
+    "MAX_TEXT_CHARS",
     "OPTIMIZERS",
     "SETTINGS_KINDS",
     "DiffusionSettings",

@@ -8,7 +8,16 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from helpers.settings.fields import check_value, decode, encode, fail, meta_of, setting, type_ok
+from helpers.settings.fields import (
+    MAX_EXPRESSION_CHARS,
+    check_value,
+    decode,
+    encode,
+    fail,
+    meta_of,
+    setting,
+    type_ok,
+)
 
 MAX_SIDE = 4096  # pixels; larger images do not fit any consumer GPU with either engine
 MAX_SEED = 2**32 - 1  # the seed range of the Stable Diffusion web UIs
@@ -77,11 +86,9 @@ class Settings:
     @classmethod
     def from_json(cls: type[S], text: str) -> S:
         """Inverse of `to_json`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"settings are not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        from helpers.files import load_json
+
+        return cls.from_dict(load_json(text, "settings"))
 
     def replace(self: S, **changes: Any) -> S:
         """A validated copy with some fields changed."""
@@ -168,7 +175,8 @@ def motion_setting(name: str, animation: str = "") -> Any:
     applies to in the help, where an engine has several."""
     default, help_text, flags = _MOTION[name]
     prefix = f"{animation}: " if animation else ""
-    return setting(default, prefix + help_text, metavar="S", flags=flags, group="animation")
+    return setting(default, prefix + help_text, metavar="S", flags=flags, group="animation",
+                   max_chars=MAX_EXPRESSION_CHARS)
 
 
 def check_motion(name: str, text: str) -> None:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, split_name
 from helpers.precision import PRECISIONS
 from helpers.settings.base import MOTION, SWITCHES, RunSettings, check_motion, motion_setting
-from helpers.settings.fields import fail, setting
+from helpers.settings.fields import MAX_EXPRESSION_CHARS, fail, setting
 
 ANIMATIONS = ("", "walk", "2d", "video")
 MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
@@ -107,10 +107,11 @@ class DiffusionSettings(RunSettings):
     translation_y: str = motion_setting("translation_y", "2d")
     strength_schedule: str = setting("", "2d, video: img2img strength per frame, a schedule; "
                                      "empty = strength", metavar="S", advanced=True,
-                                     group="animation")
+                                     group="animation", max_chars=MAX_EXPRESSION_CHARS)
     noise_schedule: str = setting("0.02", "2d: noise added to each frame before img2img "
                                   "(standard deviation on the -1..1 scale), a schedule",
-                                  metavar="S", advanced=True, group="animation")
+                                  metavar="S", advanced=True, group="animation",
+                                  max_chars=MAX_EXPRESSION_CHARS)
     color_coherence: str = setting("lab", "2d, video: match each frame's colours to the first "
                                    "frame's (LAB histograms), or none",
                                    choices=("lab", "none"), advanced=True, group="animation")

@@ -15,6 +15,13 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+# The longest text a setting takes: far beyond what a person types, short enough that every
+# parser stays quick (and a pasted file or a runaway script is an error naming the field).
+MAX_PROMPT_CHARS = 50_000  # a prompt, negative prompt, prompt schedule or image prompts
+MAX_EXPRESSION_CHARS = 10_000  # a schedule or an expression in t (zoom, strength_schedule, ...)
+MAX_TEXT_CHARS = 10_000  # any other text: a name, a path, a URL, a device
+_TEXT_LIMITS = {"long": MAX_PROMPT_CHARS, "lines": MAX_PROMPT_CHARS}  # by `Meta.text`
+
 
 @dataclass(frozen=True)
 class Meta:
@@ -33,6 +40,7 @@ class Meta:
     casefold: bool = False  # choices match whatever the case; the stored value is the canonical
     nargs: int | None = None  # tuple fields with a fixed number of values on the CLI
     group: str = ""  # the form section it belongs to
+    max_chars: int | None = None  # str fields: the longest value; None = by `text` (char_limit)
 
     @property
     def basic(self) -> bool:
@@ -72,10 +80,21 @@ def type_ok(value: object, annotation: object) -> bool:
     return isinstance(value, annotation)  # type: ignore[arg-type]
 
 
+def char_limit(meta: Meta) -> int:
+    """The most characters a text setting holds: its `max_chars`, else `MAX_PROMPT_CHARS` for
+    prompts ("long", "lines") and `MAX_TEXT_CHARS` for any other text."""
+    return meta.max_chars or _TEXT_LIMITS.get(meta.text, MAX_TEXT_CHARS)
+
+
 def check_value(name: str, value: Any, meta: Meta) -> Any:
-    """The value checked against its metadata (choices, range); choices come back canonical."""
+    """The value checked against its metadata (length, choices, range); choices come back
+    canonical."""
     if value is None:
         return value
+    for text in value if isinstance(value, tuple) else (value,):
+        if isinstance(text, str) and len(text) > char_limit(meta):
+            raise ValueError(f"{name}: too long: {len(text):,} characters, at most "
+                             f"{char_limit(meta):,}")
     if isinstance(value, tuple):
         return tuple(check_value(name, v, meta) for v in value) if meta.choices else value
     if meta.choices is not None and isinstance(value, str):

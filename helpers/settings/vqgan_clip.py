@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from helpers.precision import PRECISIONS
 from helpers.settings.base import MOTION, SWITCHES, RunSettings, check_motion, motion_setting
-from helpers.settings.fields import fail, setting
+from helpers.settings.fields import MAX_PROMPT_CHARS, fail, setting
 
 AUGMENT_PRESETS = ("crowson2021", "nerdyrodent")  # a reference's exact pipeline (guidance.py)
 AUGMENTS = (
@@ -36,7 +36,8 @@ class VQGANClipSettings(RunSettings):
     kind: ClassVar[str] = "vqgan-clip"
 
     image_prompts: str = setting("", 'target images, "a.png:1 | https://x.org/b.jpg:0.5"',
-                                 metavar="TEXT", flags=("--image-prompt",), group="prompt")
+                                 metavar="TEXT", flags=("--image-prompt",), group="prompt",
+                                 max_chars=MAX_PROMPT_CHARS)
     noise_prompts: str = setting("", 'seeded random targets, "seed:weight | ..."',
                                  metavar="TEXT", flags=("--noise-prompt",), advanced=True,
                                  group="prompt")

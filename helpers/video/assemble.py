@@ -1,14 +1,24 @@
 """Frames -> video: `check_video` (everything that can fail, nothing written), then `assemble`.
 
-The video lands atomically: ffmpeg writes a hidden temporary file beside it, renamed into
-place when complete; a failure or Ctrl-C leaves nothing. Nothing is ever overwritten: the
-default name is `video.mp4` in the run folder (or the folder of images), then `video-2.mp4`...
+The video lands atomically: ffmpeg writes a hidden temporary file beside it
+(`.video.mp4.XXXXXXXX.part`), renamed into place when complete; a failure or Ctrl-C leaves
+nothing. Nothing is ever overwritten: the default name is `video.mp4` in the run folder (or the
+folder of images), then `video-2.mp4`...
+
+A kill (or a crash of the machine) can still leave a `.part`: each video made removes the stale
+ones of its folder. A `.part` is stale when its writer is gone: while encoding, `video` holds a
+lock (`flock`) on its `.part`, which the system lets go when the process ends, so an unlocked
+one untouched for `PART_GRACE` seconds (the moment between creating and locking it) is stale;
+where the disk has no locks, one untouched for `STALE_PART` seconds is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +31,7 @@ from helpers.video import frames as fr
 from helpers.video.ffmpeg import (
     MOTION_MIN_SIDE,
     Job,
+    ffmetadata_text,
     ffmpeg_args,
     find_ffmpeg,
     has_audio,
@@ -33,6 +44,10 @@ from helpers.video.smooth import blend, video_frame_count
 # `-frames:v` cuts the video at floor((n - 1) * F / f) + 1 frames, as for blend.
 MOTION_TAIL = 2
 SHORT_VIDEO = 1.0  # seconds: a shorter video gets a hint on how to make it longer
+PART_GRACE = 60  # seconds an unlocked .part is left alone (its writer may be about to lock it)
+STALE_PART = 3600  # seconds: an untouched .part is stale where the disk has no locks
+_PART_NAME = re.compile(r"^\..+\.(mp4|webm|gif)\.[a-z0-9_]{8}\.part$",  # what mkstemp makes
+                        re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,9 @@ def _output_path(settings: VideoSettings, folder: Path) -> tuple[Path, str]:
             raise ValueError(f"out: {path} already exists; give another name (videos are "
                              "never overwritten)")
         writable_folder(path.parent, "out")
+        if not path.parent.is_dir():
+            raise ValueError(f"out: the folder {path.parent} does not exist; create it, or give "
+                             "a path in an existing folder")
         return path, ""
     writable_folder(folder, "out")
     base = f"trajectory-{settings.trajectory}" if settings.trajectory else "video"
@@ -161,23 +179,77 @@ def short_video_hint(plan: Plan) -> str:
 
 
 def _encode(plan: Plan, on_frame: Callable[[], object]) -> Path:
-    """Encode into a hidden temporary file beside the output, then move it into place."""
+    """Encode into a hidden temporary file beside the output (locked while this process
+    lives), then move it into place; stale ones of other videos are removed first."""
+    remove_stale_parts(plan.output.parent)
     fd, tmp = tempfile.mkstemp(dir=plan.output.parent, prefix=f".{plan.output.name}.",
                                suffix=".part")
-    os.close(fd)
     try:
+        with contextlib.suppress(OSError):  # no locks here: the age tells instead
+            _lock(fd)
         with tempfile.TemporaryDirectory() as scratch:
-            palette = None
+            palette, metadata = None, None
+            if plan.job.has_metadata:  # a file: a long prompt overflows the command line
+                metadata = Path(scratch) / "metadata.txt"
+                metadata.write_text(ffmetadata_text(plan.job), encoding="utf-8")
             if plan.job.format == "gif":
                 palette = Path(scratch) / "palette.png"
                 run_ffmpeg(ffmpeg_args(plan.job, palette, plan.exe, "palette"),
                            frame_stream(plan), on_frame)
-            run_ffmpeg(ffmpeg_args(plan.job, tmp, plan.exe, palette=palette),
-                       frame_stream(plan), on_frame)
+            run_ffmpeg(ffmpeg_args(plan.job, tmp, plan.exe, palette=palette,
+                                   metadata=metadata), frame_stream(plan), on_frame)
+        os.close(fd)  # before the rename: Windows renames no open file
+        fd = -1
         return atomic_replace(tmp, _still_free(plan))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Remove the `.part` files of videos whose writer is gone (see the module's docstring);
+    return them. Other files, and `.part` files that are not ours, are left alone."""
+    removed = []
+    for path in sorted(Path(folder).glob(".*.part")):
+        if _PART_NAME.match(path.name) and not path.is_symlink() and _stale(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _stale(path: Path) -> bool:
+    """Whether a `.part` has no living writer: unlocked and untouched for `PART_GRACE`
+    seconds, or untouched for `STALE_PART` seconds where locks do not work."""
+    try:
+        age = time.time() - path.stat().st_mtime
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        locked = not _lock(fd)
+    except OSError:  # no locks on this disk (some network and FUSE file systems)
+        return age > STALE_PART
+    finally:
+        os.close(fd)
+    return not locked and age > PART_GRACE
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive lock on an open file without waiting; False when another holds it.
+    `OSError` where the disk has no locks (on a system without `fcntl`, as if there were)."""
+    try:
+        import fcntl
+    except ImportError:
+        raise OSError("no file locks on this system") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _still_free(plan: Plan) -> Path:

@@ -3,6 +3,12 @@
 Frames reach ffmpeg as raw RGB (rgb24) on its standard input, one at a time, so neither
 process holds more than a few frames whatever the length of the video. The binary is the one
 bundled with `imageio-ffmpeg` unless the user asks for the system's.
+
+Every path reaches ffmpeg as a plain file (`plain_file`: `concat:x.wav` is a file so named, not
+ffmpeg's concat protocol) and every file input may open files only (`-protocol_whitelist
+file`: a playlist posing as a soundtrack cannot reach the network). The title and comment go
+in an ffmetadata file (`ffmetadata_text`), never on the command line, which a long prompt
+would overflow.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ COLOUR = ("scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,"
 MOTION = "minterpolate=fps={fps}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1"
 MOTION_MIN_SIDE = 32  # minterpolate refuses smaller frames
 ERROR_LINES = 3
+_FFMETA_SPECIAL = re.compile(r"[=;#\\\n\r]")  # ffmetadata's special characters
 READ_AHEAD = 2  # frames decoded ahead of the one being written: memory stays flat
 
 
@@ -52,17 +59,25 @@ class Job:
     comment: str = ""  # metadata (mp4, webm): the run's settings JSON on one line
 
     @property
+    def has_metadata(self) -> bool:
+        """Whether the video gets a title or comment (never a gif)."""
+        return self.format != "gif" and bool(self.title or self.comment)
+
+    @property
     def seconds(self) -> float:
         """The video's length."""
         return self.frames / self.output_fps
 
 
 def ffmpeg_args(job: Job, output: str | Path, exe: str = "ffmpeg", stage: str = "video",
-                palette: str | Path | None = None) -> list[str]:
+                palette: str | Path | None = None,
+                metadata: str | Path | None = None) -> list[str]:
     """The command line that encodes `job` from rgb24 frames on stdin into `output`.
 
     A gif takes two passes over the frames: `stage="palette"` writes the palette image to
-    `output`; `stage="video"` then needs it as `palette`.
+    `output`; `stage="video"` then needs it as `palette`. `metadata`: the ffmetadata file
+    holding `ffmetadata_text(job)`, which the title and comment come from; without it they
+    go on the command line (short values only: Linux takes 128 kB an argument).
     """
     if stage not in ("video", "palette"):
         raise ValueError(f"stage: must be 'video' or 'palette' (got {stage!r})")
@@ -71,17 +86,30 @@ def ffmpeg_args(job: Job, output: str | Path, exe: str = "ffmpeg", stage: str = 
     args = [exe, "-hide_banner", "-loglevel", "error", "-y", *_raw_input(job)]
     if stage == "palette":
         return [*args, "-vf", ",".join([*_filters(job), "palettegen"]), "-frames:v", "1",
-                "-update", "1", "-f", "image2", str(output)]
+                "-update", "1", "-f", "image2", plain_file(output)]
     if job.format == "gif":
         chain = ",".join(_filters(job)) or "null"
-        return [*args, "-i", str(palette), "-filter_complex",
+        return [*args, *file_input(palette), "-filter_complex",
                 f"[0:v]{chain}[v];[v][1:v]paletteuse", "-frames:v", str(job.frames),
-                "-f", "gif", str(output)]
-    return [*args, *_audio_input(job), "-vf", ",".join([*_filters(job), COLOUR]),
+                "-f", "gif", plain_file(output)]
+    return [*args, *_audio_input(job), *_metadata_input(job, metadata),
+            "-vf", ",".join([*_filters(job), COLOUR]),
             *_maps(job), *VIDEO_CODECS[job.format], "-crf", str(job.crf),
-            "-frames:v", str(job.frames), *_audio_codec(job), *_metadata(job),
+            "-frames:v", str(job.frames), *_audio_codec(job), *_metadata(job, metadata),
             *(["-movflags", "+faststart"] if job.format == "mp4" else []),
-            "-f", job.format, str(output)]
+            "-f", job.format, plain_file(output)]
+
+
+def plain_file(path: str | Path) -> str:
+    """A path as ffmpeg reads it as a file: `file:` before any path with a colon, which ffmpeg
+    would otherwise take for a protocol (`concat:a.wav|b.wav`, `http://...`)."""
+    text = str(path)
+    return f"file:{text}" if ":" in text else text
+
+
+def file_input(path: str | Path) -> list[str]:
+    """`-i path` for a file input that may open files only (a playlist cannot fetch URLs)."""
+    return ["-protocol_whitelist", "file", "-i", plain_file(path)]
 
 
 def _raw_input(job: Job) -> list[str]:
@@ -100,7 +128,10 @@ def _filters(job: Job) -> list[str]:
 
 
 def _audio_input(job: Job) -> list[str]:
-    return ["-t", f"{job.seconds:.6f}", "-i", job.audio] if job.audio else []
+    if not job.audio:
+        return []
+    return ["-protocol_whitelist", "file", "-t", f"{job.seconds:.6f}", "-i",
+            plain_file(job.audio)]
 
 
 def _maps(job: Job) -> list[str]:
@@ -111,9 +142,28 @@ def _audio_codec(job: Job) -> list[str]:
     return AUDIO_CODECS[job.format] if job.audio else []
 
 
-def _metadata(job: Job) -> list[str]:
+def _metadata_input(job: Job, metadata: str | Path | None) -> list[str]:
+    return ["-f", "ffmetadata", *file_input(metadata)] if metadata and job.has_metadata else []
+
+
+def _metadata(job: Job, metadata: str | Path | None) -> list[str]:
+    """The global metadata: from the ffmetadata input (the last one), else the arguments."""
+    if metadata and job.has_metadata:
+        return ["-map_metadata", "2" if job.audio else "1"]
     pairs = (("title", job.title), ("comment", job.comment))
     return [arg for key, value in pairs if value for arg in ("-metadata", f"{key}={value}")]
+
+
+def ffmetadata_text(job: Job) -> str:
+    """ffmpeg's ffmetadata file of the job's title and comment (`=`, `;`, `#`, backslash and
+    line ends escaped; NUL characters, which ffmpeg's strings cannot hold, left out)."""
+    pairs = (("title", job.title), ("comment", job.comment))
+    lines = [f"{key}={_ffmeta_escaped(value)}" for key, value in pairs if value]
+    return "".join(f"{line}\n" for line in [";FFMETADATA1", *lines])
+
+
+def _ffmeta_escaped(value: str) -> str:
+    return _FFMETA_SPECIAL.sub(lambda m: "\\" + m.group(), value.replace("\0", ""))
 
 
 def padded_size(job: Job) -> tuple[int, int]:
@@ -224,7 +274,9 @@ def ffmpeg_message(stderr: str) -> str:
 
 
 def has_audio(exe: str, path: str | Path) -> bool:
-    """Whether ffmpeg finds a sound stream in the file."""
-    result = subprocess.run([exe, "-hide_banner", "-i", str(path)], capture_output=True,
-                            text=True, errors="replace", check=False)
-    return re.search(r"Stream #\S+.*: Audio:", result.stderr) is not None
+    """Whether ffmpeg decodes sound from the file (read as a plain file): its first audio
+    frame, with only errors printed, so a file's own tags never fill memory."""
+    result = subprocess.run([exe, "-hide_banner", "-loglevel", "error", *file_input(path),
+                             "-map", "0:a:0", "-frames:a", "1", "-f", "null", "-"],
+                            stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    return result.returncode == 0

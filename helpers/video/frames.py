@@ -8,10 +8,13 @@ were made. Every problem is a `ValueError` naming the setting, the folder and th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from helpers.runs import FRAMES_FOLDER, TRAJECTORY_FOLDER, trajectory_dir
 
@@ -108,18 +111,33 @@ def frame_size(frames: list[Frame], resize: bool = False) -> tuple[int, int]:
 
     Only the headers are read, so this is quick and safe for images of any size.
     """
-    from helpers.inputs import check_size, opened
+    from helpers.inputs import check_size
 
-    with opened(frames[0].path, "source") as image:
+    with _opened(frames[0].path) as image:
         size, first = image.size, frames[0].path
     for frame in frames:
-        with opened(frame.path, "source") as image:
+        with _opened(frame.path) as image:
             check_size(image, frame.path, "source")
             if image.size != size and not resize:
                 raise ValueError(f"source: {frame.path.name} is {image.size[0]}x"
                                  f"{image.size[1]} but {first.name} is {size[0]}x{size[1]}; "
                                  f"give --resize to resize every frame to {size[0]}x{size[1]}")
     return size
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """A frame opened (its header read) as `helpers.inputs.opened` does; what Pillow refuses
+    in it (text chunks over its limits) is a `ValueError` naming `source` and the file."""
+    from helpers.inputs import opened
+
+    try:
+        with opened(path, "source") as image:
+            yield image
+    except ValueError as e:
+        if str(e).startswith("source:"):
+            raise
+        raise ValueError(f"source: cannot read {path} ({e})") from None
 
 
 def read_frame(path: Path, size: tuple[int, int]) -> bytes:

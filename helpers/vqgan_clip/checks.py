@@ -14,6 +14,7 @@ from typing import Any
 
 from helpers.reporting import Log
 from helpers.settings import VQGANClipSettings, parse_clip_spec
+from helpers.settings.base import MOTION
 
 # Measured on the f16 decoder: activations kept for the backward pass per output pixel (fp32),
 # with the rest of the step; the classic notebook fills 16 GB near 700x700.
@@ -63,6 +64,7 @@ def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = 
     from helpers.precision import autocast_dtype
 
     settings = animation_plan(settings.with_seed())
+    check_motion_values(settings)
     writable_folder(settings.out, "out")
     cache_folder(cache)
     device = pick_device(settings.device, log)
@@ -73,6 +75,15 @@ def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = 
     inputs = read_inputs(settings, cache)
     checkpointing = plan_memory(settings, device, free_memory(device), log)
     return Checked(settings, device, vqgan, clips, inputs, checkpointing)
+
+
+def check_motion_values(settings: VQGANClipSettings) -> None:
+    """A zoom animation's motion schedules, within their limits at every frame."""
+    from helpers.animation import check_schedule_values
+
+    if settings.animate:
+        for name in MOTION:
+            check_schedule_values(getattr(settings, name), name, settings.frames)
 
 
 def animation_plan(settings: VQGANClipSettings) -> VQGANClipSettings:

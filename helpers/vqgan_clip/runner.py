@@ -4,7 +4,9 @@ check inputs -> load models -> the loop -> frames and resume points. The run fol
 only after the models loaded, so bad input writes nothing. At every frame the image is saved,
 then its resume point (z, optimiser, RNG, frames so far): a kill between the two leaves one
 frame the resume point does not know, which a resumed run makes again, so after any number of
-stops a run has exactly the frames of an uninterrupted one.
+stops a run has exactly the frames of an uninterrupted one. That frame is known by the number
+and hash announced before it was written (`runs.PENDING_FILE`); any other file numbered past
+the resume point (renamed or added by hand) is moved aside, never deleted.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def generate(settings: VQGANClipSettings | None = None, *, resume: str | os.Path
         run_dir = runs.new_run(Path(checked.settings.out), runs.run_title(checked.settings),
                                checked.settings.to_json())
     else:
-        run_dir = _continue(Path(resume), checked.settings, state)
+        run_dir = _continue(Path(resume), checked.settings, state, log)
     log(f"run folder: {run_dir}")
     _loop(checked, loaded, run_dir, state, progress, on_step)
     return run_dir
@@ -95,7 +97,7 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, state: dict | None, p
 def save(run_dir: Path, settings: VQGANClipSettings, step: Step, index: int) -> int:
     """Save frame `index` of a step, then the resume point that knows of it; return `index`."""
     runs.save_frame(run_dir, index, to_pil(step.image), infotext(settings, step.i, step.loss),
-                    settings.to_json())
+                    settings.to_json(), announce=True)
     runs.save_resume_point(run_dir, step.state(), index)
     return index
 
@@ -117,10 +119,10 @@ def resume_point(run_dir: Path, changes: dict[str, Any]) -> tuple[VQGANClipSetti
     return settings, state
 
 
-def _continue(run_dir: Path, settings: VQGANClipSettings, state: dict) -> Path:
-    """Make the folder agree with its resume point: drop a frame a kill left behind the state,
-    and record changed settings (only now, after every check passed)."""
-    for extra in runs.frames_after_resume_point(run_dir, state):
-        extra.unlink()
+def _continue(run_dir: Path, settings: VQGANClipSettings, state: dict, log: Log) -> Path:
+    """Make the folder agree with its resume point: drop the frame a kill left behind the state
+    and set aside what else lies past it, and record changed settings (only now, after every
+    check passed)."""
+    runs.clear_after_resume_point(run_dir, state, log)
     runs.write_run_settings(run_dir, settings.to_json())
     return run_dir

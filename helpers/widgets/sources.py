@@ -8,10 +8,10 @@ Every failure is a `ValueError` that starts with "load:" and names the source.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from helpers.files import read_json
 from helpers.settings.fields import decode
 from helpers.settings.picture import picture_fields, picture_values
 
@@ -44,8 +44,8 @@ def _read_json(path: Path, missing: str) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"load: {missing}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = read_json(path, str(path))
+    except (OSError, ValueError) as e:
         raise ValueError(f"load: cannot read {path} ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"load: {path} holds no settings (not a JSON object)")
