@@ -63,7 +63,10 @@ def _compile(source: str) -> tuple[Fn, bool]:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as e:
         raise ValueError(f"{quote(source)} is not a valid expression ({e.msg})") from None
-    except (ValueError, RecursionError, MemoryError):
+    except RecursionError:
+        raise ValueError(f"{quote(source)} is nested too deeply or chains too many "
+                         "operations for Python to read") from None
+    except (ValueError, MemoryError):
         raise ValueError(f"{quote(source)} is not a valid expression") from None
     builder = _Builder(source)
     try:
@@ -142,11 +145,25 @@ class _Builder:
         raise ValueError(f"{quote(self.part(node))}: this operator is not allowed here")
 
     def _binop(self, node: ast.BinOp) -> Fn:
-        op = _BINARY.get(type(node.op))
-        if op is None:
-            raise ValueError(f"the operator in {quote(self.part(node))} is not allowed")
-        left, right, part = self.build(node.left), self.build(node.right), self.lazy_part(node)
-        return lambda t: _apply(op, part, left(t), right(t))
+        """A chain `a + b - c * ...` as one loop over its operations (a sum of a thousand terms
+        is a tree a thousand deep: built and evaluated by recursion, it would overflow)."""
+        chain = []
+        while isinstance(node, ast.BinOp):
+            op = _BINARY.get(type(node.op))
+            if op is None:
+                raise ValueError(f"the operator in {quote(self.part(node))} is not allowed")
+            chain.append((op, node.right, self.lazy_part(node)))
+            node = node.left
+        first = self.build(node)
+        steps = [(op, self.build(right), part) for op, right, part in reversed(chain)]
+
+        def evaluate(t: float) -> float:
+            value = first(t)
+            for op, right, part in steps:
+                value = _apply(op, part, value, right(t))
+            return value
+
+        return evaluate
 
     def _call(self, node: ast.Call) -> Fn:
         part = self.lazy_part(node)

@@ -7,6 +7,8 @@ is the test, since a quadratic algorithm on it would take minutes and hang the s
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from common import TINY_SD_CLI, TINY_VQGAN_CLI
 
@@ -40,6 +42,19 @@ def test_an_error_deep_in_a_16_kb_expression_names_its_part():
     function, _ = compile_expression(WIDE[:-1] + ", 1/(t-3))")
     with pytest.raises(EvalError, match=r"division by zero in '1/\(t-3\)'"):
         function(3.0)
+
+
+def test_a_sum_of_2000_terms_is_a_loop_not_a_recursion():
+    function, _ = compile_expression("+".join(["0.001*sin(t)"] * 2000))
+    assert function(1.0) == pytest.approx(2.0 * math.sin(1.0))
+    assert compile_expression("2-3-4")[0](0) == -5 and compile_expression("2**3**2")[0](0) == 512
+    with pytest.raises(EvalError, match=r"division by zero in '1/\(t-3\)'"):
+        compile_expression("+".join(["t"] * 1500) + "+1/(t-3)")[0](3.0)
+
+
+def test_a_chain_longer_than_python_reads_is_a_clean_error():
+    with pytest.raises(ValueError, match="chains too many operations for Python to read"):
+        compile_expression("+".join(["1"] * 4999))  # 9,997 characters: within the cap
 
 
 def test_settings_with_long_schedules_are_quick_to_copy():
