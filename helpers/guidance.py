@@ -201,7 +201,9 @@ class Cutouts(nn.Module):
     (nerdyrodent's "latest"): the whole image average- and max-pooled, repeated cutn times, so
     the augmentations and noise alone make the views differ. The random draws come in the
     reference's order (per cutout its side, x, y; the augmentations; then the noise), so a seed
-    gives the reference's views.
+    gives the reference's views. Without augmentations and noise the views are clamped to
+    [0, 1] with `clamp_with_grad`, as in the references' plain cutouts (Crowson's first
+    notebook, nerdyrodent's cut method "original"); their augmented cutouts are not clamped.
     """
 
     def __init__(self, cut_size: int, cutn: int, cut_pow: float = 1.0,
@@ -219,6 +221,8 @@ class Cutouts(nn.Module):
             views = self.pooled(image)
         else:
             views = self.crops(image, self.boxes(*image.shape[2:]))
+        if not len(self.augs) and not self.noise_fac:
+            return clamp_with_grad(views, 0.0, 1.0)  # the plain cutouts: Lanczos overshoot clamped
         if len(self.augs):
             views = self.augs(views)
         return add_noise(views, self.noise_fac)

@@ -83,7 +83,8 @@ def test_classic_cutouts_with_cut_pow_zero_span_the_short_side():
     torch.manual_seed(0)
     image = torch.rand(1, 3, 24, 16)
     out = Cutouts(8, cutn=5, cut_pow=0.0, method="classic", noise_fac=0)(image)  # side 16
-    candidates = resample(windows(image, 16), (8, 8))  # 16x16 windows resampled down to 8x8
+    # 16x16 windows resampled down to 8x8; clamped, as plain cutouts are (the references')
+    candidates = resample(windows(image, 16), (8, 8)).clamp(0, 1)
     assert all(is_one_of(crop, candidates) for crop in out)
 
 
@@ -92,8 +93,12 @@ def test_classic_cutouts_of_an_image_smaller_than_the_cut_are_scaled_up():
     image = torch.rand(1, 3, 10, 12)
     out = Cutouts(32, cutn=3, method="classic", noise_fac=0)(image)
     assert out.shape == (3, 3, 32, 32)
-    candidates = F.interpolate(windows(image, 10), size=(32, 32), mode="bicubic",
-                               align_corners=True)  # the short side, bicubic up, no low-pass
+    # the short side, bicubic up, no low-pass; bicubic overshoots [0, 1], and plain cutouts
+    # (no augmentations, no noise) are clamped as the references' are
+    upscaled = F.interpolate(windows(image, 10), size=(32, 32), mode="bicubic",
+                             align_corners=True)
+    assert float(upscaled.min()) < 0 or float(upscaled.max()) > 1
+    candidates = upscaled.clamp(0, 1)
     assert all(is_one_of(crop, candidates) for crop in out)
 
 

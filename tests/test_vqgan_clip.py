@@ -97,6 +97,18 @@ def test_steps_yield_images_in_range_and_never_write(models, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_steps_image_is_decoded_once_and_only_while_its_iteration_is_current(models):
+    steps = run(tiny(iterations=3), models)
+    first = next(steps)
+    image = first.image
+    assert first.image is image  # decoded once, then kept
+    second = next(steps)
+    assert first.image is image
+    next(steps)
+    with pytest.raises(RuntimeError, match="image of iteration 2 is gone"):
+        second.image  # noqa: B018
+
+
 def test_same_seed_same_images(models):
     a = [s.image for s in run(tiny(), models)]
     b = [s.image for s in run(tiny(), models)]

@@ -1,4 +1,5 @@
-"""VQGAN+CLIP against the reference notebooks: cutouts, augmentations, one step, init, prompts.
+"""VQGAN+CLIP against the reference notebooks: cutouts, augmentations, one step, a run's
+frames, init, prompts.
 
 The REFERENCE section below transcribes the formulas of Katherine Crowson's 2021 VQGAN+CLIP
 notebook (z+quantize method with augmentations) and of nerdyrodent/VQGAN-CLIP's generate.py
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from common import quiet
+from common import frames_by_step, quiet
 from PIL import Image
 from taming_reference import GUMBEL_F8, Reference, _reference, _save
 from torch import nn
@@ -24,10 +25,18 @@ from helpers.guidance import Cutouts, augment_pipeline, resample
 from helpers.prompts import parse_prompts
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan import load_vqgan
-from helpers.vqgan_clip import check_inputs, load_models
+from helpers.vqgan_clip import check_inputs, generate, load_models
 from helpers.vqgan_clip.checks import Inputs
 from helpers.vqgan_clip.loading import Loaded
-from helpers.vqgan_clip.loop import fit_area, image_targets, initial_z, loss_fn, synth
+from helpers.vqgan_clip.loop import (
+    fit_area,
+    frame_due,
+    image_targets,
+    initial_z,
+    loss_fn,
+    run,
+    synth,
+)
 
 # ============================================================================================
 # REFERENCE: a transcription of the notebooks' formulas (not the engine's code)
@@ -144,7 +153,7 @@ class RefMakeCutouts(nn.Module):
         self.augs = nn.Sequential(*augs)
         self.noise_fac = noise_fac
 
-    def forward(self, input):
+    def cutouts(self, input):
         sideY, sideX = input.shape[2:4]
         max_size = min(sideX, sideY)
         min_size = min(sideX, sideY, self.cut_size)
@@ -155,11 +164,22 @@ class RefMakeCutouts(nn.Module):
             offsety = torch.randint(0, sideY - size + 1, ())
             cutout = input[:, :, offsety:offsety + size, offsetx:offsetx + size]
             cutouts.append(ref_resample(cutout, (self.cut_size, self.cut_size)))
-        batch = self.augs(torch.cat(cutouts, dim=0))
+        return cutouts
+
+    def forward(self, input):
+        batch = self.augs(torch.cat(self.cutouts(input), dim=0))
         if self.noise_fac:
             facs = batch.new_empty([self.cutn, 1, 1, 1]).uniform_(0, self.noise_fac)
             batch = batch + facs * torch.randn_like(batch)
         return batch
+
+
+class RefMakeCutoutsOrig(RefMakeCutouts):
+    """The plain MakeCutouts: Crowson's first notebook, nerdyrodent's cut method "original".
+    No augmentations, no noise; the batch clamped to [0, 1] with clamp_with_grad."""
+
+    def forward(self, input):
+        return RefClampWithGrad.apply(torch.cat(self.cutouts(input), dim=0), 0, 1)
 
 
 class RefMakeCutoutsPooled(RefMakeCutouts):
@@ -187,6 +207,10 @@ def ref_to_tensor(pil_image):  # torchvision's TF.to_tensor for an RGB image
     return torch.from_numpy(np.array(pil_image)).permute(2, 0, 1).float().div(255)
 
 
+def ref_to_pil_image(pic):  # torchvision's TF.to_pil_image for a float (3, H, W) tensor
+    return Image.fromarray(pic.mul(255).byte().permute(1, 2, 0).numpy(), "RGB")
+
+
 def ref_normalize(x):
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
@@ -200,6 +224,14 @@ def ref_normalize(x):
 REF_CUTOUTS = {"classic": RefMakeCutouts, "pooled": RefMakeCutoutsPooled}
 REF_AUGS = {"crowson2021": ref_augs_crowson2021, "nerdyrodent": ref_augs_nerdyrodent,
             "none": lambda: ()}
+
+
+def ref_make_cutouts(method, augments, cut_size, cutn, cut_pow=1.0, noise_fac=0.1):
+    """The reference's cutouts for our settings: without augmentations and noise, the plain
+    (clamped) MakeCutouts; else the augmented one, which the references do not clamp."""
+    if method == "classic" and augments == "none" and not noise_fac:
+        return RefMakeCutoutsOrig(cut_size, cutn, cut_pow)
+    return REF_CUTOUTS[method](cut_size, cutn, cut_pow, REF_AUGS[augments](), noise_fac)
 
 
 @pytest.mark.parametrize(("shape", "size"), [
@@ -229,7 +261,7 @@ def test_augment_presets_are_the_reference_pipelines(preset):
 
 
 @pytest.mark.parametrize(("method", "augments", "noise_fac"), [
-    ("classic", "none", 0.0),
+    ("classic", "none", 0.0),  # the plain cutouts: clamped (this compared unclamped ones before)
     ("classic", "none", 0.1),
     ("classic", "crowson2021", 0.1),
     ("pooled", "nerdyrodent", 0.1),
@@ -239,7 +271,7 @@ def test_cutouts_are_the_references_views_under_the_same_seed(method, augments, 
     image = torch.rand(1, 3, 72, 96, generator=torch.Generator().manual_seed(1))
     names = () if augments == "none" else (augments,)
     ours = Cutouts(32, 8, 1.0, names, method, noise_fac)
-    ref = REF_CUTOUTS[method](32, 8, 1.0, REF_AUGS[augments](), noise_fac)
+    ref = ref_make_cutouts(method, augments, 32, 8, 1.0, noise_fac)
     torch.manual_seed(5)
     got = ours(image)
     torch.manual_seed(5)
@@ -253,6 +285,43 @@ def ref_after_draws(ref: nn.Module, image: torch.Tensor, seed: int) -> torch.Ten
     torch.manual_seed(seed)
     ref(image)
     return torch.rand(3)
+
+
+def ringing_image() -> torch.Tensor:
+    """Black and white pixels: Lanczos and bicubic resampling overshoot [0, 1] on them."""
+    gen = torch.Generator().manual_seed(2)
+    return (torch.rand(1, 3, 72, 96, generator=gen) > 0.5).float().requires_grad_(True)
+
+
+def cutouts_and_gradient(make_cutouts, image, seed):
+    """The cutouts of a seed and the image's gradient under a fixed upstream gradient."""
+    torch.manual_seed(seed)
+    views = make_cutouts(image)
+    upstream = torch.randn(views.shape, generator=torch.Generator().manual_seed(7))
+    (grad,) = torch.autograd.grad((views * upstream).sum(), image)
+    return views.detach(), grad
+
+
+def test_plain_cutouts_are_clamped_with_their_gradient_as_the_references():
+    """No augmentations and no noise: the references' plain MakeCutouts clamps the batch with
+    clamp_with_grad; the gradient of the clamped-off part is dropped where it pushes outwards."""
+    image = ringing_image()
+    got, grad = cutouts_and_gradient(Cutouts(32, 8, 1.0, (), "classic", 0.0), image, 5)
+    expected, ref_grad = cutouts_and_gradient(RefMakeCutoutsOrig(32, 8, 1.0), image, 5)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
+    assert float(got.min()) == 0 and float(got.max()) == 1
+    unclamped, old_grad = cutouts_and_gradient(RefMakeCutouts(32, 8, 1.0, (), 0.0), image, 5)
+    assert float(unclamped.min()) < -0.05 and float(unclamped.max()) > 1.05  # it does ring
+    assert relative_gap(old_grad, ref_grad) > 0.05  # so the clamp matters to the gradient
+
+
+@pytest.mark.parametrize(("augments", "noise_fac"), [(("flip",), 0.0), ((), 0.1)])
+def test_augmented_or_noisy_cutouts_are_not_clamped_as_in_the_references(augments, noise_fac):
+    """The references' augmented MakeCutouts return the batch as the augmentations and noise
+    leave it (a flip keeps the overshoot)."""
+    views = Cutouts(32, 8, 1.0, augments, "classic", noise_fac)(ringing_image()).detach()
+    assert float(views.min()) < -0.05 and float(views.max()) > 1.05
 
 
 # --- one step: loss and gradient on z -------------------------------------------------------
@@ -293,21 +362,54 @@ def ref_text_embed(clip, text: str) -> torch.Tensor:
     return features(clip.model.get_text_features(input_ids=ids)).float()
 
 
-def ref_step(ref_model, clip, z, make_cutouts, seed):
-    """The notebook's ascend_txt, then backward: (loss terms, gradient on z)."""
-    z = z.clone().requires_grad_(True)
+def ref_synth(ref_model, z):
     z_q = ref_vector_quantize(z.movedim(1, 3), ref_model.quantize.embedding.weight).movedim(3, 1)
-    out = RefClampWithGrad.apply(
+    return RefClampWithGrad.apply(
         ref_model.decoder(ref_model.post_quant_conv(z_q)).add(1).div(2), 0, 1)
-    torch.manual_seed(seed)
-    cutouts = make_cutouts(out)
-    iii = features(clip.model.get_image_features(pixel_values=ref_normalize(cutouts)))
+
+
+def ref_ascend_txt(ref_model, clip, z, make_cutouts):
+    """The notebook's ascend_txt: the loss terms of z (cutouts drawn from the global RNG)."""
+    iii = features(clip.model.get_image_features(
+        pixel_values=ref_normalize(make_cutouts(ref_synth(ref_model, z)))))
     iii = iii.float()
     result = []
     for p in parse_prompts(PROMPT):
         result.append(ref_prompt_loss(iii, ref_text_embed(clip, p.text), p.weight, p.stop))
+    return result
+
+
+def ref_step(ref_model, clip, z, make_cutouts, seed):
+    """The notebook's ascend_txt, then backward: (loss terms, gradient on z)."""
+    z = z.clone().requires_grad_(True)
+    torch.manual_seed(seed)  # synth draws nothing: the cutouts get the seed's draws
+    result = ref_ascend_txt(ref_model, clip, z, make_cutouts)
     sum(result).backward()
     return torch.stack(result).detach(), z.grad
+
+
+def ref_run(ref_model, clip, z, make_cutouts, iterations, display_freq, lr):
+    """The notebooks' loop, `train(i)` for i = 0, 1, ..., iterations: the loss of z, the image
+    of z shown (checkin) when i % display_freq == 0, then the Adam step and z clamped to the
+    codebook's range. i counts the updates before it, so the image shown at i is z after i
+    updates. Returns {i: (shown image, z then)}."""
+    z = z.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    codebook = ref_model.quantize.embedding.weight
+    z_min = codebook.min(dim=0).values[None, :, None, None]
+    z_max = codebook.max(dim=0).values[None, :, None, None]
+    shown = {}
+    for i in range(iterations + 1):
+        opt.zero_grad(set_to_none=True)
+        losses = ref_ascend_txt(ref_model, clip, z, make_cutouts)
+        if i % display_freq == 0:
+            with torch.no_grad():
+                shown[i] = (ref_synth(ref_model, z), z.detach().clone())
+        sum(losses).backward()
+        opt.step()
+        with torch.no_grad():
+            z.copy_(z.maximum(z_min).minimum(z_max))
+    return shown
 
 
 def our_step(settings, loaded, z, seed):
@@ -326,28 +428,77 @@ def relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize(("method", "augments", "tolerance"), [
-    ("classic", (), 1e-4),
+@pytest.mark.parametrize(("method", "augments", "noise_fac", "tolerance"), [
+    ("classic", (), 0.1, 1e-4),
+    # the plain cutouts, clamped as the references' (unclamped: 4.4% off, seed 9)
+    ("classic", (), 0.0, 1e-4),
     # kornia's colour augmentations clamp to [0, 1]: a pixel within rounding of an edge may fall
     # either side in the two pipelines (seen once in a few runs, 0.3%); the average-pooled
     # cutouts this replaced were 20 to 35% off
-    ("classic", ("crowson2021",), 1e-2),
-    ("pooled", ("nerdyrodent",), 1e-2),
+    ("classic", ("crowson2021",), 0.1, 1e-2),
+    ("pooled", ("nerdyrodent",), 0.1, 1e-2),
 ])
-def test_one_step_loss_and_gradient_are_the_references(engine, method, augments, tolerance):
+def test_one_step_loss_and_gradient_are_the_references(engine, method, augments, noise_fac,
+                                                       tolerance):
     settings, loaded, ref_model = engine
-    settings = settings.replace(cut_method=method, augments=augments, noise_fac=0.1)
+    settings = settings.replace(cut_method=method, augments=augments, noise_fac=noise_fac)
     clip = loaded.clips[0]
     torch.manual_seed(0)
     z0 = initial_z(settings, loaded)  # random codebook tokens
-    ref_augs = REF_AUGS[augments[0] if augments else "none"]()
-    make_cutouts = REF_CUTOUTS[method](clip.input_size, settings.cutn, settings.cut_pow,
-                                       ref_augs, 0.1)
+    make_cutouts = ref_make_cutouts(method, augments[0] if augments else "none",
+                                    clip.input_size, settings.cutn, settings.cut_pow, noise_fac)
     losses, grad = our_step(settings, loaded, z0, seed=9)
     ref_losses, ref_grad = ref_step(ref_model, clip, z0, make_cutouts, seed=9)
     torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-6)
     assert float(ref_grad.abs().max()) > 0
     assert relative_gap(grad, ref_grad) < tolerance
+
+
+# --- a run: which image a frame is, and its pixels ------------------------------------------
+
+
+def frames_and_reference(engine, iterations=5, save_every=2, lr=0.5):
+    """Our run's saved steps {i: (image, resume point's z)} and the reference loop's images
+    {i: (image, z)} of every i, from the same start and seed (plain cutouts: exact draws).
+    At lr 0.5 the codes of z change at every update from the second on, so images differ."""
+    settings, loaded, ref_model = engine
+    settings = settings.replace(cut_method="classic", augments=(), noise_fac=0.1,
+                                iterations=iterations, save_every=save_every, lr=lr)
+    ours = {s.i: (s.image.clone(), s.state()["z"]) for s in run(settings, loaded)
+            if frame_due(settings, s.i)}
+    torch.manual_seed(settings.seed)
+    z0 = initial_z(settings, loaded)  # the run's start; the RNG now where the run's loop begins
+    make_cutouts = ref_make_cutouts("classic", "none", loaded.clips[0].input_size, settings.cutn,
+                                    settings.cut_pow, 0.1)
+    shown = ref_run(ref_model, loaded.clips[0], z0, make_cutouts, iterations, 1, settings.lr)
+    return ours, shown
+
+
+def test_the_frame_of_iteration_k_is_the_image_after_k_updates_as_the_references(engine):
+    ours, shown = frames_and_reference(engine)
+    assert sorted(ours) == [2, 4, 5]
+    for k, (image, z) in ours.items():
+        ref_image, ref_z = shown[k]
+        torch.testing.assert_close(z, ref_z, atol=1e-4, rtol=1e-4)  # the resume point's z
+        torch.testing.assert_close(image, ref_image, atol=1e-4, rtol=1e-4)
+        # what was saved before: the image the k-th update started from, visibly another
+        assert float((image - shown[k - 1][0]).abs().max()) > 0.05
+
+
+def test_saved_frames_are_truncated_to_8_bits_as_the_references_to_pil_image(engine, tmp_path):
+    """The references save TF.to_pil_image(image): x * 255 cast to bytes, which truncates."""
+    settings, loaded, _ = engine
+    settings = settings.replace(iterations=2, save_every=1, out=str(tmp_path))
+    images = {}
+    run_dir = generate(settings, log=quiet, progress=False, loaded=loaded,
+                       on_step=lambda step, _dir: images.setdefault(step.i, step.image.clone()))
+    saved = frames_by_step(run_dir)
+    assert sorted(saved) == ["1", "2"]
+    for i, image in images.items():
+        expected = np.asarray(ref_to_pil_image(image[0]))
+        assert np.array_equal(saved[str(i)], expected)
+        rounded = image[0].mul(255).round().byte().permute(1, 2, 0).numpy()
+        assert (rounded != expected).mean() > 0.2  # what rounding saved: a level up, often
 
 
 # --- image prompts --------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Katherine Crowson's method (2021; arXiv:2204.08583): each step quantises z against the codebook
 (straight-through), decodes, takes cutouts, embeds them with CLIP and takes an optimiser step on
 the prompt losses. `run` is a generator of `Step`s: it never prints, saves or displays, and it
-keeps everything on the device: a step's losses, image and resume state are copied to the CPU
-only when the caller asks for them (a GPU waits for such a copy, so asking every step is slow).
+keeps everything on the device: a step's image is decoded, and its losses and resume state are
+copied to the CPU, only when the caller asks for them (a GPU waits for such a copy, so asking
+every step is slow).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.guidance import Cutouts, Target, clamp_with_grad, noise_target, prompt_loss
-from helpers.motion import to_pil, to_tensor, warp
+from helpers.motion import to_tensor, warp
 from helpers.precision import autocast_dtype
 from helpers.prompts import (
     Prompt,
@@ -39,17 +40,21 @@ PromptsAt = Callable[[int], list[Prompt]]
 
 @dataclass
 class Step:
-    """One finished iteration: its number (1-based), image in [0, 1] and loss terms.
+    """One finished iteration: its number (1-based), loss terms, and image and resume state
+    after its update.
 
-    Tensors stay on the run's device. `state()` is the resume point after this iteration's
-    update (z, optimiser, RNG); take it before the loop goes on, it is not kept.
+    `loss_terms` were measured on the image before the update (z after i - 1 updates);
+    `image` is z after i updates, as the reference notebooks label the image of iteration i;
+    it is decoded when first asked for, so only saved or shown steps pay for the decode.
+    `image` and `state()` are those of this iteration: take them before the loop goes on.
     """
 
     i: int
-    image: torch.Tensor  # (1, 3, H, W) in [0, 1], detached, on the run's device
     loss_terms: torch.Tensor  # (terms,) detached, on the run's device
+    _decode: Callable[[], torch.Tensor] = field(repr=False)
     _snapshot: Callable[[], dict[str, Any]] = field(repr=False)
     _current: Callable[[], int] = field(repr=False)
+    _image: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def losses(self) -> list[float]:
@@ -61,12 +66,23 @@ class Step:
         """The total loss of this iteration (a copy from the device)."""
         return float(self.loss_terms.float().sum())
 
+    @property
+    def image(self) -> torch.Tensor:
+        """(1, 3, H, W) in [0, 1]: z after this iteration's update, decoded (on the device)."""
+        if self._image is None:
+            self._live("image")
+            self._image = self._decode()
+        return self._image
+
     def state(self) -> dict[str, Any]:
         """The resume point after this iteration, copied to the CPU."""
-        if self._current() != self.i:
-            raise RuntimeError(f"the state of iteration {self.i} is gone: take it before the "
-                               "loop continues")
+        self._live("state")
         return self._snapshot()
+
+    def _live(self, what: str) -> None:
+        if self._current() != self.i:
+            raise RuntimeError(f"the {what} of iteration {self.i} is gone: take it before the "
+                               "loop continues")
 
 
 def latent_shape(settings: VQGANClipSettings, factor: int) -> tuple[int, int]:
@@ -262,13 +278,19 @@ def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = Non
             z.copy_(z.maximum(z_min).minimum(z_max))
         live[0] = i
         terms = torch.stack([v.detach().float() for v in losses])
-        yield Step(i, image.detach().float(), terms, lambda i=i, latent=latent: latent.snapshot(i),
-                   lambda: live[0])
+        yield Step(i, terms, lambda z=z: decoded(vqgan, z),
+                   lambda i=i, latent=latent: latent.snapshot(i), lambda: live[0])
 
 
 def synth(vqgan: Any, z: torch.Tensor) -> torch.Tensor:
     """The image of z in [0, 1]: quantised (straight-through), decoded, clamped with gradient."""
     return clamp_with_grad(vqgan.decode(vqgan.quantize(z)).add(1).div(2))
+
+
+@torch.no_grad()
+def decoded(vqgan: Any, z: torch.Tensor) -> torch.Tensor:
+    """The image of z in [0, 1] (float, no gradient): a saved frame, a zoom frame's start."""
+    return synth(vqgan, z).float()
 
 
 def _codebook_range(vqgan: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,7 +310,7 @@ def _frame_start(settings: VQGANClipSettings, loaded: Loaded):
 
     @torch.no_grad()
     def next_frame(latent: Latent, frame: int) -> Latent:
-        moved = warp(synth(vqgan, latent.z), *(values[frame] for values in motion))
+        moved = warp(decoded(vqgan, latent.z), *(values[frame] for values in motion))
         z = _encode(vqgan, moved).requires_grad_(True)
         return Latent(z, _optimizer(settings, z))
 
@@ -328,10 +350,20 @@ def loss_fn(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs):
     return losses
 
 
+def to_pil(image: torch.Tensor) -> Any:
+    """(1, 3, H, W) in [0, 1] -> a PIL image, truncated to 8 bits (x * 255, the integer part)
+    as the reference notebooks save their frames (torchvision's to_pil_image of a float image).
+    """
+    from PIL import Image
+
+    array = image[0].detach().float().cpu().clamp(0, 1).mul(255).byte()
+    return Image.fromarray(array.permute(1, 2, 0).numpy())
+
+
 def frame_due(settings: VQGANClipSettings, i: int) -> bool:
     """Whether iteration i is saved as a frame: every `save_every` and the last one."""
     return i % settings.save_every == 0 or i == settings.iterations
 
 
-__all__ = ["Step", "fit_area", "frame_due", "initial_z", "loss_fn", "noise_image", "prompt_plan",
-           "run", "synth", "to_pil"]
+__all__ = ["Step", "decoded", "fit_area", "frame_due", "initial_z", "loss_fn", "noise_image",
+           "prompt_plan", "run", "synth", "to_pil"]

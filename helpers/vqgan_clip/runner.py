@@ -95,7 +95,8 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, state: dict | None, p
 
 
 def save(run_dir: Path, settings: VQGANClipSettings, step: Step, index: int) -> int:
-    """Save frame `index` of a step, then the resume point that knows of it; return `index`."""
+    """Save frame `index` of a step (its image after the update, 8-bit truncated as the
+    references save theirs), then the resume point that knows of it; return `index`."""
     runs.save_frame(run_dir, index, to_pil(step.image), infotext(settings, step.i, step.loss),
                     settings.to_json(), announce=True)
     runs.save_resume_point(run_dir, step.state(), index)
