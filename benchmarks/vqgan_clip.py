@@ -1,12 +1,25 @@
-"""VQGAN+CLIP loop speed and memory on full-size architectures with random weights.
+"""VQGAN+CLIP loop overhead: our loop vs. the reference notebooks' plain loop, same work.
 
-The f16 16384 VQGAN and CLIP ViT-B/32 shapes cost the same compute as the real weights.
-CPU: 256x256, cutn 8, fp32. GPU: 512x512, cutn 32 (the default cutouts: classic, crowson2021
-augmentations, noise 0.1): fp32, mixed precision (`auto`: bf16 autocast) and the reference
-notebooks' precision (VQGAN fp32, CLIP fp16 weights), compared by speed and loss curve over 100
-iterations; then the largest square size that fits in 16 GB.
+One run, the same loaded models, settings and seed for both arms, taking turns (fastest of
+--runs kept, seconds per iteration after --warmup iterations of each run):
+  ours:  `helpers.vqgan_clip.run` (prompt schedule, cutouts and losses, autocast and grad scaler,
+         the optimiser, z clamped to the codebook's range, a `Step` per iteration);
+  plain: the loop the notebooks write, on the same start latent and loss terms: zero_grad,
+         decode, loss, backward, Adam step, clamp.
+The final losses of both are printed (the same work gives the same loss on the CPU), then the
+last line: `ours / plain loop: 0.123 s/it vs 0.120 s/it: overhead: 1.02x`.
 
-    python benchmarks/vqgan_clip.py [--iterations N] [--skip-largest]
+Defaults: the tiny random-weight test models on the CPU (built into the cache on first use, no
+network), 128x128, cutn 8, 12 iterations, 3 runs. `--full-size` builds the f16 16384 VQGAN and
+CLIP ViT-B/32 shapes with random weights (the same compute as the real weights). On a GPU,
+`--precisions` first compares fp32, mixed precision (bf16 autocast) and the reference notebooks'
+precision (VQGAN fp32, CLIP fp16 weights) by speed and loss curve, then finds the largest square
+size that fits in 16 GB (--skip-largest to leave that out).
+
+    python benchmarks/vqgan_clip.py                    # tiny models, CPU
+    python benchmarks/vqgan_clip.py --full-size --device cuda --size 512 --cutn 32 \\
+        --iterations 100 --precision bf16 --precisions
+    python benchmarks/vqgan_clip.py --smoke            # the least work, same lines (seconds)
 """
 
 from __future__ import annotations
@@ -17,16 +30,135 @@ import dataclasses
 import resource
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from helpers.clip import CLIP_MEAN, CLIP_STD, Clip
+from helpers.precision import autocast_dtype
 from helpers.settings import VQGANClipSettings
-from helpers.vqgan import VQGAN, taming_config, vqmodel_config
-from helpers.vqgan_clip import Loaded, run
+from helpers.vqgan_clip import Inputs, Loaded, check_inputs, load_models, run
+from helpers.vqgan_clip.loop import initial_z, loss_fn, synth
 
 GB = 1024**3
+PROMPT = "a lighthouse in a storm:1 | oil painting:0.5"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full-size", action="store_true",
+                        help="VQGAN f16 16384 and CLIP ViT-B/32 shapes, random weights")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto, ... (default cpu)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                        help="arithmetic of both arms (default fp32)")
+    parser.add_argument("--size", type=int, default=128, help="square size in pixels")
+    parser.add_argument("--cutn", type=int, default=8, help="cutouts per iteration")
+    parser.add_argument("--iterations", type=int, default=12, help="iterations per run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations of each run")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per arm, fastest kept")
+    parser.add_argument("--precisions", action="store_true",
+                        help="GPU: compare fp32, bf16 and the notebooks' precision first")
+    parser.add_argument("--skip-largest", action="store_true",
+                        help="with --precisions: leave out the largest size within 16 GB")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the least work through the same code: 32 px, cutn 1, 2 iterations "
+                             "(1 timed), 1 run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.cutn, args.iterations, args.warmup, args.runs = 32, 1, 2, 1, 1
+    if args.iterations <= args.warmup:
+        parser.error("--iterations must be more than --warmup")
+    return args
+
+
+def settings_for(args: argparse.Namespace, out: str, **changes) -> VQGANClipSettings:
+    values = {"prompt": PROMPT, "width": args.size, "height": args.size, "cutn": args.cutn,
+              "iterations": args.iterations, "seed": 0, "precision": args.precision,
+              "device": args.device, "vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip",
+              "out": out, **changes}
+    return VQGANClipSettings(**values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from helpers.reporting import no_log
+
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        checked = check_inputs(settings_for(args, scratch), log=no_log)
+        settings = checked.settings
+        models = full_size_models(checked.device) if args.full_size \
+            else load_models(checked, log=no_log, progress=False)
+        what = "full-size shapes, random weights" if args.full_size else "tiny test models"
+        print(f"{what}, {checked.device}, {settings.width}x{settings.height}, cutn "
+              f"{settings.cutn}, {settings.precision}, {settings.iterations} iterations "
+              f"({args.warmup} untimed); fastest of {args.runs}")
+        if args.precisions:
+            compare_precisions(settings, models, args.skip_largest)
+        overhead(settings, models, args.runs, args.warmup)
+
+
+def overhead(settings: VQGANClipSettings, models: Loaded, runs: int, warmup: int) -> None:
+    """Time both arms, taking turns; print their final losses and the overhead line."""
+    arms = {"ours": lambda: timed(ours_loop(settings, models), models.device, warmup),
+            "plain": lambda: timed(plain_loop(settings, models), models.device, warmup)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
+    for _ in range(runs):
+        for name, arm in arms.items():
+            results[name].append(arm())
+    (ours, ours_loss), (plain, plain_loss) = (min(results[name]) for name in arms)
+    print(f"final loss: ours {ours_loss:.4f}, plain loop {plain_loss:.4f}")
+    print(f"ours / plain loop: {ours:.3f} s/it vs {plain:.3f} s/it: overhead: "
+          f"{ours / plain:.2f}x")
+
+
+def ours_loop(settings: VQGANClipSettings, models: Loaded) -> Iterator[Callable[[], float]]:
+    """Our loop; yields each iteration's loss (read only at the end, so nothing syncs)."""
+    for step in run(settings, models):
+        yield lambda step=step: step.loss
+
+
+def plain_loop(settings: VQGANClipSettings, models: Loaded) -> Iterator[Callable[[], float]]:
+    """The notebooks' loop on the same start latent, loss terms and optimiser settings."""
+    torch.manual_seed(settings.seed)
+    vqgan = models.vqgan
+    z = initial_z(settings, models).requires_grad_(True)
+    optimizer = getattr(torch.optim, settings.optimizer)([z], lr=settings.lr)
+    losses_of = loss_fn(settings, models, Inputs())
+    book = vqgan.codebook
+    z_min = book.min(0).values.view(1, -1, 1, 1).float()
+    z_max = book.max(0).values.view(1, -1, 1, 1).float()
+    dtype = autocast_dtype(settings.precision, models.device)
+    for i in range(1, settings.iterations + 1):
+        optimizer.zero_grad()
+        with torch.autocast(models.device.type, dtype=dtype or torch.bfloat16,
+                            enabled=dtype is not None):
+            loss = sum(losses_of(synth(vqgan, z), i))
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            z.copy_(z.maximum(z_min).minimum(z_max))
+        yield lambda loss=loss: float(loss.detach())
+
+
+def sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def timed(loop: Iterator[Callable[[], float]], device: torch.device,
+          warmup: int) -> tuple[float, float]:
+    """(seconds per iteration after `warmup` iterations, the last iteration's loss)."""
+    start, count, last = 0.0, 0, None
+    for loss in loop:
+        count, last = count + 1, loss
+        if count == warmup:
+            start = sync(device)
+    per_it = (sync(device) - start) / (count - warmup)
+    return per_it, last()
+
+
+# --- full-size shapes and the GPU precision comparison ---------------------------------------
 
 
 def full_size_models(device: torch.device) -> Loaded:
@@ -34,7 +166,9 @@ def full_size_models(device: torch.device) -> Loaded:
     from diffusers import VQModel
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
+    from helpers.clip import CLIP_MEAN, CLIP_STD, Clip
     from helpers.testing import tiny_clip
+    from helpers.vqgan import VQGAN, taming_config, vqmodel_config
 
     torch.manual_seed(0)
     params = taming_config(ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
@@ -59,41 +193,65 @@ def reference_precision(models: Loaded) -> Loaded:
     return Loaded(models.vqgan, clips, models.device)
 
 
-def timed_run(settings: VQGANClipSettings, models: Loaded, warmup: int = 2):
+def precision_run(settings: VQGANClipSettings, models: Loaded, warmup: int = 2):
     """(seconds per iteration after warm-up, peak memory in bytes, loss per iteration)."""
     cuda = models.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-        torch.cuda.synchronize()
-    losses, start = [], None
-    for step in run(settings, models):
-        losses.append(step.loss)
-        if step.i == warmup:
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-    if cuda:
-        torch.cuda.synchronize()
-    per_it = (time.perf_counter() - start) / (settings.iterations - warmup)
+    losses = []
+
+    def loop() -> Iterator[Callable[[], float]]:
+        for step in run(settings, models):
+            losses.append(step.loss)
+            yield lambda: losses[-1]
+
+    per_it, _ = timed(loop(), models.device, warmup)
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return per_it, peak, losses
 
 
-def settings_for(size: int, cutn: int, iterations: int, precision: str) -> VQGANClipSettings:
-    return VQGANClipSettings(prompt="a lighthouse in a storm:1 | oil painting:0.5", width=size,
-                             height=size, cutn=cutn, iterations=iterations, seed=0,
-                             precision=precision)
+def compare_precisions(settings: VQGANClipSettings, models: Loaded, skip_largest: bool) -> None:
+    """fp32 vs. bf16 autocast vs. the notebooks' precision: speed, memory, loss curves."""
+    if models.device.type != "cuda":
+        raise SystemExit("error: --precisions needs a CUDA device (--device cuda)")
+    n = settings.iterations
+    mixed_name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    runs = {"fp32": precision_run(settings.replace(precision="fp32"), models),
+            mixed_name: precision_run(settings.replace(precision=mixed_name), models),
+            "reference": precision_run(settings.replace(precision="fp32"),
+                                       reference_precision(models))}
+    print(f"{torch.cuda.get_device_name()}: reference = VQGAN fp32, CLIP fp16 weights")
+    for label, (per_it, peak, _) in runs.items():
+        print(f"  {label}: {per_it * 1000:.1f} ms/it, peak {peak / GB:.2f} GB")
+    fp32, mixed, reference = (runs[k][0] for k in ("fp32", mixed_name, "reference"))
+    print(f"  speed-up {mixed_name} vs fp32: {fp32 / mixed:.2f}x (target >= 2), vs the "
+          f"reference: {reference / mixed:.2f}x")
+    tail = min(10, n)
+    last = {label: sum(losses[-tail:]) / tail for label, (_, _, losses) in runs.items()}
+    for label in ("fp32", mixed_name):
+        change = (last[label] - last["reference"]) / last["reference"] * 100
+        print(f"  mean loss of the last {tail} iterations, {label} vs the reference: "
+              f"{change:+.2f}% (target within 2%)")
+    for i in range(9, n, 10):
+        print(f"    {i + 1:4d}: " + " / ".join(f"{runs[k][2][i]:.4f}" for k in runs))
+    if not skip_largest:
+        for precision in ("fp32", mixed_name):
+            for ckpt in (False, True):
+                size = largest_square(settings.replace(precision=precision), models, ckpt)
+                print(f"  largest square within 16 GB, {precision}, decoder checkpointing "
+                      f"{'on' if ckpt else 'off'}: {size} px (target >= 1024)")
 
 
-def largest_square(models: Loaded, precision: str, checkpointing: bool,
+def largest_square(settings: VQGANClipSettings, models: Loaded, checkpointing: bool,
                    budget: int = 16 * GB) -> int:
     """The largest multiple-of-64 square size whose peak memory stays within `budget`."""
     models.vqgan.checkpointing = checkpointing
     best, size = 0, 512
     while size <= 2048:
         try:
-            _, peak, _ = timed_run(settings_for(size, 32, 3, precision), models, warmup=1)
+            trial = settings.replace(width=size, height=size, iterations=3)
+            _, peak, _ = precision_run(trial, models, warmup=1)
         except torch.OutOfMemoryError:
             break
         finally:
@@ -103,49 +261,6 @@ def largest_square(models: Loaded, precision: str, checkpointing: bool,
         best, size = size, size + 64
     models.vqgan.checkpointing = False
     return best
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=None)
-    parser.add_argument("--skip-largest", action="store_true")
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    models = full_size_models(device)
-    if device.type == "cpu":
-        n = args.iterations or 6
-        per_it, peak, _ = timed_run(settings_for(256, 8, n, "fp32"), models)
-        print(f"cpu 256x256 cutn 8 fp32: {per_it:.2f} s/it, peak RSS {peak / GB:.2f} GB")
-        return
-    name = torch.cuda.get_device_name()
-    n = args.iterations or 100
-    fp32 = timed_run(settings_for(512, 32, n, "fp32"), models)
-    mixed_name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    mixed = timed_run(settings_for(512, 32, n, mixed_name), models)
-    reference = timed_run(settings_for(512, 32, n, "fp32"), reference_precision(models))
-    print(f"{name} 512x512 cutn 32, {n} iterations")
-    runs = (("fp32", fp32), (mixed_name, mixed), ("reference (VQGAN fp32, CLIP fp16)", reference))
-    for label, (per_it, peak, _) in runs:
-        print(f"  {label}: {per_it * 1000:.1f} ms/it, peak {peak / GB:.2f} GB")
-    print(f"  speed-up {mixed_name} vs fp32: {fp32[0] / mixed[0]:.2f}x (target >= 2), "
-          f"vs the reference: {reference[0] / mixed[0]:.2f}x")
-    tail = slice(-10, None)
-    last = {label: sum(losses[tail]) / 10 for label, (_, _, losses) in runs}
-    print("  mean loss of the last 10 iterations: "
-          + ", ".join(f"{label} {value:.4f}" for label, value in last.items()))
-    ref_last = last["reference (VQGAN fp32, CLIP fp16)"]
-    for label in ("fp32", mixed_name):
-        print(f"  {label} vs the reference: {(last[label] - ref_last) / ref_last * 100:+.2f}% "
-              "(target within 2%)")
-    print("  loss every 10 iterations (fp32 / " + mixed_name + " / reference):")
-    for i in range(9, n, 10):
-        print(f"    {i + 1:4d}: {fp32[2][i]:.4f} / {mixed[2][i]:.4f} / {reference[2][i]:.4f}")
-    if not args.skip_largest:
-        for precision in ("fp32", mixed_name):
-            for ckpt in (False, True):
-                size = largest_square(models, precision, ckpt)
-                print(f"  largest square within 16 GB, {precision}, decoder checkpointing "
-                      f"{'on' if ckpt else 'off'}: {size} px (target >= 1024)")
 
 
 if __name__ == "__main__":
