@@ -22,6 +22,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from helpers.engines import ENGINES, Engine
 from helpers.reporting import no_log, stderr_log
 
 Handler = Callable[[argparse.Namespace], int]
@@ -131,26 +132,19 @@ def _run_options(p: argparse.ArgumentParser, engine: str) -> None:
 # --- engine commands -------------------------------------------------------------------------
 
 
-def cmd_vqgan_clip(args: argparse.Namespace) -> int:
-    """Run VQGAN+CLIP; print the run folder as the last line."""
-    from helpers.settings import SETTINGS_KINDS
-    from helpers.vqgan_clip import generate
+def cmd_engine(args: argparse.Namespace) -> int:
+    """Run the engine the command names; print the run folder as the last line."""
+    from helpers.engines import get_engine
 
-    return _generate(args, SETTINGS_KINDS["vqgan-clip"], generate)
-
-
-def cmd_diffusion(args: argparse.Namespace) -> int:
-    """Run latent diffusion; print the run folder as the last line."""
-    from helpers.diffusion import generate, settings_from_image
-    from helpers.settings import SETTINGS_KINDS
-
-    cls = SETTINGS_KINDS["diffusion"]
-    if args.from_image:
+    record = get_engine(args.command)
+    module, cls = record.module(), record.settings
+    settings = None
+    if getattr(args, "from_image", None):
         if args.resume:
             raise ValueError("from_image: cannot be combined with --resume")
-        settings = settings_from_image(args.from_image, log=_log(args), **given_settings(args, cls))
-        return _generate(args, cls, generate, settings)
-    return _generate(args, cls, generate)
+        settings = module.settings_from_image(args.from_image, log=_log(args),
+                                              **given_settings(args, cls))
+    return _generate(args, cls, module.generate, settings)
 
 
 def _generate(args: argparse.Namespace, cls: type, generate: Callable,
@@ -165,15 +159,16 @@ def _generate(args: argparse.Namespace, cls: type, generate: Callable,
     return 0
 
 
-def _add_engine(sub: argparse._SubParsersAction, kind: str, help_line: str,
-                description: str, handler: Handler) -> argparse.ArgumentParser:
-    from helpers.settings import SETTINGS_KINDS
-
-    p = sub.add_parser(kind, help=help_line, description=description)
-    add_settings_flags(p, SETTINGS_KINDS[kind])
-    _run_options(p, kind)
-    p.set_defaults(handler=handler)
-    return p
+def _add_engine(sub: argparse._SubParsersAction, record: Engine) -> None:
+    """The engine's command: a flag per setting, --size, --resume, and --from-image where the
+    engine reads pictures."""
+    p = sub.add_parser(record.name, help=record.help, description=record.description)
+    add_settings_flags(p, record.settings)
+    _run_options(p, record.name)
+    if record.from_image:
+        p.add_argument("--from-image", metavar="PNG",
+                       help="re-run with the settings stored in an image (flags override them)")
+    p.set_defaults(handler=cmd_engine)
 
 
 # --- other commands --------------------------------------------------------------------------
@@ -278,13 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(handler=cmd_download)
 
-    _add_engine(sub, "vqgan-clip", "generate with VQGAN+CLIP",
-                "Optimise a VQGAN image so CLIP agrees with weighted prompts.", cmd_vqgan_clip)
-    p = _add_engine(sub, "diffusion", "generate with Stable Diffusion (diffusers)",
-                    "txt2img / img2img with weighted prompts and web-UI samplers.",
-                    cmd_diffusion)
-    p.add_argument("--from-image", metavar="PNG",
-                   help="re-run with the settings stored in an image (flags override them)")
+    for record in ENGINES.values():
+        _add_engine(sub, record)
 
     _add_video(sub)
 
@@ -334,7 +324,7 @@ def _stdout_closed() -> int:
 
 
 # The commands that load models: the libraries they import are silenced before they load.
-LOADING = ("vqgan-clip", "diffusion", "download")
+LOADING = (*ENGINES, "download")
 
 
 def _handle(args: argparse.Namespace) -> int:

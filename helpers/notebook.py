@@ -25,20 +25,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from helpers import reporting
+from helpers.engines import ENGINES, get_engine
 from helpers.reporting import Log, plural
-from helpers.widgets.models import FIELDS as MODEL_FIELDS
 from helpers.workspace import Workspace, open_workspace
 
-ENGINES = ("vqgan-clip", "diffusion")
 DEBUG = False  # True (`notebook.DEBUG = True` in a cell): failures show Python's traceback too
-# The tiny offline models, at sizes and lengths that take seconds on a CPU
-TEST_SETTINGS = {
-    "vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip", "width": 64,
-                   "height": 64, "iterations": 6, "save_every": 2, "cutn": 4,
-                   "iterations_per_frame": 2, "frames": 3},
-    "diffusion": {"model": "test-tiny-sd", "vae": "", "model_config": "", "width": 64,
-                  "height": 64, "steps": 4},
-}
 DEFAULT_PROMPT = "a lighthouse in a storm:1 | oil painting:0.5"
 # what `more` adds to, by the setting it changes: an example for the message of a finished run
 MORE_EXAMPLE = {"iterations": 100, "frames": 30, "batch_count": 4}
@@ -141,36 +132,33 @@ def setup(ws: Workspace, log: Log = print) -> dict[str, Any]:
 
 def engine_of(ws: Workspace, engine: str = "") -> str:
     """The engine: as given, else the workspace's model choice, else VQGAN+CLIP."""
-    engine = engine.strip() or (ws.read("model.json") or {}).get("engine", "") or ENGINES[0]
-    if engine not in ENGINES:
-        raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
-    return engine
+    engine = engine.strip() or (ws.read("model.json") or {}).get("engine", "") or next(
+        iter(ENGINES))
+    return get_engine(engine).name
 
 
 def workspace_values(ws: Workspace, engine: str, test_models: bool) -> dict[str, Any]:
     """The settings values the workspace holds for an engine: params.json, then the models of
     model.json (or the test models), the workspace as `out`."""
     values: dict[str, Any] = {"prompt": DEFAULT_PROMPT}
+    record = get_engine(engine)
     if test_models:
-        values.update(TEST_SETTINGS[engine])
+        values.update(record.test_settings)
     params = ws.read("params.json") or {}
     if params.get("kind") == engine:
         values.update({k: v for k, v in params.items() if k != "kind"})
     models = ws.read("model.json") or {}
     if models.get("engine") == engine:
-        values.update({k: models[k] for k in MODEL_FIELDS[engine] if k in models})
+        values.update({k: models[k] for k in record.model_fields if k in models})
     if test_models:
-        values.update({k: v for k, v in TEST_SETTINGS[engine].items()
-                       if k in MODEL_FIELDS[engine]})
+        values.update(tiny_models_of(engine))
     values["out"] = str(ws.root)
     return values
 
 
 def settings_class(engine: str) -> type:
     """The settings class of an engine."""
-    from helpers.settings import SETTINGS_KINDS
-
-    return SETTINGS_KINDS[engine]
+    return get_engine(engine).settings
 
 
 @_plainly
@@ -210,8 +198,8 @@ def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
 
 def tiny_models_of(*engines: str) -> dict[str, str]:
     """The model fields of these engines set to the tiny test models."""
-    return {name: value for engine in engines for name, value in TEST_SETTINGS[engine].items()
-            if name in MODEL_FIELDS[engine]}
+    return {name: value for record in map(get_engine, engines)
+            for name, value in record.test_settings.items() if name in record.model_fields}
 
 
 def save_models(ws: Workspace, form: Any, log: Log = print, quiet: bool = False) -> dict:
@@ -234,21 +222,9 @@ def download_models(choice: dict[str, Any], ws: Workspace, log: Log, progress: b
     """Resolve each model of a choice before anything downloads, then fetch the catalogue ones."""
     from helpers.download import fetch_all
 
-    engine = engine_of(ws, choice.get("engine", ""))
-    if engine == "vqgan-clip":
-        from helpers.clip import resolve_clip
-        from helpers.settings import parse_clip_spec
-        from helpers.vqgan_clip.checks import resolve_vqgan
-
-        refs = [resolve_vqgan(choice.get("vqgan", "")).model]
-        refs += [resolve_clip(name).model for name, _ in parse_clip_spec(choice.get("clip", ""))]
-    else:
-        from helpers.catalog import find_model
-        from helpers.diffusion.models import resolve_model
-
-        ref = resolve_model(choice.get("model", ""), ws.models)
-        refs = [find_model(ref.spec) if ref.kind == "catalogue" else None]
-    fetch_all([m for m in refs if m is not None], ws.models, progress=progress, log=log)
+    module = get_engine(engine_of(ws, choice.get("engine", ""))).module()
+    models = module.catalogue_models(choice, ws.models)
+    fetch_all(models, ws.models, progress=progress, log=log)
 
 
 # --- 3. parameters ---------------------------------------------------------------------------
@@ -286,8 +262,10 @@ def parameters_form(ws: Workspace, engine: str = "", test_models: bool = False,
     engine = engine_of(ws, engine)
     values = {**workspace_values(ws, engine, test_models), **_given(given)}
     form = SettingsForm(settings_class(engine), values,
-                        exclude=("out", *MODEL_FIELDS[engine]), uploads=ws.uploads)
-    models = ", ".join(f"{k}: {values[k]}" for k in MODEL_FIELDS[engine] if values.get(k))
+                        exclude=("out", *get_engine(engine).model_fields),
+                        uploads=ws.uploads)
+    models = ", ".join(f"{k}: {values[k]}" for k in get_engine(engine).model_fields
+                       if values.get(k))
     display(HTML(f"<b>{engine}</b> with {models or 'the default models'} "
                  "<i>(change them in notebook 2)</i>"))
     display(form.widget, _save_button(lambda: save_parameters(ws, form)))
@@ -351,7 +329,7 @@ def _run(ws: Workspace, engine: str, test_models: bool, resume: tuple[str, int],
     folder, more = resume
     run_dir = _resume_folder(ws, folder) if folder else None
     engine = engine_of(ws, engine if run_dir is None else _resume_engine(run_dir, engine))
-    module = _engine_module(engine)
+    module = get_engine(engine).module()
     options = {**options, "cache": ws.models, **picture.callbacks(engine)}
     if run_dir is not None:
         _continue(module, run_dir, engine, more, options, given)
@@ -391,10 +369,10 @@ def run_length(run_dir: Path, engine: str) -> tuple[str, int, str]:
     settings = runs.resumed_settings(run_dir, settings_class(engine), {}, ())
     if settings.animate:
         return "frames", _frames(settings, run_dir), "frames"
-    if engine == "vqgan-clip":
-        return "iterations", settings.iterations, "iterations"
-    unit = "images" if settings.batch_size == 1 else f"batches of {settings.batch_size} images"
-    return "batch_count", settings.batch_count, unit
+    record = get_engine(engine)
+    unit = record.unit if getattr(settings, "batch_size", 1) == 1 else \
+        f"batches of {settings.batch_size} {record.unit}"
+    return record.length, getattr(settings, record.length), unit
 
 
 def _frames(settings: Any, run_dir: Path) -> int:
@@ -407,12 +385,6 @@ def _frames(settings: Any, run_dir: Path) -> int:
 
     count = frame_count(settings)
     return count if count is not None else len(runs.list_frames(run_dir))
-
-
-def _engine_module(engine: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"helpers.{engine.replace('-', '_')}")
 
 
 def _resume_folder(ws: Workspace, resume: str) -> Path:

@@ -24,6 +24,7 @@ import pytest
 from common import TINY_SD_CLI, TINY_VQGAN_CLI, png_bytes
 
 from helpers.cli import main
+from helpers.diffusion.families import FAMILIES
 
 DIFFUSION = [*TINY_SD_CLI, "--quiet"]
 VQGAN = [*TINY_VQGAN_CLI, "--quiet"]
@@ -438,6 +439,6 @@ def test_good_lora_and_embedding_files_pass_the_checks(tmp_path):
                tmp_path / "embeddings" / "old.pt")
     settings = DiffusionSettings(prompt="a cat <lora:ink:0.5>", negative_prompt="old",
                                  out=str(tmp_path))
-    found = check_extras(settings, "sd")
+    found = check_extras(settings, FAMILIES["sd"])
     assert [(e.kind, e.name, e.path.name) for e in found] == [
         ("lora", "ink", "ink.safetensors"), ("embedding", "old", "old.pt")]

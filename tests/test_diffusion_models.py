@@ -12,6 +12,7 @@ from PIL import Image
 from helpers.catalog import list_models
 from helpers.diffusion import generate
 from helpers.diffusion.checks import estimate_bytes, plan_memory
+from helpers.diffusion.families import FAMILIES
 from helpers.diffusion.loading import model_hash
 from helpers.diffusion.models import resolve_model
 from helpers.memory import GB
@@ -207,47 +208,48 @@ def _settings(**changes) -> DiffusionSettings:
 
 
 def test_auto_memory_options_stay_off_when_the_run_fits():
-    chosen = plan_memory(_settings(), "sd", "cuda", 40 * GB)
+    chosen = plan_memory(_settings(), FAMILIES["sd"], "cuda", 40 * GB)
     assert not any(chosen.values())
 
 
 def test_auto_memory_options_switch_on_as_free_memory_shrinks():
-    roomy = plan_memory(_settings(width=1024, height=1024), "sdxl", "cuda", 24 * GB)
-    tight = plan_memory(_settings(width=1024, height=1024), "sdxl", "cuda", 8 * GB)
+    roomy = plan_memory(_settings(width=1024, height=1024), FAMILIES["sdxl"], "cuda", 24 * GB)
+    tight = plan_memory(_settings(width=1024, height=1024), FAMILIES["sdxl"], "cuda", 8 * GB)
     assert sum(tight.values()) > sum(roomy.values())
     assert tight["cpu_offload"]
 
 
 def test_explicit_memory_options_are_kept():
-    chosen = plan_memory(_settings(attention_slicing="on", vae_tiling="off"), "sd", "cuda",
-                           40 * GB)
+    chosen = plan_memory(_settings(attention_slicing="on", vae_tiling="off"), FAMILIES["sd"],
+                         "cuda", 40 * GB)
     assert chosen["attention_slicing"] and not chosen["vae_tiling"]
 
 
 def test_a_size_too_large_for_the_gpu_is_an_error_naming_the_size():
     with pytest.raises(ValueError, match=r"width/height: 4096x4096 .* GB is free"):
-        plan_memory(_settings(width=4096, height=4096, batch_size=8), "sdxl", "cuda", 4 * GB)
+        plan_memory(_settings(width=4096, height=4096, batch_size=8), FAMILIES["sdxl"], "cuda",
+                    4 * GB)
 
 
 def test_memory_estimate_grows_with_size_and_shrinks_with_options():
-    small = estimate_bytes("sd", 512, 512, 1, 2, {})
-    large = estimate_bytes("sd", 1024, 1024, 1, 2, {})
-    saving = estimate_bytes("sd", 1024, 1024, 1, 2, dict.fromkeys(
+    small = estimate_bytes(FAMILIES["sd"], 512, 512, 1, 2, {})
+    large = estimate_bytes(FAMILIES["sd"], 1024, 1024, 1, 2, {})
+    saving = estimate_bytes(FAMILIES["sd"], 1024, 1024, 1, 2, dict.fromkeys(
         ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload"), True))
     assert small < large and saving < large
 
 
 def test_cpu_offload_without_cuda_is_an_error_and_cpu_runs_choose_nothing():
     with pytest.raises(ValueError, match="cpu_offload"):
-        plan_memory(_settings(cpu_offload="on"), "sd", "cpu", None)
-    assert not any(plan_memory(_settings(), "sd", "cpu", 64 * GB, 4).values())
-    assert plan_memory(_settings(batch_size=4), "sd", "cpu", None)["vae_slicing"]
+        plan_memory(_settings(cpu_offload="on"), FAMILIES["sd"], "cpu", None)
+    assert not any(plan_memory(_settings(), FAMILIES["sd"], "cpu", 64 * GB, 4).values())
+    assert plan_memory(_settings(batch_size=4), FAMILIES["sd"], "cpu", None)["vae_slicing"]
 
 
 def test_the_cpu_plan_uses_the_free_ram_and_refuses_what_cannot_fit():
     with pytest.raises(ValueError, match=r"4096x4096 .* GB of memory"):
-        plan_memory(_settings(width=4096, height=4096), "sd", "cpu", 16 * GB, 4)
-    tight = plan_memory(_settings(width=1024, height=1024), "sd", "cpu", 10 * GB, 4)
+        plan_memory(_settings(width=4096, height=4096), FAMILIES["sd"], "cpu", 16 * GB, 4)
+    tight = plan_memory(_settings(width=1024, height=1024), FAMILIES["sd"], "cpu", 10 * GB, 4)
     assert tight["attention_slicing"] and not tight["cpu_offload"]
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.diffusion.families import FAMILIES
 from helpers.diffusion.samplers import SCHEDULE_NAMES, get_sampler, schedule_of, split_name
 from helpers.diffusion.sampling.denoiser import Denoiser, alphas_cumprod
 from helpers.diffusion.sampling.noise import ImageNoise, PhiloxGenerator, brownian
@@ -17,7 +18,7 @@ SD15 = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
 
 @pytest.fixture(scope="module")
 def model() -> Denoiser:
-    return Denoiser(None, SD15, "sd")
+    return Denoiser(None, SD15, FAMILIES["sd"])
 
 
 def test_the_models_sigmas_span_sds_range(model):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.diffusion.families import FAMILIES
 from helpers.diffusion.samplers import SAMPLERS, SCHEDULE_NAMES, get_sampler, schedule_of
 from helpers.settings import DiffusionSettings
 
@@ -178,7 +179,7 @@ def our_image(pipe, sides, sampler: str, schedule: str, config: dict) -> np.ndar
 
     settings = DiffusionSettings(prompt="x", sampler=sampler, schedule=schedule, steps=STEPS,
                                  cfg_scale=CFG, width=SIZE, height=SIZE, seed=SEED)
-    image = generate(pipe, "sd", settings, *sides, [SEED])[0]
+    image = generate(pipe, FAMILIES["sd"], settings, *sides, [SEED])[0]
     return np.asarray(image).astype(int)
 
 
@@ -238,7 +239,7 @@ def test_the_karras_sigmas_start_at_the_models_full_sigma_max(kd, pipe):
     from helpers.diffusion.sampling.denoiser import Denoiser
     from helpers.diffusion.sampling.schedules import sigmas_for
 
-    ours = sigmas_for("Uniform", 10, Denoiser(pipe.unet, SDXL_STYLE, "sd"))
+    ours = sigmas_for("Uniform", 10, Denoiser(pipe.unet, SDXL_STYLE, FAMILIES["sd"]))
     assert math.isclose(float(ours[0]), 14.6146, rel_tol=1e-4)  # not the 11.03 of "leading"
 
 
@@ -279,6 +280,6 @@ def test_the_hires_fix_is_the_web_uis_second_pass(kd, pipe, sides, sampler):
     settings = DiffusionSettings(prompt="x", sampler=sampler, steps=STEPS, cfg_scale=CFG,
                                  width=SIZE, height=SIZE, seed=SEED, hires_scale=2,
                                  hires_steps=hires_steps, hires_strength=strength)
-    ours = np.asarray(generate(pipe, "sd", settings, *sides, [SEED])[0]).astype(int)
+    ours = np.asarray(generate(pipe, FAMILIES["sd"], settings, *sides, [SEED])[0]).astype(int)
     assert ours.shape == (2 * SIZE, 2 * SIZE, 3)
     assert int(np.abs(ours - theirs).max()) <= 2

@@ -22,6 +22,7 @@ _EXPORTS = {
     "settings_from_image": "infotext",
     "check_extras": "extras",
     "check_inputs": "checks",
+    "catalogue_models": "checks",
     "Checked": "checks",
     "prepare": "checks",
     "load_models": "loading",

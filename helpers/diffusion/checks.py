@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from helpers.diffusion.extras import Extra, check_extras
-from helpers.diffusion.models import ModelRef, hub_family, resolve_model
+from helpers.diffusion.families import FAMILIES, Family
+from helpers.diffusion.models import ModelRef, model_family, resolve_model
 from helpers.diffusion.samplers import get_sampler, make_scheduler
 from helpers.files import read_json
-from helpers.memory import GB
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
 from helpers.settings.base import MOTION
 
 MAX_VIDEO_FRAMES = 100_000  # the most frames an animation makes (the `frames` setting's maximum)
 
-MULTIPLE = 8  # the VAE's downscaling factor: sizes are rounded down to it
-# Rough sizes for the memory estimate: fp16 weights per family, and bytes per output pixel
-# for the UNet's activations (per image and guidance half) and for a full VAE decode.
-WEIGHTS_FP16 = {"sd": 2.6 * GB, "sdxl": 7.0 * GB, "ldm": 2.9 * GB}
-UNET_BYTES_PER_PIXEL = {"sd": 1200, "sdxl": 800, "ldm": 1200}
+# Rough sizes for the memory estimate (the family's own figures are in its record): bytes per
+# output pixel for a full VAE decode.
 VAE_BYTES_PER_PIXEL = 2500
 VAE_TILE_PIXELS = 512 * 512
 MEMORY_OPTIONS = ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload")
@@ -42,21 +40,22 @@ class Checked:
 
     settings: DiffusionSettings
     ref: ModelRef
-    family: str
+    family: Family
     device: Any
     memory: dict[str, bool]
     extras: list[Extra]  # the LoRAs and textual-inversion embeddings the prompts use
     init_image: Any = None  # PIL image resized to the run's size, or None
 
 
-def prepare(settings: DiffusionSettings, log: Log = print) -> DiffusionSettings:
-    """Round the size down to a multiple of 8 (with a message) and fix a random seed."""
+def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> DiffusionSettings:
+    """Round the size down to the family's multiple (with a message) and fix a random seed."""
     changes: dict[str, Any] = {}
     for name in ("width", "height"):
         value = getattr(settings, name)
-        if value % MULTIPLE:
-            changes[name] = value - value % MULTIPLE
-            log(f"{name} {value} rounded down to {changes[name]} (a multiple of {MULTIPLE})")
+        if family.rounded(value) != value:
+            changes[name] = family.rounded(value)
+            log(f"{name} {value} rounded down to {changes[name]} (a multiple of "
+                f"{family.multiple})")
     settings = settings.replace(**changes) if changes else settings
     return settings.with_seed()
 
@@ -70,7 +69,6 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
     from helpers.inputs import open_image
     from helpers.precision import weights_dtype
 
-    settings = prepare(settings, log)
     writable_folder(settings.out, "out")
     cache_folder(cache)
     device = pick_device(settings.device, log)
@@ -78,7 +76,8 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
     ref = resolve_model(settings.model, cache)
     if settings.model_config:
         check_model_config(settings.model_config, settings.model, ref)
-    family = ref.family or hub_family(ref.spec, cache)
+    family = model_family(ref, cache)
+    settings = prepare(settings, family, log)
     check_family(settings, family)
     extras = check_extras(settings, family)
     if settings.animate:
@@ -96,6 +95,15 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
     return Checked(settings, ref, family, device, memory, extras, init)
 
 
+def catalogue_models(choice: Mapping[str, str], cache: str | os.PathLike | None = None) -> list:
+    """The catalogue model a model choice (notebook 2's `model`) names, resolved (an error
+    naming the field) before anything downloads; none for a model of your own."""
+    from helpers.catalog import find_model
+
+    ref = resolve_model(choice.get("model", ""), cache)
+    return [find_model(ref.spec)] if ref.kind == "catalogue" else []
+
+
 def check_model_config(spec: str, model: str, ref: ModelRef) -> None:
     """A single-file model's configs: a Hub id, or a diffusers folder of the file's family
     with every part's config (no weights needed)."""
@@ -106,11 +114,11 @@ def check_model_config(spec: str, model: str, ref: ModelRef) -> None:
                          f"{ref.kind} model (got {spec!r})")
     path = Path(spec).expanduser()
     if path.is_dir():
-        family = folder_family(path, "model_config")
-        if family != ref.family:
-            raise ValueError(f"model_config: {spec} is an {family.upper()} model, and "
-                             f"{model!r} is an {ref.family.upper()} checkpoint")
-        check_parts(path, family, "model_config", weights=False)
+        found = folder_family(path, "model_config")
+        if found != ref.family:
+            raise ValueError(f"model_config: {spec} is an {FAMILIES[found].title} model, and "
+                             f"{model!r} is an {FAMILIES[ref.family].title} checkpoint")
+        check_parts(path, found, "model_config", weights=False)
     elif path.exists():
         raise ValueError(f"model_config: {spec} is a file; give a diffusers folder (the one "
                          "that holds model_index.json) or a Hub id")
@@ -131,24 +139,24 @@ def check_sampler(name: str) -> None:
                              "torchsde); or choose another sampler such as 'DPM++ 2M'") from None
 
 
-def check_family(settings: DiffusionSettings, family: str) -> None:
+def check_family(settings: DiffusionSettings, family: Family) -> None:
     """Settings the model's family cannot honour."""
-    if settings.sdxl_original_size and family != "sdxl":
+    if settings.sdxl_original_size and not family.size_conditioning:
         raise ValueError(f"sdxl_original_size: only for SDXL models; {settings.model!r} is "
-                         f"an {family.upper()} model")
-    if family != "ldm":
-        return
-    problems = {"init_image": settings.init_image, "vae": settings.vae,
-                "animate": settings.animate,
-                "preview_every": settings.preview_every,
-                "save_trajectory": settings.save_trajectory,
-                "clip_skip": settings.clip_skip != 1}
-    for name, value in problems.items():
-        if value:
-            raise ValueError(f"{name}: not available with the latent-diffusion (ldm) model "
+                         f"an {family.title} model")
+    problems = {  # setting: (used, what the family must offer)
+        "init_image": (settings.init_image, family.img2img),
+        "vae": (settings.vae, family.vae_override),
+        "animate": (settings.animate, family.img2img and family.takes_embeddings),
+        "preview_every": (settings.preview_every, family.reports_steps),
+        "save_trajectory": (settings.save_trajectory, family.reports_steps),
+        "clip_skip": (settings.clip_skip != 1, family.clip_skip)}
+    for name, (used, offered) in problems.items():
+        if used and not offered:
+            raise ValueError(f"{name}: not available with the {family.title} model "
                              f"(got {getattr(settings, name)!r})")
-    if get_sampler(settings.sampler).sigma_space:
-        raise ValueError(f"sampler: the latent-diffusion (ldm) pipeline cannot run "
+    if not family.k_samplers and get_sampler(settings.sampler).sigma_space:
+        raise ValueError(f"sampler: the {family.title} pipeline cannot run "
                          f"{settings.sampler!r}; use DDIM, PLMS, DPM++ 2M (Karras), "
                          "DPM++ 2M SDE (Karras), UniPC or LCM")
 
@@ -270,15 +278,15 @@ def _lanczos() -> Any:
 # --- memory ----------------------------------------------------------------------------------
 
 
-def estimate_bytes(family: str, width: int, height: int, batch: int, dtype_bytes: int,
+def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_bytes: int,
                    options: dict[str, bool]) -> float:
     """Rough peak memory of a run with the given memory options."""
     scale = dtype_bytes / 2
-    weights = WEIGHTS_FP16[family] * scale
+    weights = family.weights_fp16 * scale
     if options.get("cpu_offload"):
         weights *= 0.75  # only the largest model (the UNet) is on the GPU at a time
     pixels = width * height
-    unet = 2 * batch * pixels * UNET_BYTES_PER_PIXEL[family] * scale
+    unet = 2 * batch * pixels * family.unet_bytes_per_pixel * scale
     if options.get("attention_slicing"):
         unet /= 2
     decoded = 1 if options.get("vae_slicing") else batch
@@ -286,7 +294,7 @@ def estimate_bytes(family: str, width: int, height: int, batch: int, dtype_bytes
     return weights + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale)
 
 
-def plan_memory(settings: DiffusionSettings, family: str, device_type: str,
+def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
                 free: float | None, dtype_bytes: int = 2) -> dict[str, bool]:
     """Memory options: the settings' on/off, and `auto` ones switched on, in the order of
     `MEMORY_OPTIONS`, until the run fits the free memory (GPU memory on CUDA, RAM on the CPU).

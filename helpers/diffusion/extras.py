@@ -23,11 +23,14 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from helpers.files import load_json
 from helpers.reporting import Log, logger_level
 from helpers.settings import DiffusionSettings
+
+if TYPE_CHECKING:
+    from helpers.diffusion.families import Family
 
 LORA_FOLDER = "loras"
 EMBEDDINGS_FOLDER = "embeddings"
@@ -118,7 +121,7 @@ def _texts(settings: DiffusionSettings) -> tuple[str, str]:
 # --- finding the files --------------------------------------------------------------------------
 
 
-def check_extras(settings: DiffusionSettings, family: str | None = None) -> list[Extra]:
+def check_extras(settings: DiffusionSettings, family: Family | None = None) -> list[Extra]:
     """Every LoRA and embedding the settings' prompts use, found in the workspace (`out`), with
     its hash; a `ValueError` naming the folder for a LoRA that is not there."""
     positive, negative = _texts(settings)
@@ -126,8 +129,8 @@ def check_extras(settings: DiffusionSettings, family: str | None = None) -> list
     loras = _loras(lora_tags(positive), workspace / LORA_FOLDER)
     embeddings = _embeddings(strip_tags(positive), negative, workspace / EMBEDDINGS_FOLDER)
     found = loras + embeddings
-    if found and family == "ldm":
-        raise ValueError(f"prompt: {found[0].name}: the ldm model family takes no LoRA or "
+    if found and family is not None and not family.extras:
+        raise ValueError(f"prompt: {found[0].name}: the {family.title} model takes no LoRA or "
                          "textual-inversion embeddings")
     return found
 

@@ -18,15 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers.diffusion.checks import Checked, check_loaded
-from helpers.diffusion.models import (
-    IMG2IMG_CLASSES,
-    PIPELINE_CLASSES,
-    SINGLE_FILE_TYPES,
-    ModelRef,
-    hub_family,
-    resolve_model,
-    weights_file,
-)
+from helpers.diffusion.families import SINGLE_FILE_TYPES, Family
+from helpers.diffusion.models import ModelRef, model_family, resolve_model, weights_file
 from helpers.reporting import Log, logger_level
 from helpers.settings import DiffusionSettings
 
@@ -38,7 +31,7 @@ class Loaded:
     """A loaded txt2img pipeline and what the infotext says about it."""
 
     pipe: Any
-    family: str  # "sd" | "sdxl" | "ldm"
+    family: Family
     ref: ModelRef
     model_hash: str = ""  # the web UI's short hash: first 10 hex digits of a sha256
     vae_label: str = ""  # the VAE override's name, "" = the model's own
@@ -59,21 +52,25 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
     from helpers.reporting import library_bars
 
     with library_bars(progress):
-        loaded = load_pipeline(checked.settings, cache, log, checked.ref, checked.device)
+        loaded = load_pipeline(checked.settings, cache, log, checked.ref, checked.device,
+                               checked.family)
     check_loaded(checked.settings, loaded.pipe)
     return loaded
 
 
 def load_pipeline(settings: DiffusionSettings, cache: str | os.PathLike | None = None,
-                  log: Log = print, ref: ModelRef | None = None, device: Any = None) -> Loaded:
-    """Load the settings' model in its precision, with the VAE override (not yet moved)."""
+                  log: Log = print, ref: ModelRef | None = None, device: Any = None,
+                  family: Family | None = None) -> Loaded:
+    """Load the settings' model in its precision, with the VAE override (not yet moved);
+    `ref`, `device` and `family`: as the check stage resolved them (else resolved here)."""
     from helpers.device import pick_device
     from helpers.precision import weights_dtype
 
     ref = ref or resolve_model(settings.model, cache)
+    family = family or model_family(ref, cache)
     device = device if device is not None else pick_device(settings.device, log)
     dtype = weights_dtype(settings.precision, device)
-    pipe, family, source = _load(ref, settings, dtype, cache, log)
+    pipe, source = _load(ref, family, settings, dtype, cache, log)
     loaded = Loaded(pipe, family, ref, scheduler_config=dict(pipe.scheduler.config))
     if settings.vae:
         pipe.vae = load_vae(settings.vae, source, dtype, cache)
@@ -83,37 +80,37 @@ def load_pipeline(settings: DiffusionSettings, cache: str | os.PathLike | None =
     return loaded
 
 
-def _load(ref: ModelRef, settings: DiffusionSettings, dtype: Any, cache, log: Log):
-    """(pipeline, family, the folder or file its weights came from)."""
+def _load(ref: ModelRef, family: Family, settings: DiffusionSettings, dtype: Any, cache,
+          log: Log):
+    """(pipeline, the folder or file its weights came from)."""
     import diffusers
 
     from helpers.download import fetch, hub_cache
 
     hub = hub_cache(cache)
     if ref.kind == "file":
-        family, default_config = SINGLE_FILE_TYPES[ref.file_type]
-        cls = getattr(diffusers, PIPELINE_CLASSES[family])
+        default_config = SINGLE_FILE_TYPES[ref.file_type][1]
+        cls = getattr(diffusers, family.pipeline)
         path = weights_file(Path(ref.spec).expanduser(), cache)
         log(f"loading {ref.label} from the single file {path.name}")
         pipe = cls.from_single_file(str(path), config=settings.model_config or default_config,
                                     cache_dir=hub, **dtype_kwargs(dtype))
-        return pipe, family, path
+        return pipe, path
     if ref.kind == "hub":
-        family = hub_family(ref.spec, cache)
-        return _from_hub(ref.spec, family, dtype, hub, log), family, None
+        return _from_hub(ref.spec, family, dtype, hub, log), None
     folder = Path(fetch(ref.spec, cache=cache, log=log)) if ref.kind == "catalogue" \
         else Path(ref.spec).expanduser()
-    return _from_folder(folder, ref.family, dtype), ref.family, folder
+    return _from_folder(folder, family, dtype), folder
 
 
-def _from_folder(folder: Path, family: str, dtype: Any):
+def _from_folder(folder: Path, family: Family, dtype: Any):
     """from_pretrained on a diffusers folder; a `ValueError` naming the `model` setting when
     its files do not load (what `models.check_parts` cannot see, such as a damaged .bin)."""
     import pickle
 
     import diffusers
 
-    cls = getattr(diffusers, PIPELINE_CLASSES[family])
+    cls = getattr(diffusers, family.pipeline)
     try:  # diffusers logs an error for a part without .safetensors, then loads its .bin
         with logger_level("diffusers.models.modeling_utils", logging.CRITICAL):
             return cls.from_pretrained(folder, variant=_folder_variant(folder),
@@ -125,9 +122,11 @@ def _from_folder(folder: Path, family: str, dtype: Any):
         raise ValueError(f"model: cannot load {folder} ({reason})") from None
 
 
-def _extras(family: str) -> dict[str, Any]:
-    """No safety checker (as in the web UIs): the SD pipelines accept these keywords."""
-    return {"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {}
+def _extras(family: Family) -> dict[str, Any]:
+    """No safety checker (as in the web UIs), for the pipelines that have one."""
+    if family.without_safety_checker:
+        return {"safety_checker": None, "requires_safety_checker": False}
+    return {}
 
 
 def _folder_variant(folder: Path) -> str | None:
@@ -139,12 +138,12 @@ def _folder_variant(folder: Path) -> str | None:
     return "fp16" if not plain and any(_VARIANT.search(n) for n in files) else None
 
 
-def _from_hub(repo: str, family: str, dtype: Any, hub: Path, log: Log):
+def _from_hub(repo: str, family: Family, dtype: Any, hub: Path, log: Log):
     """from_pretrained on a Hub id; the fp16 variant first where fp16 is wanted."""
     import diffusers
     import torch
 
-    cls = getattr(diffusers, PIPELINE_CLASSES[family])
+    cls = getattr(diffusers, family.pipeline)
     log(f"loading {repo} from the Hugging Face Hub (cached in {hub})")
     kwargs = {**dtype_kwargs(dtype), "cache_dir": hub, **_extras(family)}
     if dtype == torch.float16:
@@ -196,18 +195,19 @@ def run_pipeline(loaded: Loaded, sampler: str, img2img: bool = False):
 
     from helpers.diffusion.samplers import get_sampler, make_scheduler
 
-    if img2img and loaded.family not in IMG2IMG_CLASSES:
-        raise ValueError(f"init_image: the {loaded.family} pipeline has no img2img mode")
-    name = IMG2IMG_CLASSES[loaded.family] if img2img else PIPELINE_CLASSES[loaded.family]
+    family = loaded.family
+    if img2img and not family.img2img:
+        raise ValueError(f"init_image: the {family.title} pipeline has no img2img mode")
+    name = family.img2img if img2img else family.pipeline
     scheduler = make_scheduler(sampler, loaded.scheduler_config) \
-        if get_sampler(sampler).kind == "diffusers" or loaded.family == "ldm" \
+        if get_sampler(sampler).kind == "diffusers" or not family.k_samplers \
         else type(loaded.pipe.scheduler).from_config(loaded.scheduler_config)
     # from_pipe casts every component to the dtype it is given (float32 by default): give it
     # theirs, and hush the warning diffusers logs for any cast, this one a no-op
     with logger_level("diffusers.models.modeling_utils", logging.ERROR):
         pipe = getattr(diffusers, name).from_pipe(loaded.pipe, scheduler=scheduler,
                                                   **dtype_kwargs(loaded.pipe.dtype),
-                                                  **_extras(loaded.family))
+                                                  **_extras(family))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

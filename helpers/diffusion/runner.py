@@ -69,7 +69,7 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     left = (units or 1) - len(done) // (1 if settings.animate else settings.batch_size)
     bar = progress_bar(max(steps, 1) * left, "diffusion", progress, unit="step")
     on_step = _on_step(settings, loaded, run_dir, on_preview, bar, units)
-    by_image = loaded.family == "ldm"  # its pipeline reports no steps: count whole images
+    by_image = not loaded.family.reports_steps  # count whole images
     hashes = infotext_hashes(settings, checked.extras)  # once a run, not once an image
     saved = len(done)
     try:

@@ -13,6 +13,7 @@ from helpers.lazy import lazy_exports
 
 _EXPORTS = {
     "check_inputs": "checks",
+    "catalogue_models": "checks",
     "Checked": "checks",
     "Inputs": "checks",
     "estimate_memory": "checks",

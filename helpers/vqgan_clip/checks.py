@@ -8,6 +8,7 @@ input fails here with a `ValueError` naming the setting, and nothing has been wr
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,16 @@ def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = 
     inputs = read_inputs(settings, cache)
     checkpointing = plan_memory(settings, device, free_memory(device), log)
     return Checked(settings, device, vqgan, clips, inputs, checkpointing)
+
+
+def catalogue_models(choice: Mapping[str, str], cache: str | os.PathLike | None = None) -> list:
+    """The catalogue models a model choice (notebook 2's `vqgan`, `clip`) names, each resolved
+    (an error naming the field) before anything downloads."""
+    from helpers.clip import resolve_clip
+
+    found = [resolve_vqgan(choice.get("vqgan", "")).model]
+    found += [resolve_clip(name).model for name, _ in parse_clip_spec(choice.get("clip", ""))]
+    return [model for model in found if model is not None]
 
 
 def check_motion_values(settings: VQGANClipSettings) -> None:

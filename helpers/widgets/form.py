@@ -96,7 +96,7 @@ class SettingsForm:
     def _live(self) -> None:
         """Previews under prompt fields, checks under schedules, the whole form checked on
         every change."""
-        engine = "diffusion" if self.cls.kind == "diffusion" else "vqgan-clip"
+        engine = self.cls.kind  # the engine whose prompt grammar the previews show
         for name, control in self.controls.items():
             if name in PROMPT_FIELDS:
                 kind = "negative" if name == "negative_prompt" else engine

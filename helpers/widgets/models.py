@@ -12,7 +12,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-FIELDS = {"vqgan-clip": ("vqgan", "clip"), "diffusion": ("model", "vae", "model_config")}
+from helpers.engines import ENGINES
+
+FIELDS = {name: engine.model_fields for name, engine in ENGINES.items()}
 KINDS = {"vqgan": "vqgan", "clip": "clip", "model": "diffusion"}
 HELP = {"vqgan": "VQGAN: a catalogue name, or your .ckpt (its .yaml beside it), URL or Drive id",
         "clip": 'CLIP: catalogue names or Hub ids with weights, "name:1 | name:0.5"',
@@ -28,7 +30,8 @@ class ModelForm:
         import ipywidgets as w
 
         self.cache = Path(cache)
-        self.engine = w.Dropdown(options=list(FIELDS), value=values.get("engine", "vqgan-clip"),
+        self.engine = w.Dropdown(options=list(FIELDS),
+                                 value=values.get("engine", next(iter(FIELDS))),
                                  description="engine")
         defaults = model_defaults()
         self.fields = {name: self._field(name, values.get(name, defaults[name]))
@@ -68,10 +71,8 @@ def model_defaults() -> dict[str, str]:
     """Each model field's default, from the engines' settings classes."""
     import dataclasses
 
-    from helpers.settings import SETTINGS_KINDS
-
-    return {f.name: f.default for engine, names in FIELDS.items()
-            for f in dataclasses.fields(SETTINGS_KINDS[engine]) if f.name in names}
+    return {f.name: f.default for engine in ENGINES.values()
+            for f in dataclasses.fields(engine.settings) if f.name in engine.model_fields}
 
 
 def _catalogue(kind: str) -> list:

@@ -47,7 +47,9 @@ class RunPicture:
 
     def callbacks(self, engine: str) -> dict[str, Any]:
         """The engine's callback (`on_step` or `on_image`) that shows its newest frame here."""
-        if engine == "vqgan-clip":
+        from helpers.engines import get_engine
+
+        if get_engine(engine).callback == "on_step":  # VQGAN+CLIP's Step, every iteration
             return {"on_step": lambda step, _run_dir: self._step(step)}
         return {"on_image": lambda _path, image: self.show(image)}
 

@@ -19,7 +19,7 @@ OK_COLOR = "#2e7d32"
 POSITIVE_COLOR = "#1e88e5"
 NEGATIVE_COLOR = "#e53935"
 HINT_COLOR = "#757575"
-KINDS = ("vqgan-clip", "diffusion", "negative")  # "negative": a diffusion negative prompt
+NEGATIVE = "negative"  # the kind of a negative prompt (the web UI's syntax, the other side)
 
 
 def error_html(message: str) -> str:
@@ -40,17 +40,16 @@ def hint_html(message: str) -> str:
 def prompt_preview(text: str, kind: str = "vqgan-clip") -> str:
     """HTML: each piece of a weighted prompt with its weight as a bar; the parse error in red.
 
-    `kind` is "vqgan-clip", "diffusion" (also each positive piece's normalised share; negative
-    pieces join the negative prompt) or "negative" (a diffusion negative prompt: each piece's
-    share of the unconditional side).
+    `kind` is an engine (its prompt grammar: our pieces alone, or the web UI's syntax around
+    them, also each positive piece's normalised share; negative pieces join the negative prompt)
+    or "negative" (a negative prompt: each piece's share of the unconditional side).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    grammar = _grammar(kind)
     if not text.strip():
         return hint_html('Weighted pieces: "desert:50 | snow:25"; a negative weight pushes '
-                         "away" if kind != "negative" else 'Pieces to avoid: "blurry | text:0.5"')
+                         "away" if kind != NEGATIVE else 'Pieces to avoid: "blurry | text:0.5"')
     try:
-        rows = _rows(text, kind)
+        rows = _rows(text, grammar)
     except ValueError as e:
         return error_html(str(e))
     return _pieces_html(rows)
@@ -64,7 +63,9 @@ def prompt_schedule_preview(text: str, kind: str = "vqgan-clip") -> str:
         return hint_html('Optional keyframes, a line each: "0: desert" then "30: snow:1 | sea:0.5"')
     try:
         keys = parse_prompt_schedule(text)
-        blocks = [(frame, _rows(format_prompts(prompts), kind)) for frame, prompts in keys.items()]
+        grammar = _grammar(kind)
+        blocks = [(frame, _rows(format_prompts(prompts), grammar))
+                  for frame, prompts in keys.items()]
     except ValueError as e:
         return error_html(f"prompt_schedule: {e}")
     return "".join(f"<div><b>frame {frame}</b>{_pieces_html(rows)}</div>" for frame, rows in blocks)
@@ -88,23 +89,34 @@ def schedule_check(text: str, name: str, allow_empty: bool = False) -> str:
 Row = tuple[Prompt, str]
 
 
-def _rows(text: str, kind: str) -> list[Row]:
+def _grammar(kind: str) -> str:
+    """The prompt grammar of a preview kind: an engine's, or "negative"."""
+    from helpers.engines import ENGINES, get_engine
+
+    if kind == NEGATIVE:
+        return NEGATIVE
+    if kind not in ENGINES:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join([*ENGINES, NEGATIVE])}")
+    return get_engine(kind).grammar
+
+
+def _rows(text: str, grammar: str) -> list[Row]:
     """The pieces with what each one does; the engine's `ValueError` when they do not parse."""
     from helpers.prompts import parse_prompts
 
-    if kind == "vqgan-clip":
+    if grammar == "pieces":
         prompts = parse_prompts(text)
     else:  # the web UI's brackets do not split at a bar
         from helpers.diffusion.prompt_syntax import split_pieces
 
         prompts = split_pieces(text)
     notes: dict[str, Callable[[str, list[Prompt]], list[str]]] = {
-        "vqgan-clip": _vqgan_notes, "diffusion": _diffusion_notes, "negative": _negative_notes,
+        "pieces": _pieces_notes, "web-ui": _web_ui_notes, NEGATIVE: _negative_notes,
     }
-    return list(zip(prompts, notes[kind](text, prompts), strict=True))
+    return list(zip(prompts, notes[grammar](text, prompts), strict=True))
 
 
-def _vqgan_notes(text: str, prompts: list[Prompt]) -> list[str]:
+def _pieces_notes(text: str, prompts: list[Prompt]) -> list[str]:
     notes = []
     for p in prompts:
         note = "push away" if p.weight < 0 else "no effect (weight 0)" if p.weight == 0 else ""
@@ -114,7 +126,7 @@ def _vqgan_notes(text: str, prompts: list[Prompt]) -> list[str]:
     return notes
 
 
-def _diffusion_notes(text: str, prompts: list[Prompt]) -> list[str]:
+def _web_ui_notes(text: str, prompts: list[Prompt]) -> list[str]:
     from helpers.diffusion.conditioning import positive_pieces
 
     shares = iter(positive_pieces(text))  # raises for stop values and no positive piece

@@ -10,9 +10,12 @@ uncond + scale * sum_i w_i (cond_i - uncond), every piece of both sides in one U
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from helpers.diffusion.families import Family
 
 
 def alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
@@ -37,7 +40,7 @@ def alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
 class Denoiser:
     """The model's discrete schedule and its UNet as a denoiser (eps or v prediction)."""
 
-    def __init__(self, unet: Any, config: dict[str, Any], family: str):
+    def __init__(self, unet: Any, config: dict[str, Any], family: Family):
         acp = alphas_cumprod(config)
         self.unet, self.family = unet, family
         self.sigmas = ((1 - acp) / acp) ** 0.5

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from helpers.diffusion.sampling.denoiser import Denoiser, Guidance
 from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
 
+if TYPE_CHECKING:
+    from helpers.diffusion.families import Family
+
 Decode = Callable[[torch.Tensor], list]
 StepReport = Callable[[int, int, torch.Tensor, Decode], Any]  # (step, steps, denoised, decode)
 
 
-def generate(pipe: Any, family: str, settings: Any, cond: Any, uncond: Any, seeds: list[int],
+def generate(pipe: Any, family: Family, settings: Any, cond: Any, uncond: Any, seeds: list[int],
              init_image: Any = None, report: StepReport | None = None,
              start_noise: torch.Tensor | None = None) -> list:
     """PIL images of one batch (`report` gets every step's denoised latents)."""
@@ -37,11 +40,11 @@ def generate(pipe: Any, family: str, settings: Any, cond: Any, uncond: Any, seed
     return decode(pipe, latents.to(device))
 
 
-def _sample(pipe: Any, family: str, settings: Any, sides: tuple, job: Job,
+def _sample(pipe: Any, family: Family, settings: Any, sides: tuple, job: Job,
             size: tuple[int, int], report: StepReport | None) -> torch.Tensor:
     width, height = size
     time_ids = None
-    if family == "sdxl":
+    if family.size_conditioning:
         time_ids = sdxl_time_ids(width, height, settings.sdxl_original_size, pipe.unet.dtype)
     guidance = Guidance(*sides, settings.cfg_scale, time_ids)
     denoiser = Denoiser(pipe.unet, dict(pipe.scheduler.config), family)
@@ -60,11 +63,11 @@ def _callback(pipe: Any, report: StepReport, job: Job):
     return callback
 
 
-def hires_pass(pipe: Any, family: str, settings: Any, sides: tuple, latents: torch.Tensor,
+def hires_pass(pipe: Any, family: Family, settings: Any, sides: tuple, latents: torch.Tensor,
                seeds: list[int], report: StepReport | None) -> torch.Tensor:
     """The hires fix's second pass: upscaled latents refined by img2img."""
-    width = int(settings.width * settings.hires_scale) // 8 * 8
-    height = int(settings.height * settings.hires_scale) // 8 * 8
+    width = family.rounded(int(settings.width * settings.hires_scale))
+    height = family.rounded(int(settings.height * settings.hires_scale))
     factor = pipe.vae_scale_factor
     if settings.hires_upscaler == "latent":
         upscaled = torch.nn.functional.interpolate(

@@ -18,6 +18,7 @@ import torch
 # AlignYourSteps), interpolated log-linearly for other step counts, as the web UI does.
 AYS_SD = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
 AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
+AYS = {"SD": AYS_SD, "SDXL": AYS_SDXL}  # by `Family.ays`
 BETA_ALPHA = BETA_BETA = 0.6  # the web UI's defaults for the Beta schedule
 
 
@@ -76,7 +77,7 @@ def kl_optimal(n: int, model: Any) -> torch.Tensor:
 
 def align_your_steps(n: int, model: Any) -> torch.Tensor:
     """NVIDIA's Align Your Steps sigmas (SD or SDXL table), log-linear for other counts."""
-    table = AYS_SDXL if model.family == "sdxl" else AYS_SD
+    table = AYS[model.family.ays]
     if n == len(table):
         return with_zero(torch.tensor(table, dtype=torch.float32))
     import numpy as np
