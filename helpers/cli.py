@@ -20,6 +20,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from helpers.engines import ENGINES, Engine
@@ -206,13 +207,15 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Print the infotext and the settings stored in images."""
+    """Print the infotext and the settings stored in images and videos."""
     from helpers.runs import format_image_info
+    from helpers.video.metadata import VIDEO_SUFFIXES, format_video_info
 
     for i, image in enumerate(args.images):
         if len(args.images) > 1:
             out(("\n" if i else "") + f"== {image}")
-        out(format_image_info(image))
+        video = Path(image).suffix.lower() in VIDEO_SUFFIXES
+        out(format_video_info(image) if video else format_image_info(image))
     return 0
 
 

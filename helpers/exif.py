@@ -12,7 +12,7 @@ Our settings JSON goes into the EXIF MakerNote (tag 0x927C, the tag EXIF keeps f
 maker's own data), as `Dreamframe\\0` + zlib-compressed UTF-8: viewers do not show it as a
 caption (as they would ImageDescription), the web UI does not read it, and `--from-image`
 gets the whole settings back from a JPEG or WebP as from a PNG. Both are bounded as in a PNG
-(`helpers.runs.stored_infotext`, `stored_settings`), and reading the MakerNote never
+(`helpers.metadata.stored`), and reading the MakerNote never
 decompresses more than `MAX_NOTE_BYTES`, whatever the file says.
 """
 
@@ -96,7 +96,7 @@ def encode_image(image: Any, fmt: str, infotext: str, settings_json: str | None 
     A JPEG's EXIF holds 64 kB: the settings are left out when both do not fit, and an infotext
     that does not fit alone is an error.
     """
-    from helpers.runs import stored_infotext, stored_settings
+    from helpers.metadata.stored import stored_infotext, stored_settings
 
     if fmt not in ("JPEG", "WEBP"):
         raise ValueError(f"format must be JPEG or WEBP, got {fmt!r}")
@@ -120,7 +120,7 @@ def save_image(path: str | Path, image: Any, infotext: str, settings_json: str |
     """Write `image` with its infotext (and settings) as PNG, JPEG or WebP by the suffix,
     atomically; the web UI and `python -m helpers info` read each of them back."""
     from helpers.files import atomic_write_bytes
-    from helpers.runs import encode_png
+    from helpers.metadata.stored import encode_png
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -381,7 +381,7 @@ def _frames(settings: Any, run_dir: Path) -> int:
 
     if settings.kind != "diffusion":
         return settings.frames
-    from helpers.diffusion.animate import frame_count
+    from helpers.diffusion.frames import frame_count
 
     count = frame_count(settings)
     return count if count is not None else len(runs.list_frames(run_dir))

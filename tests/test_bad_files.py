@@ -26,6 +26,7 @@ from PIL.PngImagePlugin import PngInfo
 from helpers import exif, runs
 from helpers.cli import main
 from helpers.files import MAX_JSON_DEPTH, load_json
+from helpers.metadata.stored import CUT_TEXT, MAX_STORED_INFOTEXT, MAX_STORED_SETTINGS
 from helpers.settings import VideoSettings
 from helpers.video import Job, assemble, ffmpeg_args, read_video_info
 from helpers.video.assemble import remove_stale_parts
@@ -266,11 +267,11 @@ def test_a_long_runs_frames_hold_bounded_metadata(long_run):
     with Image.open(frame) as image:  # Pillow's limits: it opens at all
         stored = json.loads(image.info["dreamframe"])
         infotext = image.info["parameters"]
-    assert len(json.dumps(stored)) <= runs.MAX_STORED_SETTINGS
-    assert len(infotext) <= runs.MAX_STORED_INFOTEXT
+    assert len(json.dumps(stored)) <= MAX_STORED_SETTINGS
+    assert len(infotext) <= MAX_STORED_INFOTEXT
     assert infotext.endswith(" more characters cut\nSteps: 2, Seed: 5")
     assert stored["seed"] == 5 and stored["prompt"].startswith("desert desert")
-    assert stored["prompt"].endswith(f"… {len(LONG_PROMPT) - runs.CUT_TEXT:,} more characters cut")
+    assert stored["prompt"].endswith(f"… {len(LONG_PROMPT) - CUT_TEXT:,} more characters cut")
     assert "settings.json" in stored["shortened"]
 
 
@@ -282,7 +283,7 @@ def test_info_of_a_long_runs_frame_gives_the_whole_settings(long_run, tmp_path, 
     lone = Path(shutil.copy(frame, tmp_path / "lone.png"))  # no settings.json beside it
     assert main(["info", str(lone)]) == 0
     out = capsys.readouterr().out
-    assert len(out) < runs.MAX_STORED_INFOTEXT + 10_000 and '"shortened": "the settings' in out
+    assert len(out) < MAX_STORED_INFOTEXT + 10_000 and '"shortened": "the settings' in out
     with pytest.raises(ValueError, match=r"lone.png holds only a shortened copy"):
         runs.read_image_info(lone)
 

@@ -7,7 +7,7 @@ from common import first_frame, pixels, quiet
 from PIL import Image
 
 from helpers.diffusion import generate, settings_from_image
-from helpers.diffusion.loop import image_seeds
+from helpers.diffusion.frames import image_seeds
 from helpers.diffusion.runner import image_settings
 from helpers.infotext import format_infotext
 from helpers.runs import list_frames, read_image_info

@@ -18,7 +18,8 @@ from helpers.clip import load_clips, parse_clip_spec
 from helpers.precision import autocast_dtype
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan_clip import check_inputs, generate, load_models, run
-from helpers.vqgan_clip.loop import initial_z, noise_image, prompt_plan
+from helpers.vqgan_clip.loop import initial_z, noise_image
+from helpers.vqgan_clip.plan import prompt_plan
 
 TINY = {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"}
 

@@ -15,70 +15,16 @@ its last saved frame (`load_frame`), the frames on disk being exactly what the n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, encode_plan, match_lengths, plan_prompts
+from helpers.diffusion.frames import frame_seed, prompt_at, walk_keyframes
 from helpers.diffusion.loading import Loaded, run_pipeline
-from helpers.diffusion.loop import Generated, OnStep, call_pipeline, frame_seed, step_callback
+from helpers.diffusion.loop import Generated, OnStep, call_pipeline, step_callback
 from helpers.settings import DiffusionSettings
 from helpers.settings.base import MOTION
 
 LoadFrame = Callable[[int], Any]  # 1-based frame index -> the saved PIL image
-
-
-@dataclass(frozen=True)
-class Keyframe:
-    """A walk's keyframe: its frame number, prompt and seed."""
-
-    frame: int
-    prompt: str
-    seed: int
-
-
-def prompt_at(settings: DiffusionSettings, frame: int) -> str:
-    """The prompt of a frame: the schedule's weights at that frame, or the prompt."""
-    if not settings.prompt_schedule.strip():
-        return settings.prompt
-    from helpers.animation import prompts_at_frame
-    from helpers.prompts import format_prompts
-
-    return format_prompts(prompts_at_frame(settings.prompt_schedule, frame))
-
-
-def walk_keyframes(settings: DiffusionSettings) -> list[Keyframe]:
-    """The keyframes of a walk; the last one is at the last frame (added if the schedule ends
-    earlier, with the last prompt and the next seed)."""
-    from helpers.prompts import format_prompts, parse_prompt_schedule
-
-    if settings.prompt_schedule.strip():
-        schedule = parse_prompt_schedule(settings.prompt_schedule)
-        keys = [(frame, format_prompts(prompts)) for frame, prompts in sorted(schedule.items())]
-    else:
-        keys = [(0, settings.prompt)]
-    if keys[0][0] != 0:
-        raise ValueError(f"prompt_schedule: a walk starts at a keyframe 0 (the first key is "
-                         f"{keys[0][0]})")
-    last = settings.frames - 1 if settings.frames else keys[-1][0]
-    if last < keys[-1][0]:
-        raise ValueError(f"frames: {settings.frames} frames end before the last keyframe "
-                         f"({keys[-1][0]})")
-    if last > keys[-1][0]:
-        keys.append((last, keys[-1][1]))
-    if len(keys) < 2:
-        raise ValueError("frames: a walk needs two keyframes, or --frames to walk from the "
-                         "first seed to the next")
-    return [Keyframe(frame, prompt, frame_seed(settings, k))
-            for k, (frame, prompt) in enumerate(keys)]
-
-
-def frame_count(settings: DiffusionSettings) -> int | None:
-    """How many frames the animation makes (None: as many as the input video gives)."""
-    if settings.animate == "walk":
-        return walk_keyframes(settings)[-1].frame + 1
-    if settings.animate == "video" and not settings.frames:
-        return None
-    return settings.frames
 
 
 def run_animation(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,

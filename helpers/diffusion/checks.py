@@ -163,7 +163,7 @@ def check_family(settings: DiffusionSettings, family: Family) -> None:
 
 def check_animation(settings: DiffusionSettings) -> None:
     """An animation's keyframes and input video, read before anything loads."""
-    from helpers.diffusion.animate import walk_keyframes
+    from helpers.diffusion.frames import walk_keyframes
 
     if settings.animate == "walk":
         walk_keyframes(settings)

@@ -96,7 +96,7 @@ def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings, load
                hashes: dict[str, str] | None = None) -> Path:
     """Save one image as a frame with its infotext and settings (`hashes`: as for
     `infotext_params`)."""
-    from helpers.diffusion.animate import prompt_at
+    from helpers.diffusion.frames import prompt_at
     from helpers.infotext import format_infotext
 
     params = infotext_params(settings, item.seed, loaded, hashes)

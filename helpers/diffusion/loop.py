@@ -14,9 +14,10 @@ from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
 from helpers.diffusion.families import Family
+from helpers.diffusion.frames import image_seeds
 from helpers.diffusion.loading import Loaded, run_pipeline
 from helpers.diffusion.samplers import get_sampler
-from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
+from helpers.settings import DiffusionSettings
 
 # (batch number, step index, steps in all, latents after the step, decode: latents -> images)
 OnStep = Callable[[int, int, int, Any, Callable[[Any], list]], None]
@@ -30,23 +31,6 @@ class Generated:
     index: int  # 1-based, over the whole run
     seed: int
     image: Any  # PIL.Image.Image
-
-
-def frame_seed(settings: DiffusionSettings, number: int) -> int:
-    """The seed of image, frame or keyframe `number` (0-based) by seed mode: iter (wraps at
-    2**32), fixed, or random (the base seed first, then fresh ones)."""
-    base = settings.with_seed().seed
-    if settings.seed_mode == "fixed":
-        return base
-    if settings.seed_mode == "random":
-        return base if number == 0 else random_seed()
-    return (base + number) % (MAX_SEED + 1)
-
-
-def image_seeds(settings: DiffusionSettings) -> list[int]:
-    """The seed of every image of the run, by seed mode (`frame_seed`)."""
-    settings = settings.with_seed()  # one base seed for all of them
-    return [frame_seed(settings, i) for i in range(settings.batch_count * settings.batch_size)]
 
 
 def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,

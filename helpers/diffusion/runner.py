@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from helpers import runs
-from helpers.diffusion.animate import frame_count, run_animation
+from helpers.diffusion.animate import run_animation
 from helpers.diffusion.checks import Checked, check_inputs
 from helpers.diffusion.extras import applied, infotext_hashes
+from helpers.diffusion.frames import frame_count
 from helpers.diffusion.infotext import image_settings as image_settings  # re-exported
 from helpers.diffusion.infotext import save_image
 from helpers.diffusion.infotext import settings_from_image as settings_from_image  # re-exported

@@ -46,7 +46,7 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
 
 def warn_long_prompts(settings: Any, clips: list, log: Log) -> None:
     """A warning for each text prompt longer than a CLIP's context, with what it loses."""
-    from helpers.vqgan_clip.loop import prompt_plan
+    from helpers.vqgan_clip.plan import prompt_plan
 
     texts, _ = prompt_plan(settings)
     warned = set()

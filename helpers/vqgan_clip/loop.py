@@ -22,20 +22,12 @@ import torch.nn.functional as F
 from helpers.guidance import Cutouts, Target, clamp_with_grad, noise_target, prompt_loss
 from helpers.motion import to_tensor, warp
 from helpers.precision import autocast_dtype
-from helpers.prompts import (
-    Prompt,
-    parse_prompt_schedule,
-    parse_prompts,
-    parse_story,
-    prompts_at,
-    story_prompts,
-)
+from helpers.prompts import Prompt, parse_prompts
 from helpers.settings import VQGANClipSettings
 from helpers.settings.base import MOTION
 from helpers.vqgan_clip.checks import Inputs
 from helpers.vqgan_clip.loading import Loaded
-
-PromptsAt = Callable[[int], list[Prompt]]
+from helpers.vqgan_clip.plan import prompt_plan
 
 
 @dataclass
@@ -162,34 +154,6 @@ def noise_targets(clip: Any, prompts: list[Prompt]) -> list[Target]:
 
 def _move(target: Target, device: torch.device) -> Target:
     return Target(target.embeds.to(device), target.weight, target.stop)
-
-
-def prompt_plan(settings: VQGANClipSettings) -> tuple[list[str], PromptsAt]:
-    """Every text prompt of a run, and a function giving the prompts of iteration i (1-based).
-
-    A keyframed `prompt_schedule` (keys are iterations; in an animation they are frames and the
-    weights blend from key to key), story mode ("^" between sets, switching every
-    `story_every` iterations), or one set.
-    """
-    if settings.prompt_schedule.strip():
-        schedule = parse_prompt_schedule(settings.prompt_schedule)
-        texts = [p.text for key in schedule for p in schedule[key]]
-        if settings.animate:
-            from helpers.animation import prompts_at_frame
-
-            every, text = settings.iterations_per_frame, settings.prompt_schedule
-            return _unique(texts), lambda i: prompts_at_frame(text, (i - 1) // every)
-        return _unique(texts), lambda i: prompts_at(schedule, i - 1)
-    if settings.story_every:
-        story = parse_story(settings.prompt)
-        texts = [p.text for prompts in story for p in prompts]
-        return _unique(texts), lambda i: story_prompts(story, i - 1, settings.story_every)
-    prompts = parse_prompts(settings.prompt) if settings.prompt.strip() else []
-    return _unique([p.text for p in prompts]), lambda i: prompts
-
-
-def _unique(texts: list[str]) -> list[str]:
-    return list(dict.fromkeys(texts))
 
 
 def _optimizer(settings: VQGANClipSettings, z: torch.Tensor) -> torch.optim.Optimizer:
@@ -366,4 +330,4 @@ def frame_due(settings: VQGANClipSettings, i: int) -> bool:
 
 
 __all__ = ["Step", "decoded", "fit_area", "frame_due", "initial_z", "loss_fn", "noise_image",
-           "prompt_plan", "run", "synth", "to_pil"]
+           "run", "synth", "to_pil"]

@@ -1,0 +1,1 @@
+"""Image metadata: what frames carry (the web UI's infotext, our settings), bounded."""
