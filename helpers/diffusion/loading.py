@@ -193,15 +193,14 @@ def run_pipeline(loaded: Loaded, sampler: str, img2img: bool = False):
     fresh scheduler for `sampler`, so the run never changes the loaded pipeline."""
     import diffusers
 
-    from helpers.diffusion.samplers import get_sampler, make_scheduler
+    from helpers.diffusion.samplers import make_scheduler, runs_on_unet
 
     family = loaded.family
     if img2img and not family.img2img:
         raise ValueError(f"init_image: the {family.title} pipeline has no img2img mode")
     name = family.img2img if img2img else family.pipeline
-    scheduler = make_scheduler(sampler, loaded.scheduler_config) \
-        if get_sampler(sampler).kind == "diffusers" or not family.k_samplers \
-        else type(loaded.pipe.scheduler).from_config(loaded.scheduler_config)
+    scheduler = type(loaded.pipe.scheduler).from_config(loaded.scheduler_config) \
+        if runs_on_unet(sampler, family) else make_scheduler(sampler, loaded.scheduler_config)
     # from_pipe casts every component to the dtype it is given (float32 by default): give it
     # theirs, and hush the warning diffusers logs for any cast, this one a no-op
     with logger_level("diffusers.models.modeling_utils", logging.ERROR):

@@ -16,7 +16,8 @@ from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, 
 from helpers.diffusion.families import Family
 from helpers.diffusion.frames import image_seeds
 from helpers.diffusion.loading import Loaded, run_pipeline
-from helpers.diffusion.samplers import get_sampler
+from helpers.diffusion.samplers import runs_on_unet
+from helpers.diffusion.sampling.vae import decode
 from helpers.settings import DiffusionSettings
 
 # (batch number, step index, steps in all, latents after the step, decode: latents -> images)
@@ -67,7 +68,7 @@ def _diffusers_callback(report: Report):
     """A diffusers `callback_on_step_end` feeding the step report."""
     def callback(pipe, i, t, tensors):
         total = getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps)
-        report(i, total, tensors["latents"], lambda latents: decode_latents(pipe, latents))
+        report(i, total, tensors["latents"], lambda latents: decode(pipe, latents))
         return {}
 
     return callback
@@ -81,7 +82,7 @@ def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditionin
     import torch
 
     cond, uncond, wrap = conditioning
-    if get_sampler(settings.sampler).kind == "k" and family.k_samplers:
+    if runs_on_unet(settings.sampler, family):
         from helpers.diffusion.sampling.pipeline import generate
 
         start = (extra or {}).get("latents")
@@ -140,15 +141,3 @@ def fast_preview(latents, family: Family) -> list:
     return [Image.fromarray(p) for p in pixels]
 
 
-def decode_latents(pipe, latents) -> list:
-    """PIL images of a diffusers scheduler's latents (unit variance) through the full VAE."""
-    import torch
-
-    from helpers.diffusion.sampling.pipeline import upcast_vae
-
-    vae = pipe.vae
-    with upcast_vae(vae):
-        scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
-        with torch.no_grad():
-            image = vae.decode(scaled, return_dict=False)[0]
-    return pipe.image_processor.postprocess(image.float(), output_type="pil")

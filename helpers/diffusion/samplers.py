@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from helpers.diffusion.families import Family
 
 AUTOMATIC = "Automatic"
 SCHEDULE_NAMES = ("Automatic", "Uniform", "Karras", "Exponential", "Polyexponential",
@@ -86,6 +89,13 @@ def get_sampler(name: str) -> Sampler:
     from helpers.settings.fields import choose
 
     return SAMPLERS[choose("sampler", name, SAMPLER_NAMES, casefold=True)]
+
+
+def runs_on_unet(name: str, family: Family) -> bool:
+    """Whether the sampler runs as in the web UI, on the family's UNet (`helpers.diffusion.
+    sampling`); otherwise a diffusers scheduler runs it in the pipeline. The one place that
+    decides the path: loading picks the pipeline's scheduler by it, the loop the sampling."""
+    return get_sampler(name).kind == "k" and family.k_samplers
 
 
 def split_name(name: str, schedule: str = AUTOMATIC) -> tuple[str, str]:

@@ -9,14 +9,14 @@ of its own steps and strength, with fresh noise from the same seeds, as the web 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from helpers.diffusion.sampling.denoiser import Denoiser, Guidance
 from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
+from helpers.diffusion.sampling.vae import decode, encode_latents
 
 if TYPE_CHECKING:
     from helpers.diffusion.families import Family
@@ -31,7 +31,7 @@ def generate(pipe: Any, family: Family, settings: Any, cond: Any, uncond: Any, s
     """PIL images of one batch (`report` gets every step's denoised latents)."""
     device = pipe.unet.device
     width, height = settings.width, settings.height
-    init = encode_image(pipe, init_image) if init_image is not None else None
+    init = encode_latents(pipe, init_image) if init_image is not None else None
     job = Job(settings.sampler, settings.schedule, settings.steps, list(seeds), settings.rng,
               init=init, strength=settings.strength, start_noise=start_noise)
     latents = _sample(pipe, family, settings, (cond, uncond), job, (width, height), report)
@@ -78,42 +78,9 @@ def hires_pass(pipe: Any, family: Family, settings: Any, sides: tuple, latents: 
 
         images = [image.resize((width, height), Image.Resampling.LANCZOS)
                   for image in decode(pipe, latents)]
-        upscaled = torch.cat([encode_image(pipe, image) for image in images])
+        upscaled = torch.cat([encode_latents(pipe, image) for image in images])
     steps = settings.hires_steps or settings.steps  # the web UI's fixed-steps img2img:
     total = int(steps / min(settings.hires_strength, 0.999))  # `steps` of a longer schedule
     job = Job(settings.sampler, settings.schedule, total, list(seeds), settings.rng,
               init=upscaled, t_enc=steps - 1)
     return _sample(pipe, family, settings, sides, job, (width, height), report)
-
-
-def encode_image(pipe: Any, image: Any) -> torch.Tensor:
-    """A PIL image -> its latents (unit scale): the mean of the VAE's latent distribution."""
-    vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
-    with torch.no_grad(), upcast_vae(vae):
-        pixels = pixels.to(vae.dtype)
-        latents = vae.encode(pixels).latent_dist.mode()
-    return latents.float() * vae.config.scaling_factor
-
-
-def decode(pipe: Any, latents: torch.Tensor) -> list:
-    """Latents (unit scale) -> PIL images through the VAE."""
-    vae = pipe.vae
-    with torch.no_grad(), upcast_vae(vae):
-        scaled = (latents / vae.config.scaling_factor).to(vae.device, vae.dtype)
-        pixels = vae.decode(scaled, return_dict=False)[0]
-    return pipe.image_processor.postprocess(pixels.float(), output_type="pil")
-
-
-@contextmanager
-def upcast_vae(vae: Any) -> Iterator[None]:
-    """SDXL's VAE overflows in fp16: run it in fp32 inside the block, as the pipelines do."""
-    dtype = vae.dtype
-    needed = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if needed:
-        vae.to(torch.float32)
-    try:
-        yield
-    finally:
-        if needed:
-            vae.to(dtype)
