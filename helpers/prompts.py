@@ -49,8 +49,11 @@ class Prompt:
                              "-inf")
 
 
-def parse_prompts(text: str) -> list[Prompt]:
+def parse_prompts(text: str, strict: bool = True) -> list[Prompt]:
     """Parse `text[:weight[:stop]] | ...` into prompts; raise `ValueError` naming the bad piece.
+
+    `strict=False` (the diffusion prompts, pasted from the web UI): a near-number or `inf` /
+    `nan` after a colon is text, never an error (`resolution: 4k`, `style: 3d`).
 
     Rules, in order:
     - Pieces are split on `|`; whitespace (newlines too) around each piece is stripped.
@@ -76,21 +79,21 @@ def parse_prompts(text: str) -> list[Prompt]:
     """
     if not isinstance(text, str):
         raise TypeError(f"prompt text must be a string, not {type(text).__name__}")
-    return list(_parse_whole(text))
+    return list(_parse_whole(text, strict))
 
 
 @functools.lru_cache(maxsize=32)  # settings check their prompts again on every copy
-def _parse_whole(text: str) -> tuple[Prompt, ...]:
-    return tuple(_parse(text, 0))
+def _parse_whole(text: str, strict: bool = True) -> tuple[Prompt, ...]:
+    return tuple(_parse(text, 0, strict))
 
 
-def _parse(text: str, start: int) -> list[Prompt]:
+def _parse(text: str, start: int, strict: bool = True) -> list[Prompt]:
     """Parse prompts from `text`, reporting positions as if it began at offset `start`."""
     if not text.strip():
         raise ValueError(f"prompt text is empty (got {shown(text)})")
     pieces = enumerate(_split(text, "|", start), 1)
     try:
-        prompts = [_parse_piece(number, offset, raw) for number, (offset, raw) in pieces]
+        prompts = [_parse_piece(number, offset, raw, strict) for number, (offset, raw) in pieces]
     except ValueError as e:
         raise ValueError(f"{e} (in {shown(text)})") from None
     if all(p.weight == 0 for p in prompts):
@@ -99,7 +102,7 @@ def _parse(text: str, start: int) -> list[Prompt]:
     return prompts
 
 
-def _parse_piece(number: int, offset: int, raw: str) -> Prompt:
+def _parse_piece(number: int, offset: int, raw: str, strict: bool = True) -> Prompt:
     """One piece `text[:weight[:stop]]` starting at `offset` in the whole string."""
     piece = raw.strip()
     if not piece:
@@ -113,7 +116,7 @@ def _parse_piece(number: int, offset: int, raw: str) -> Prompt:
     while len(parts) > 1 and len(values) < 2:
         part_offset, part = parts[-1]
         kind = _classify(part)
-        if kind == "text":
+        if kind == "text" or (kind != "number" and not strict):
             break
         if kind != "number":
             column = part_offset + len(part) - len(part.lstrip()) + 1

@@ -357,3 +357,10 @@ def test_blend_mixes_the_pieces_of_each_and_part(pipe):
     assert cond.embeds.shape[0] == 2 and cond.weights.tolist() == [1.0, 0.5]
     assert torch.allclose(cond.embeds[:1], 0.75 * cat + 0.25 * dog, atol=1e-6)
     assert torch.allclose(cond.embeds[1:], bird, atol=1e-6)
+
+
+def test_an_empty_and_part_is_the_empty_prompts_conditioning(pipe):
+    cond, uncond = encode_plan(pipe, plan_prompts("a cat AND", ""))
+    assert cond.embeds.shape[0] == 2 and cond.weights.tolist() == [1.0, 1.0]
+    torch.testing.assert_close(cond.embeds[1], uncond.embeds[0])  # "" on both sides
+    assert not torch.allclose(cond.embeds[0], cond.embeds[1])

@@ -115,8 +115,10 @@ def test_long_runs_of_digits():
     assert prompt_syntax.positive_pieces(text) == ((text, 1.0),)
     with pytest.raises(ValueError, match="prompt editing"):
         prompt_syntax.positive_pieces(text[:-2] + "]")
-    with pytest.raises(ValueError, match="looks like a weight"):  # where our weight would be
-        prompt_syntax.positive_pieces("a:" + "1" * 50_000 + "x")
+    near = "a:" + "1" * 50_000 + "x"  # where our weight would be: text, as in the web UI
+    assert prompt_syntax.positive_pieces(near) == ((near, 1.0),)
+    with pytest.raises(ValueError, match="looks like a weight"):  # our own grammar: a typo
+        prompts.parse_prompts(near)
 
 
 def test_and_weights_after_long_runs_of_spaces():

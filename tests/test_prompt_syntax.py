@@ -137,13 +137,30 @@ def test_emphasis_colons_and_bars_inside_brackets_do_not_split_pieces():
     ("a [cat:3]", r"\[cat:3\] is the web UI's prompt editing"),
     ("a [dog::0.25]", "prompt editing"),
     ("a AND b [c|d]", r"AND part 2 'b \[c\|d\]': piece 1"),
-    ("a AND", "AND part 2 is empty"),
     ("a AND b:1:0.5 | c", r"AND part 2 'b:1:0.5 \| c': piece 1 'b' has a stop value"),
     ("(a:1.2.3)", "is not a number"),
 ])
 def test_unsupported_or_malformed_syntax_is_an_error_naming_the_piece(prompt, message):
     with pytest.raises(ValueError, match=message):
         plan_prompts(prompt)
+
+
+@pytest.mark.parametrize("prompt", ["wallpaper, resolution: 4k", "Steps: 5, Size: 9x9",
+                                    "style: 3d", "desert:5O", "a photo: inf"])
+def test_text_that_looks_almost_like_a_weight_is_text_as_in_the_web_ui(prompt):
+    assert positive_pieces(prompt) == ((prompt, 1.0),)
+    from helpers.prompts import parse_prompts
+
+    with pytest.raises(ValueError):  # VQGAN+CLIP's own grammar still calls it a typo
+        parse_prompts(prompt)
+
+
+def test_empty_and_parts_are_the_web_uis_empty_conditioning():
+    plan = plan_prompts("a cat AND")
+    assert (plan.positive, plan.parts) == ((("a cat", 1.0), ("", 1.0)), ((1, 1.0), (1, 1.0)))
+    plan = plan_prompts("a AND AND b:0.5")
+    assert plan.positive == (("a", 1.0), ("", 1.0), ("b", 0.5))
+    assert plan.parts == ((1, 1.0), (1, 1.0), (1, 0.5))
 
 
 def test_brackets_that_are_emphasis_are_not_mistaken_for_editing():

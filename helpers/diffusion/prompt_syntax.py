@@ -5,12 +5,16 @@ How the grammars compose (DESIGN §4), loosest first:
    part may end in `:weight` (the web UI's rule: a plain decimal); the weights are not
    normalised: the guidance is uncond + cfg * sum_i w_i (cond_i - uncond), so `a cat AND a
    dog:0.5` means there what it meant in the web UI. A part of weight 0 has no effect and is
-   left out. Without `AND` a trailing `:weight` is ours (step 2), not the web UI's.
+   left out; an empty part (`a AND`, `a AND AND b`) is the empty prompt's conditioning, as
+   there. Without `AND` a trailing `:weight` is ours (step 2), not the web UI's.
 2. `|` splits each AND part into our pieces `text[:weight]` (`helpers.prompts`): their positive
    weights are normalised to sum 1 within the part, then multiplied by the part's weight; negative
    pieces join the unconditional side. A `|` inside brackets `( )` `[ ]` does not split (an
    unclosed bracket runs to the end, as its emphasis does). To weight the last piece of an AND
-   part, give the part's weight too: `desert:50 | snow:25:1 AND a dog`.
+   part, give the part's weight too: `desert:50 | snow:25:1 AND a dog`. Only a number after
+   the last colon is a weight: what merely looks like one (`resolution: 4k`, `style: 3d`,
+   `Steps: 5, Size: 9x9`) stays text, as in the web UI (VQGAN+CLIP's own grammar calls it a
+   typo).
 3. Inside a piece, the web UI's emphasis and `BREAK` (`parse_attention`): `(text)` x1.1,
    `[text]` /1.1, `(text:1.3)` x1.3, nesting multiplies, an unclosed bracket runs to the end;
    `\\(` `\\)` `\\[` `\\]` `\\\\` are literal and a lone backslash is dropped, as there. Our
@@ -234,7 +238,7 @@ def split_and(prompt: str) -> list[tuple[str, float]]:
 def split_pieces(text: str) -> list[Prompt]:
     """Our `text:weight | ...` pieces of `text`; a `|` inside brackets does not split."""
     try:
-        prompts = parse_prompts(_hide_bars(text))
+        prompts = parse_prompts(_hide_bars(text), strict=False)  # pasted text stays text
     except ValueError as e:
         raise ValueError(_show_bars(str(e))) from None
     return [Prompt(_show_bars(p.text), p.weight, p.stop) for p in prompts]
@@ -268,9 +272,9 @@ def _parts(prompt: str) -> list[tuple[str, float, list[Prompt]]]:
         return [("", 1.0, split_pieces(prompt))]
     parts = []
     for number, (text, weight) in enumerate(split_and(prompt), 1):
-        if not text:
-            raise ValueError(f"AND part {number} is empty: an AND at an end, or two with "
-                             f"nothing between (in {shown(prompt)})")
+        if not text:  # `a AND`, `a AND AND b`: the web UI's empty conditioning
+            parts.append((f"AND part {number} (empty)", weight, [Prompt("", 1.0)]))
+            continue
         try:
             parts.append((f"AND part {number} {shown(text)}", weight, split_pieces(text)))
         except ValueError as e:
