@@ -155,6 +155,19 @@ def test_text_that_looks_almost_like_a_weight_is_text_as_in_the_web_ui(prompt):
         parse_prompts(prompt)
 
 
+# What the web UI's re_attention makes of backslashes: `\\` is one literal backslash, a lone
+# `\` before other text is dropped, `\(` is a literal bracket.
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("\\\\(x)", [("\\", 1.0), ("x", 1.1)]),
+    ("a \\\\ b", [("a \\ b", 1.0)]),
+    ("a \\ b", [("a  b", 1.0)]),
+    ("x\\\\\\(y", [("x\\(y", 1.0)]),
+])
+def test_a_pasted_prompt_keeps_its_backslashes_as_in_the_web_ui(prompt, expected):
+    (piece,) = positive_pieces(prompt)
+    assert parse_attention(piece[0]) == expected
+
+
 def test_empty_and_parts_are_the_web_uis_empty_conditioning():
     plan = plan_prompts("a cat AND")
     assert (plan.positive, plan.parts) == ((("a cat", 1.0), ("", 1.0)), ((1, 1.0), (1, 1.0)))

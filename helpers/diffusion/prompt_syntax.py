@@ -18,7 +18,8 @@ How the grammars compose (DESIGN §4), loosest first:
 3. Inside a piece, the web UI's emphasis and `BREAK` (`parse_attention`): `(text)` x1.1,
    `[text]` /1.1, `(text:1.3)` x1.3, nesting multiplies, an unclosed bracket runs to the end;
    `\\(` `\\)` `\\[` `\\]` `\\\\` are literal and a lone backslash is dropped, as there. Our
-   escapes (`\\|` `\\:` `\\^` `\\\\`) are read first, then the web UI's.
+   escapes (`\\|` `\\:` `\\^`) are read first, then the web UI's; `\\\\` is left to the web UI, so
+   a prompt pasted from it keeps its backslashes.
 The negative prompt has steps 2 and 3; `AND` is literal text there, as in the web UI.
 Not supported, with an error rather than a silent literal: prompt editing `[from:to:when]` and
 alternation `[a|b]` (both change the text during sampling). Deliberate differences: `BREAK`
@@ -60,6 +61,7 @@ _BREAK = re.compile(r"\bBREAK\b")  # the spaces around it are stripped (`_split_
 _EMPHASIS_TOKEN = re.compile(r"\\[()\[\]\\]?|:\s*([+-]?[.\d]+)\s*\)|[()\[\]]|[^\\()\[\]:]+|:")
 _EDIT_WHEN = re.compile(r":\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 _HIDDEN_BAR = "\ue000"  # stands for a `|` inside brackets while our grammar splits a text
+_KEPT_BACKSLASH = "\ue001"  # stands for `\\` while our grammar splits: the web UI reads it
 _OPENER = {")": "(", "]": "["}
 
 
@@ -238,7 +240,8 @@ def split_and(prompt: str) -> list[tuple[str, float]]:
 def split_pieces(text: str) -> list[Prompt]:
     """Our `text:weight | ...` pieces of `text`; a `|` inside brackets does not split."""
     try:
-        prompts = parse_prompts(_hide_bars(text), strict=False)  # pasted text stays text
+        hidden = _hide_bars(text).replace("\\\\", _KEPT_BACKSLASH)  # `\\` is the web UI's
+        prompts = parse_prompts(hidden, strict=False)  # pasted text stays text
     except ValueError as e:
         raise ValueError(_show_bars(str(e))) from None
     return [Prompt(_show_bars(p.text), p.weight, p.stop) for p in prompts]
@@ -263,7 +266,10 @@ def _hide_bars(text: str) -> str:
 
 
 def _show_bars(text: str) -> str:
-    return text.replace(_HIDDEN_BAR, "|").replace(ascii(_HIDDEN_BAR)[1:-1], "|")
+    """`text` with the stand-ins of `_hide_bars` and `split_pieces` written back."""
+    for hidden, shown_as in ((_HIDDEN_BAR, "|"), (_KEPT_BACKSLASH, "\\\\")):
+        text = text.replace(hidden, shown_as).replace(ascii(hidden)[1:-1], shown_as)
+    return text
 
 
 def _parts(prompt: str) -> list[tuple[str, float, list[Prompt]]]:
