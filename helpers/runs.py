@@ -412,14 +412,14 @@ def _announce_frame(run_dir: Path, index: int, data: bytes) -> None:
 def cut_off_frame(run_dir: Path, state: dict[str, Any]) -> Path | None:
     """The frame a kill left after the resume point, if there is one: the next number, with
     the bytes `PENDING_FILE` announced (so a file the user put there never counts)."""
-    import hashlib
+    from helpers.download.hashes import sha256
 
     index = int(state.get("frames", 0)) + 1
     path = frame_path(run_dir, index)
     try:
         record = read_json(Path(run_dir) / PENDING_FILE, PENDING_FILE, dict, limit=4096)
         same = record.get("frame") == index and \
-            record.get("sha256") == hashlib.sha256(path.read_bytes()).hexdigest()
+            record.get("sha256") == sha256(path)
     except (OSError, ValueError, AttributeError):
         return None
     return path if same else None

@@ -394,6 +394,18 @@ class JupyterServer:
         """The command line that starts the server on self.port."""
         raise NotImplementedError
 
+    def _serve(self, module: str, app: str, token: str, root: str, *extra: str) -> list[str]:
+        """`python -m module` on 127.0.0.1:port with our token and root, no browser, no
+        terminals, quiet; `app` names the server application's options (they differ between
+        jupyter_server and Notebook 6), `extra` the front end's own."""
+        return [
+            sys.executable, "-m", module, "--no-browser",
+            "--ip=127.0.0.1", f"--port={self.port}", f"--{app}.port_retries=0",
+            f"--{token}={self.token}", f"--{app}.{root}={self.root}",
+            f"--{app}.terminals_enabled=False", *extra, "--log-level=WARN",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        ]
+
     def start(self, timeout: float = SERVER_START) -> JupyterServer:
         """Start the server and wait until /api/status answers (a new port if one was taken)."""
         env = self._prepare()
@@ -462,21 +474,15 @@ class JupyterLabServer(JupyterServer):
             file.write_text(json.dumps(values))
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "jupyterlab", "--no-browser",
-            "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.root}",
-            "--ServerApp.terminals_enabled=False",
+        return self._serve(
+            "jupyterlab", "ServerApp", "IdentityProvider.token", "root_dir",
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             "--LabApp.extension_manager=readonly",
             f"--LabApp.user_settings_dir={self.state / 'settings'}",
             f"--LabApp.workspaces_dir={self.state / 'workspaces'}",
             "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, for its commands
-            "--log-level=WARN",
-            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-        ]
+        )
 
 
 class ClassicNotebookServer(JupyterServer):
@@ -501,15 +507,7 @@ class ClassicNotebookServer(JupyterServer):
         startup.write_text("import ipywidgets  # noqa: F401\n")
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "notebook", "--no-browser",
-            "--ip=127.0.0.1", f"--port={self.port}", "--NotebookApp.port_retries=0",
-            f"--NotebookApp.token={self.token}",
-            f"--NotebookApp.notebook_dir={self.root}",
-            "--NotebookApp.terminals_enabled=False",
-            "--log-level=WARN",
-            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-        ]
+        return self._serve("notebook", "NotebookApp", "NotebookApp.token", "notebook_dir")
 
     def broken(self) -> str | None:
         """Why ipywidgets' front end will not load in this server's pages, or None: the

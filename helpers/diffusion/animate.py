@@ -131,21 +131,13 @@ def _two_d(settings, loaded, init_image, on_step, skip, load_frame) -> Iterator[
 
 
 def strength_at(settings: DiffusionSettings) -> Callable[[int], float]:
-    """The img2img strength of a frame: the schedule's value, else `strength`; a value
-    outside (0, 1] is an error naming the frame."""
+    """The img2img strength of a frame: the schedule's value, else `strength` (the check stage
+    checked the schedule's range at every frame: `animation.check_schedule_values`)."""
     if not settings.strength_schedule.strip():
         return lambda _frame: settings.strength
     from helpers.animation import parse_schedule
 
-    schedule = parse_schedule(settings.strength_schedule, "strength_schedule")
-
-    def at(frame: int) -> float:
-        value = schedule.at(frame)
-        if not 0 < value <= 1:
-            raise ValueError(f"strength_schedule: {value:g} at frame {frame} is outside (0, 1]")
-        return value
-
-    return at
+    return parse_schedule(settings.strength_schedule, "strength_schedule").at
 
 
 class _Pipes:

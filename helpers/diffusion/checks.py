@@ -22,9 +22,7 @@ from helpers.diffusion.samplers import get_sampler, make_scheduler
 from helpers.files import read_json
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
-from helpers.settings.base import MOTION
-
-MAX_VIDEO_FRAMES = 100_000  # the most frames an animation makes (the `frames` setting's maximum)
+from helpers.settings.base import MAX_FRAMES, MOTION
 
 # Rough sizes for the memory estimate (the family's own figures are in its record): bytes per
 # output pixel for a full VAE decode.
@@ -169,7 +167,7 @@ def check_animation(settings: DiffusionSettings) -> None:
         walk_keyframes(settings)
     frames = settings.frames
     if settings.animate == "video":
-        frames = min(frames or MAX_VIDEO_FRAMES, check_video(settings.init_video))
+        frames = min(frames or MAX_FRAMES, check_video(settings.init_video))
     check_schedules(settings, frames)
 
 
@@ -186,7 +184,7 @@ def check_schedules(settings: DiffusionSettings, frames: int) -> None:
 
 def check_video(path: str) -> int:
     """The input video must exist and be readable by ffmpeg; its number of frames as ffmpeg
-    estimates it (`MAX_VIDEO_FRAMES` where it cannot)."""
+    estimates it (`MAX_FRAMES` where it cannot)."""
     import imageio_ffmpeg
 
     file = Path(path).expanduser()
@@ -203,8 +201,8 @@ def check_video(path: str) -> int:
     if not meta.get("size") or 0 in meta["size"]:
         raise ValueError(f"init_video: {path!r} has no video stream")
     count = meta.get("nframes")
-    return int(count) if isinstance(count, (int, float)) and 0 < count < MAX_VIDEO_FRAMES \
-        else MAX_VIDEO_FRAMES
+    return int(count) if isinstance(count, (int, float)) and 0 < count < MAX_FRAMES \
+        else MAX_FRAMES
 
 
 def check_vae(spec: str, ref: ModelRef) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GB = 1024**3
+from helpers.memory import GB
 
 # Linear latent -> RGB approximations for previews (the web UI's "cheap approximation").
 _SD_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),

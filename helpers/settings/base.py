@@ -20,6 +20,7 @@ from helpers.settings.fields import (
 )
 
 MAX_SIDE = 4096  # pixels; larger images do not fit any consumer GPU with either engine
+MAX_FRAMES = 100_000  # the most frames an animation makes
 MAX_SEED = 2**32 - 1  # the seed range of the Stable Diffusion web UIs
 RANDOM_SEED = -1  # the web UIs' way of asking for a random seed
 SWITCHES = ("auto", "on", "off")  # a memory or speed switch: automatic, forced on or off

@@ -7,7 +7,14 @@ from typing import ClassVar
 
 from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, split_name
 from helpers.precision import PRECISIONS
-from helpers.settings.base import MOTION, SWITCHES, RunSettings, check_motion, motion_setting
+from helpers.settings.base import (
+    MAX_FRAMES,
+    MOTION,
+    SWITCHES,
+    RunSettings,
+    check_motion,
+    motion_setting,
+)
 from helpers.settings.fields import MAX_EXPRESSION_CHARS, fail, setting
 
 ANIMATIONS = ("", "walk", "2d", "video")
@@ -96,7 +103,7 @@ class DiffusionSettings(RunSettings):
                            "= images", choices=ANIMATIONS, group="animation")
     frames: int = setting(0, "frames of an animation; 0 = up to the prompt schedule's last "
                           "key (walk) or every frame of the input video (video)", min=0,
-                          max=100_000, metavar="N", group="animation")
+                          max=MAX_FRAMES, metavar="N", group="animation")
     prompt_schedule: str = setting("", 'animations: keyframes by frame, a line each: "0: '
                                    'desert\\n30: snow:1 | sea:0.5"; weights blend from key to '
                                    "key (replaces the prompt)", metavar="TEXT", text="lines",

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from helpers.precision import PRECISIONS
-from helpers.settings.base import MOTION, SWITCHES, RunSettings, check_motion, motion_setting
+from helpers.settings.base import (
+    MAX_FRAMES,
+    MOTION,
+    SWITCHES,
+    RunSettings,
+    check_motion,
+    motion_setting,
+)
 from helpers.settings.fields import MAX_PROMPT_CHARS, fail, setting
 
 AUGMENT_PRESETS = ("crowson2021", "nerdyrodent")  # a reference's exact pipeline (guidance.py)
@@ -94,7 +101,7 @@ class VQGANClipSettings(RunSettings):
                            "iterations, then zooms / turns / moves the image by the schedules "
                            "and goes on; empty = a single image", choices=("", "zoom"),
                            group="animation")
-    frames: int = setting(60, "frames of an animation (with --animate)", min=1, max=100_000,
+    frames: int = setting(60, "frames of an animation (with --animate)", min=1, max=MAX_FRAMES,
                           metavar="N", group="animation")
     iterations_per_frame: int = setting(10, "iterations between two frames of an animation",
                                         min=1, max=100_000, metavar="K", group="animation")
