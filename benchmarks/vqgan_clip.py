@@ -166,9 +166,9 @@ def full_size_models(device: torch.device) -> Loaded:
     from diffusers import VQModel
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from helpers.clip import CLIP_MEAN, CLIP_STD, Clip
     from helpers.testing import tiny_clip
-    from helpers.vqgan import VQGAN, taming_config, vqmodel_config
+    from helpers.vqgan_clip.clip import CLIP_MEAN, CLIP_STD, Clip
+    from helpers.vqgan_clip.vqgan import VQGAN, taming_config, vqmodel_config
 
     torch.manual_seed(0)
     params = taming_config(ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,

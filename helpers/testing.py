@@ -40,7 +40,12 @@ def tiny_vqgan(folder: str | os.PathLike, seed: int = 0) -> Path:
     import torch
     from diffusers import VQModel
 
-    from helpers.vqgan import taming_config, to_taming_state_dict, vqmodel_config, write_taming_yaml
+    from helpers.vqgan_clip.vqgan import (
+        taming_config,
+        to_taming_state_dict,
+        vqmodel_config,
+        write_taming_yaml,
+    )
 
     config = taming_config(ch=32, ch_mult=[1, 1, 1, 1, 2], num_res_blocks=1,
                            attn_resolutions=[16], z_channels=16, embed_dim=16, n_embed=64)

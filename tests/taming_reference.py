@@ -1,5 +1,6 @@
-"""taming-transformers' VQModel / GumbelVQ as references for helpers.vqgan: scaled-down configs,
-the reference models built from taming's own modules, and taming-style checkpoints of them."""
+"""taming-transformers' VQModel / GumbelVQ as references for helpers.vqgan_clip.vqgan: scaled-down
+configs, the reference models built from taming's own modules, and taming-style checkpoints of
+them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from helpers import vqgan as vq
-from helpers.vqgan import taming_config, write_taming_yaml
+from helpers.vqgan_clip import vqgan as vq
+from helpers.vqgan_clip.vqgan import taming_config, write_taming_yaml
 
 # Real configs with channels scaled down; structure (levels, attention placement, blocks) kept.
 F16 = {"ch": 32, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "attn_resolutions": [16],

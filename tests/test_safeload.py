@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import safeload, vqgan
+from helpers import safeload
 from helpers.safeload import _Stub, safe_torch_load
+from helpers.vqgan_clip import vqgan
 
 
 class Exploit:

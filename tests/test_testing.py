@@ -26,7 +26,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_tiny_vqgan_loads_through_load_vqgan(tiny_models):
-    from helpers.vqgan import load_vqgan
+    from helpers.vqgan_clip.vqgan import load_vqgan
 
     model = load_vqgan(tiny_models["test-tiny-vqgan"])
     x = torch.rand(1, 3, 64, 64) * 2 - 1

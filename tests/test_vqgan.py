@@ -1,4 +1,5 @@
-"""helpers.vqgan against taming-transformers' own modules, plus safety, errors and the cache."""
+"""helpers.vqgan_clip.vqgan against taming-transformers' own modules, plus safety, errors and the
+cache."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 from taming_reference import F16, GUMBEL_F8, Reference, _reference, _save, _transformer_yaml
 from test_safeload import Callback, Exploit
 
-from helpers import vqgan as vq
-from helpers.vqgan import load_vqgan, taming_config, write_taming_yaml
+from helpers.vqgan_clip import vqgan as vq
+from helpers.vqgan_clip.vqgan import load_vqgan, taming_config, write_taming_yaml
 
 
 def _nearest(z: torch.Tensor, book: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,10 @@ from PIL import Image
 
 from helpers import infotext, runs
 from helpers.cli import main
-from helpers.clip import load_clips, parse_clip_spec
 from helpers.precision import autocast_dtype
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan_clip import check_inputs, generate, load_models, run
+from helpers.vqgan_clip.clip import load_clips, parse_clip_spec
 from helpers.vqgan_clip.loop import initial_z, noise_image
 from helpers.vqgan_clip.plan import prompt_plan
 

@@ -21,10 +21,8 @@ from PIL import Image
 from taming_reference import GUMBEL_F8, Reference, _reference, _save
 from torch import nn
 
-from helpers.guidance import Cutouts, augment_pipeline, resample
 from helpers.prompts import parse_prompts
 from helpers.settings import VQGANClipSettings
-from helpers.vqgan import load_vqgan
 from helpers.vqgan_clip import check_inputs, generate, load_models
 from helpers.vqgan_clip.checks import Inputs
 from helpers.vqgan_clip.loading import Loaded
@@ -37,6 +35,8 @@ from helpers.vqgan_clip.loop import (
     run,
     synth,
 )
+from helpers.vqgan_clip.losses import Cutouts, augment_pipeline, resample
+from helpers.vqgan_clip.vqgan import load_vqgan
 
 # ============================================================================================
 # REFERENCE: a transcription of the notebooks' formulas (not the engine's code)

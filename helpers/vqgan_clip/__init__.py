@@ -3,7 +3,8 @@
 The same four stages as `helpers.diffusion`, under the same names:
 `checks.check_inputs` (everything before loading) -> `loading.load_models` -> `loop.run` (a
 generator of steps, no side effects) -> `runner.generate` (run folder, frames, resume points).
-The building blocks live beside the package: `helpers.vqgan`, `helpers.clip`, `helpers.guidance`.
+Its building blocks live in it too: `vqgan` (taming checkpoints), `clip`, `losses` (cutouts and
+CLIP losses).
 The public API loads lazily, so importing this package stays cheap.
 """
 

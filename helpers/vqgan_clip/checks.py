@@ -57,12 +57,12 @@ class Checked:
 def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = None,
                  log: Log = print) -> Checked:
     """Check a run before anything loads; `ValueError` naming the setting when it cannot run."""
-    from helpers.clip import resolve_clip
     from helpers.device import pick_device
     from helpers.download import cache_folder
     from helpers.files import writable_folder
     from helpers.memory import free_memory
     from helpers.precision import autocast_dtype
+    from helpers.vqgan_clip.clip import resolve_clip
 
     settings = animation_plan(settings.with_seed())
     check_motion_values(settings)
@@ -81,7 +81,7 @@ def check_inputs(settings: VQGANClipSettings, cache: str | os.PathLike | None = 
 def catalogue_models(choice: Mapping[str, str], cache: str | os.PathLike | None = None) -> list:
     """The catalogue models a model choice (notebook 2's `vqgan`, `clip`) names, each resolved
     (an error naming the field) before anything downloads."""
-    from helpers.clip import resolve_clip
+    from helpers.vqgan_clip.clip import resolve_clip
 
     found = [resolve_vqgan(choice.get("vqgan", "")).model]
     found += [resolve_clip(name).model for name, _ in parse_clip_spec(choice.get("clip", ""))]
@@ -108,7 +108,7 @@ def animation_plan(settings: VQGANClipSettings) -> VQGANClipSettings:
 def resolve_vqgan(spec: str) -> VQGANRef:
     """A VQGAN spec: a catalogue name or a checkpoint path (with its yaml), and its factor."""
     from helpers.catalog import get_model
-    from helpers.vqgan import checkpoint_in, read_factor
+    from helpers.vqgan_clip.vqgan import checkpoint_in, read_factor
 
     path = checkpoint_in(Path(spec).expanduser())
     if path.suffix in (".ckpt", ".safetensors") or path.exists():

@@ -15,8 +15,8 @@ from helpers.vqgan_clip.checks import Checked
 class Loaded:
     """The loaded models of a VQGAN+CLIP run."""
 
-    vqgan: Any  # helpers.vqgan.VQGAN
-    clips: list  # helpers.clip.Clip, each with its loss weight
+    vqgan: Any  # helpers.vqgan_clip.vqgan.VQGAN
+    clips: list  # helpers.vqgan_clip.clip.Clip, each with its loss weight
     device: Any
 
 
@@ -24,10 +24,10 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
                 progress: bool = True) -> Loaded:
     """Fetch what is missing (one message listing it all when offline), then load the VQGAN
     and the CLIP models onto the checked device."""
-    from helpers.clip import load_clip_from
     from helpers.download import fetch_all
     from helpers.reporting import library_bars
-    from helpers.vqgan import checkpoint_in, load_vqgan
+    from helpers.vqgan_clip.clip import load_clip_from
+    from helpers.vqgan_clip.vqgan import checkpoint_in, load_vqgan
 
     ref = checked.vqgan
     catalogue = [m for m in (ref.model, *(c.model for c, _ in checked.clips)) if m is not None]
@@ -64,7 +64,7 @@ def warn_long_prompts(settings: Any, clips: list, log: Log) -> None:
 def _clip_folder(ref: Any, fetched: dict[int, Path], cache: str | os.PathLike | None,
                  progress: bool, log: Log) -> Path:
     """A CLIP's folder: fetched with the catalogue models above, else found or fetched now."""
-    from helpers.clip import clip_folder
+    from helpers.vqgan_clip.clip import clip_folder
 
     if ref.model is not None:
         return Path(fetched[id(ref.model)])

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from helpers.guidance import Cutouts, Target, clamp_with_grad, noise_target, prompt_loss
 from helpers.motion import to_tensor, warp
 from helpers.precision import autocast_dtype
 from helpers.prompts import Prompt, parse_prompts
@@ -27,6 +26,7 @@ from helpers.settings import VQGANClipSettings
 from helpers.settings.base import MOTION
 from helpers.vqgan_clip.checks import Inputs
 from helpers.vqgan_clip.loading import Loaded
+from helpers.vqgan_clip.losses import Cutouts, Target, clamp_with_grad, noise_target, prompt_loss
 from helpers.vqgan_clip.plan import prompt_plan
 
 

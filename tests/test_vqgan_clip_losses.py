@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import guidance
-from helpers.guidance import (
+from helpers.settings import VQGANClipSettings
+from helpers.settings.vqgan_clip import AUGMENT_PRESETS, AUGMENTS
+from helpers.vqgan_clip import losses as guidance
+from helpers.vqgan_clip.losses import (
     Cutouts,
     Target,
     add_noise,
@@ -22,8 +24,6 @@ from helpers.guidance import (
     resample,
     spherical_distance,
 )
-from helpers.settings import VQGANClipSettings
-from helpers.settings.vqgan_clip import AUGMENT_PRESETS, AUGMENTS
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:
