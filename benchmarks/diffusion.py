@@ -4,7 +4,7 @@ For each web-UI sampler measured ("DPM++ 2M" and "Euler a", run by our k-diffusi
 samplers in `helpers.diffusion.sampling`), one run times two arms on the same loaded components,
 size, steps, CFG and seed, taking turns so that drift hits both alike (fastest of --runs kept):
   ours:  the engine as `generate` runs it, less the run folder: the model checked and loaded
-         once (`check_inputs`, `load_models`, `memory_options`), then per image `run_pipeline`
+         once (`check_inputs`, `load_models`, `memory_options`), then per image `pipeline_for`
          and `loop.run` (prompt planning, chunked encoding, our sigmas and sampler, VAE decode);
   plain: the model's own diffusers pipeline called with the prompt text, with diffusers'
          equivalent scheduler (DPMSolverMultistepScheduler with Karras sigmas, which is what
@@ -146,10 +146,10 @@ def sync(device) -> float:
 def time_ours(loaded, settings, device) -> float:
     """Seconds for one image the way `generate` makes it (a run's pipeline, then the loop)."""
     from helpers.diffusion import run
-    from helpers.diffusion.loading import run_pipeline
+    from helpers.diffusion.loading import pipeline_for
 
     start = sync(device)
-    pipe = run_pipeline(loaded, settings.sampler)
+    pipe = pipeline_for(loaded, settings.sampler)
     images = list(run(settings, loaded, pipe=pipe))
     assert len(images) == 1
     return sync(device) - start

@@ -246,7 +246,7 @@ def save_frame(
 def read_image_info(path: Path, shortened: bool = False) -> tuple[str | None,
                                                                   dict[str, Any] | None]:
     """The infotext and parsed Dreamframe settings of an image (None where absent): PNG text
-    chunks, or the EXIF of a JPEG or WebP (`helpers.exif`), which wins as in the web UI.
+    chunks, or the EXIF of a JPEG or WebP (`helpers.metadata.exif`), which wins as in the web UI.
 
     Only the metadata is read, never the pixels, and it is bounded (Pillow's limits on text
     chunks, ours on EXIF and JSON), so any file is safe to read; what goes past the bounds is a
@@ -268,9 +268,9 @@ def read_image_info(path: Path, shortened: bool = False) -> tuple[str | None,
 
 def _image_texts(path: Path) -> tuple[str | None, str | None]:
     """(infotext, settings JSON) as stored in an image; a `ValueError` naming it when Pillow
-    or `helpers.exif` refuse its metadata (too large, damaged)."""
-    from helpers.exif import read_exif_info
+    or `helpers.metadata.exif` refuse its metadata (too large, damaged)."""
     from helpers.inputs import opened
+    from helpers.metadata.exif import read_exif_info
 
     try:
         with opened(path, "image") as image:

@@ -46,7 +46,7 @@ def frames_with_steps(run_dir) -> list[tuple[str, np.ndarray]]:
     """(the infotext's Steps, pixels as stored) of every frame of a run, in order."""
     import numpy as np
 
-    from helpers.infotext import parse_infotext
+    from helpers.metadata.infotext import parse_infotext
     from helpers.runs import read_image_info
 
     return [(parse_infotext(read_image_info(frame)[0])["Steps"], np.asarray(Image.open(frame)))

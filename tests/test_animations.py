@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from common import all_frames, quiet
 
-from helpers import infotext, runs
+from helpers import runs
+from helpers.metadata import infotext
 from helpers.settings import DiffusionSettings, VQGANClipSettings
 
 

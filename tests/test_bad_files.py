@@ -23,9 +23,10 @@ from common import write_wav
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from helpers import exif, runs
+from helpers import runs
 from helpers.cli import main
 from helpers.files import MAX_JSON_DEPTH, load_json
+from helpers.metadata import exif
 from helpers.metadata.stored import CUT_TEXT, MAX_STORED_INFOTEXT, MAX_STORED_SETTINGS
 from helpers.settings import VideoSettings
 from helpers.video import Job, assemble, ffmpeg_args, read_video_info

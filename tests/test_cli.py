@@ -70,7 +70,8 @@ def test_download_builds_a_test_model_and_models_shows_it_cached(tmp_path, capsy
 def test_info_prints_infotext_and_settings(tmp_path, capsys):
     from PIL import Image
 
-    from helpers import infotext, runs
+    from helpers import runs
+    from helpers.metadata import infotext
     from helpers.settings import VQGANClipSettings
 
     settings = VQGANClipSettings(prompt="desert:50 | snow:25", seed=5)

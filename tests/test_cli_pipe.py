@@ -15,7 +15,8 @@ def _frame(tmp_path):
     """A frame with infotext and settings, as a run saves it."""
     from PIL import Image
 
-    from helpers import infotext, runs
+    from helpers import runs
+    from helpers.metadata import infotext
     from helpers.settings import VQGANClipSettings
 
     settings = VQGANClipSettings(prompt="a lighthouse at dusk", seed=5)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import infotext, runs
+from helpers import runs
 from helpers.cli import main
+from helpers.metadata import infotext
 
 
 def diffusion(capsys, *flags: str) -> list:

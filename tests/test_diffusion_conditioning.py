@@ -6,7 +6,6 @@ import torch
 from common import load_tiny_sd
 
 from helpers.diffusion.conditioning import (
-    composed_unet,
     encode_plan,
     encode_text,
     negative_pieces,
@@ -245,110 +244,6 @@ def test_sdxl_clip_skip_reaches_clip_l_only_from_3_on(sdxl):
 def test_clip_skip_beyond_the_encoder_is_an_error(pipe):
     with pytest.raises(ValueError, match="clip_skip: 5 is more than the text encoder's 2 layers"):
         encode_text(pipe, "a cat", 5)
-
-
-# --- composable: the combined noise prediction --------------------------------------------------
-
-
-def _unet(pipe, x, t, embeds):
-    with torch.no_grad():
-        return pipe.unet(x, t, encoder_hidden_states=embeds).sample
-
-
-def test_two_pieces_combine_into_the_composable_formula(pipe):
-    cond, uncond = encode_plan(pipe, plan_prompts("a red cube:3 | a blue sphere", "blurry"))
-    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor(500)
-    batch = torch.cat([latents, latents])  # the pipeline's [uncond, cond] batch, 2 images
-    placeholder = torch.zeros(4, 77, 32)  # ignored: the wrapper uses its own pieces
-    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=2):
-        out = pipe.unet(batch, t, encoder_hidden_states=placeholder, return_dict=False)[0]
-    assert "forward" not in vars(pipe.unet)  # restored
-    u = _unet(pipe, latents, t, uncond.embeds.expand(2, -1, -1))
-    a = _unet(pipe, latents, t, cond.embeds[0:1].expand(2, -1, -1))
-    b = _unet(pipe, latents, t, cond.embeds[1:2].expand(2, -1, -1))
-    assert torch.allclose(out[:2], u, atol=1e-5)
-    assert torch.allclose(out[2:], 0.75 * a + 0.25 * b, atol=1e-5)
-    cfg = 7.5  # what the pipeline's own guidance then makes of it
-    guided = out[:2] + cfg * (out[2:] - out[:2])
-    assert torch.allclose(guided, u + cfg * (0.75 * (a - u) + 0.25 * (b - u)), atol=1e-4)
-
-
-def test_several_unconditional_pieces_are_averaged_by_weight(pipe):
-    cond, uncond = encode_plan(pipe, plan_prompts("a cat", "blurry | text:3"))
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    t = torch.tensor(200)
-    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
-        out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=None).sample
-    blurry = _unet(pipe, x, t, uncond.embeds[0:1])
-    text = _unet(pipe, x, t, uncond.embeds[1:2])
-    assert torch.allclose(out[:1], 0.25 * blurry + 0.75 * text, atol=1e-5)
-    assert torch.allclose(out[1:], _unet(pipe, x, t, cond.embeds), atol=1e-5)
-
-
-def test_without_guidance_only_the_conditional_side_is_evaluated(pipe):
-    cond, uncond = encode_plan(pipe, plan_prompts("a cat | a dog"))
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-    t = torch.tensor(10)
-    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
-        out = pipe.unet(x, t, encoder_hidden_states=None).sample
-    cat, dog = (_unet(pipe, x, t, cond.embeds[i:i + 1]) for i in (0, 1))
-    assert out.shape == x.shape
-    assert torch.allclose(out, 0.5 * cat + 0.5 * dog, atol=1e-5)
-
-
-def test_one_batched_unet_call_evaluates_every_piece(pipe):
-    cond, uncond = encode_plan(pipe, plan_prompts("a | b | c | d", "e"))
-    calls = []
-    inner = pipe.unet.forward
-
-    def counting(sample, *args, **kwargs):
-        calls.append(sample.shape[0])
-        return inner(sample, *args, **kwargs)
-
-    pipe.unet.forward = counting  # an instance-level forward, as offload hooks install
-    try:
-        with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
-            pipe.unet(torch.randn(2, 4, 8, 8), torch.tensor(5), encoder_hidden_states=None)
-        assert pipe.unet.forward is counting  # restored
-    finally:
-        del pipe.unet.forward
-    assert calls == [5]  # 1 unconditional + 4 pieces, in one call
-
-
-
-def test_and_weights_are_not_normalised(pipe):
-    # the web UI: uncond + cfg * (1 (a - u) + 0.5 (b - u)), for guided and unguided calls
-    cond, uncond = encode_plan(pipe, plan_prompts("a red cube AND a blue sphere:0.5", "blurry"))
-    assert cond.weights.tolist() == [1.0, 0.5]
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    t = torch.tensor(400)
-    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
-        guided = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=None).sample
-        unguided = pipe.unet(x, t, encoder_hidden_states=None).sample
-    u = _unet(pipe, x, t, uncond.embeds)
-    a, b = (_unet(pipe, x, t, cond.embeds[i:i + 1]) for i in (0, 1))
-    expected = u + (a - u) + 0.5 * (b - u)
-    assert torch.allclose(guided[:1], u, atol=1e-5)
-    assert torch.allclose(guided[1:], expected, atol=1e-5)
-    assert torch.allclose(unguided, expected, atol=1e-5)
-
-
-def test_each_side_is_evaluated_at_its_own_length(pipe):
-    # the web UI's default: a long prompt and a short negative prompt are not padded
-    long = "a very long description of a mountain village in winter " * 4
-    cond, uncond = encode_plan(pipe, plan_prompts(f"{long} | a cat", "blurry"))
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
-    t = torch.tensor(300)
-    with torch.no_grad(), composed_unet(pipe.unet, cond, uncond, images=1):
-        out = pipe.unet(torch.cat([x, x]), t, encoder_hidden_states=None).sample
-    blurry = _unet(pipe, x, t, encode_text(pipe, "blurry")[0])
-    padded = _unet(pipe, x, t, uncond.embeds)
-    assert torch.allclose(out[:1], blurry, atol=1e-5)
-    assert not torch.allclose(padded, blurry, atol=1e-4)  # what padding without the mask gives
-    mixed = (0.5 * _unet(pipe, x, t, cond.embeds[:1])
-             + 0.5 * _unet(pipe, x, t, cond.embeds[1:]))
-    assert torch.allclose(out[1:], mixed, atol=1e-5)
 
 
 def test_blend_mixes_the_pieces_of_each_and_part(pipe):

@@ -9,7 +9,7 @@ from PIL import Image
 from helpers.diffusion import generate, settings_from_image
 from helpers.diffusion.frames import image_seeds
 from helpers.diffusion.runner import image_settings
-from helpers.infotext import format_infotext
+from helpers.metadata.infotext import format_infotext
 from helpers.runs import list_frames, read_image_info
 from helpers.settings import DiffusionSettings
 

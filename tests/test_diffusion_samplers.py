@@ -28,7 +28,10 @@ WEB_UI = {  # the web UI 1.9+'s samplers: (k-diffusion function, its Automatic s
     "DPM++ 3M SDE": ("dpmpp_3m_sde", "Exponential"), "Euler a": ("euler_ancestral", "Uniform"),
     "Euler": ("euler", "Uniform"), "LMS": ("lms", "Uniform"), "Heun": ("heun", "Uniform"),
     "DPM2": ("dpm_2", "Karras"), "DPM2 a": ("dpm_2_ancestral", "Karras"),
+    "DPM fast": ("dpm_fast", "Uniform"), "DPM adaptive": ("dpm_adaptive", "Uniform"),
+    "Restart": ("restart", "Karras"),
 }
+SECOND_ORDER = {"DPM++ 2S a", "DPM++ SDE", "DPM2", "DPM2 a", "Heun", "Restart"}  # the web UI's
 TIMESTEP = {"DDIM": "DDIMScheduler", "PLMS": "PNDMScheduler",
             "UniPC": "UniPCMultistepScheduler", "LCM": "LCMScheduler"}
 
@@ -44,6 +47,19 @@ def test_web_ui_samplers_run_as_k_diffusion_does(name):
     assert sampler.discard_penultimate == (name in ("DPM2", "DPM2 a", "DPM++ 3M SDE"))
     assert sampler.brownian == ("SDE" in name)
     assert get_sampler(name.upper()).name == name  # any case
+
+
+def test_second_order_samplers_count_two_model_evaluations_a_step_as_in_the_web_ui():
+    assert {n for n in SAMPLER_NAMES if get_sampler(n).evaluations_per_step == 2} == SECOND_ORDER
+    assert {get_sampler(n).evaluations_per_step for n in SAMPLER_NAMES} == {1, 2}
+
+
+def test_dpm_fast_and_adaptive_take_a_sigma_range_and_draw_noise_with_the_web_uis_eta():
+    for name in ("DPM fast", "DPM adaptive"):
+        sampler = get_sampler(name)
+        assert sampler.sigma_range and sampler.ancestral and sampler.options == {"eta": 1.0}
+    assert not any(get_sampler(n).sigma_range for n in SAMPLER_NAMES
+                   if n not in ("DPM fast", "DPM adaptive"))
 
 
 @pytest.mark.parametrize("name", sorted(TIMESTEP))
@@ -89,8 +105,11 @@ def test_infotext_sampler_and_schedule_type_read_as_two_settings():
                                                                      "Align Your Steps")
     with pytest.raises(ValueError, match="Karas"):
         sampler_from_infotext("DPM++ 2M", "Karas")
-    with pytest.raises(ValueError, match="DPM adaptive"):
-        sampler_from_infotext("DPM adaptive")
+    assert sampler_from_infotext("DPM adaptive") == ("DPM adaptive", "Automatic")
+    assert sampler_from_infotext("Restart", "Karras") == ("Restart", "Karras")
+    assert sampler_from_infotext("DPM fast", "Automatic") == ("DPM fast", "Automatic")
+    with pytest.raises(ValueError, match="DPM Ultra"):
+        sampler_from_infotext("DPM Ultra")
     assert "Beta" in SCHEDULE_NAMES
 
 

@@ -15,11 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import exif, runs
+from helpers import runs
 from helpers.cli import main
 from helpers.diffusion import extras
-from helpers.diffusion.infotext import infotext_params, settings_from_image
-from helpers.infotext import format_infotext, parse_infotext
+from helpers.diffusion.image_info import infotext_params, settings_from_image
+from helpers.metadata import exif
+from helpers.metadata.infotext import format_infotext, parse_infotext
 from helpers.settings import DiffusionSettings
 
 SUFFIXES = (".png", ".jpg", ".webp")
@@ -102,13 +103,13 @@ def test_infotext_and_settings_round_trip_through_png_jpeg_and_webp(tmp_path, su
     text = format_infotext("富士山 <lora:x:0.5>", "ぼやけた", {"Steps": 20, "Lora hashes":
                                                              "x: abc123"})
     settings = _settings(tmp_path, prompt="富士山").to_json()
-    path = exif.save_image(tmp_path / f"frame{suffix}", _image(), text, settings)
+    path = exif.save_with_info(tmp_path / f"frame{suffix}", _image(), text, settings)
     assert runs.read_image_info(path) == (text, json.loads(settings))
     assert settings_from_image(path, out=str(tmp_path)) == DiffusionSettings.from_json(settings)
 
 
 def test_web_ui_reads_our_jpeg_the_way_it_reads_its_own(tmp_path) -> None:
-    path = exif.save_image(tmp_path / "ours.jpg", _image(), WEB_UI_TEXT)
+    path = exif.save_with_info(tmp_path / "ours.jpg", _image(), WEB_UI_TEXT)
     comment = Image.open(path).getexif().get_ifd(exif.EXIF_IFD)[exif.USER_COMMENT]
     assert comment == WEB_UI_EXIF[WEB_UI_EXIF.index(b"UNICODE"):]
 
@@ -116,15 +117,15 @@ def test_web_ui_reads_our_jpeg_the_way_it_reads_its_own(tmp_path) -> None:
 def test_jpeg_keeps_the_infotext_when_the_settings_do_not_fit(tmp_path) -> None:
     noise = np.random.default_rng(0).bytes(100_000).hex()  # 100 kB even compressed
     settings = json.dumps({"kind": "diffusion", "noise": noise})
-    path = exif.save_image(tmp_path / "big.jpg", _image(), "Steps: 2", settings)
+    path = exif.save_with_info(tmp_path / "big.jpg", _image(), "Steps: 2", settings)
     assert runs.read_image_info(path) == ("Steps: 2", None)
     with pytest.raises(ValueError, match="do not fit a JPEG"):
-        exif.save_image(tmp_path / "huge.jpg", _image(), "x" * 40_000)
+        exif.save_with_info(tmp_path / "huge.jpg", _image(), "x" * 40_000)
     assert not (tmp_path / "huge.jpg").exists()
 
 
 def test_info_command_prints_a_jpeg_infotext(tmp_path, capsys) -> None:
-    path = exif.save_image(tmp_path / "a.webp", _image(), WEB_UI_TEXT)
+    path = exif.save_with_info(tmp_path / "a.webp", _image(), WEB_UI_TEXT)
     assert main(["info", str(path)]) == 0
     assert WEB_UI_TEXT in capsys.readouterr().out
 
@@ -135,7 +136,7 @@ def test_info_command_prints_a_jpeg_infotext(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_web_ui_hires_infotext_is_read_and_unknown_keys_reported_in_one_line(tmp_path,
                                                                               suffix) -> None:
-    path = exif.save_image(tmp_path / f"webui{suffix}", _image(), HIRES_INFOTEXT)
+    path = exif.save_with_info(tmp_path / f"webui{suffix}", _image(), HIRES_INFOTEXT)
     lines: list[str] = []
     s = settings_from_image(path, log=lines.append)
     assert (s.prompt, s.negative_prompt, s.model, s.steps, s.cfg_scale, s.seed) == (
@@ -143,13 +144,13 @@ def test_web_ui_hires_infotext_is_read_and_unknown_keys_reported_in_one_line(tmp
     assert (s.sampler, s.schedule, s.width, s.height, s.rng) == (
         "DPM++ 2M", "Karras", 512, 768, "gpu")
     assert (s.hires_scale, s.hires_steps, s.hires_upscaler, s.hires_strength, s.strength) == (
-        2.0, 10, "latent", 0.55, DiffusionSettings().strength)
+        2.0, 10, "Latent", 0.55, DiffusionSettings().strength)
     assert len(lines) == 1 and lines[0].endswith(": Unknown thing")
 
 
 def test_unknown_model_is_an_error_naming_it_unless_overridden(tmp_path) -> None:
     text = HIRES_INFOTEXT.replace("Model: sd-1.5", "Model: v1-5-pruned-emaonly")
-    path = exif.save_image(tmp_path / "webui.png", _image(), text)
+    path = exif.save_with_info(tmp_path / "webui.png", _image(), text)
     with pytest.raises(ValueError, match=r"model: .*'v1-5-pruned-emaonly' \(hash 6ce0161689\)"):
         settings_from_image(path, log=print)
     assert settings_from_image(path, log=print, model="sd-2.1").model == "sd-2.1"
@@ -164,7 +165,7 @@ def test_values_we_cannot_read_are_errors_naming_the_key(tmp_path, key, value, m
     info = parse_infotext(HIRES_INFOTEXT)
     params = {k: v for k, v in info.items() if k not in ("Prompt", "Negative prompt")
               and not k.startswith("Size-")}
-    path = exif.save_image(tmp_path / "webui.png", _image(),
+    path = exif.save_with_info(tmp_path / "webui.png", _image(),
                            format_infotext("p", "", {**params, key: value}))
     with pytest.raises(ValueError, match=re.escape(message)):
         settings_from_image(path, log=print)
@@ -172,7 +173,7 @@ def test_values_we_cannot_read_are_errors_naming_the_key(tmp_path, key, value, m
 
 def test_hires_resize_reads_as_a_scale(tmp_path) -> None:
     text = HIRES_INFOTEXT.replace("Hires upscale: 2", "Hires resize: 768x1152")
-    path = exif.save_image(tmp_path / "webui.png", _image(), text)
+    path = exif.save_with_info(tmp_path / "webui.png", _image(), text)
     assert settings_from_image(path, log=print).hires_scale == 1.5
 
 
@@ -209,7 +210,7 @@ def test_our_infotext_alone_reads_back_to_the_same_settings(tmp_path, suffix) ->
                   clip_skip=2, rng="nv", hires_scale=2, hires_steps=7, hires_strength=0.45,
                   hires_upscaler="lanczos", width=320, height=256)
     text = format_infotext(s.prompt, s.negative_prompt, infotext_params(s, s.seed, _loaded()))
-    path = exif.save_image(tmp_path / f"alone{suffix}", _image(), text)
+    path = exif.save_with_info(tmp_path / f"alone{suffix}", _image(), text)
     lines: list[str] = []
     assert settings_from_image(path, log=lines.append, out=s.out) == s
     assert lines == []

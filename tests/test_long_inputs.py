@@ -12,11 +12,12 @@ import math
 import pytest
 from common import TINY_SD_CLI, TINY_VQGAN_CLI
 
-from helpers import infotext, prompts, runs
+from helpers import prompts, runs
 from helpers.animation import parse_schedule, prompts_at_frame
 from helpers.cli import main
-from helpers.diffusion import extras, prompt_syntax
+from helpers.diffusion import extras, prompt_schedule, prompt_syntax
 from helpers.expressions import EvalError, compile_expression
+from helpers.metadata import infotext
 from helpers.settings import (
     MAX_EXPRESSION_CHARS,
     MAX_PROMPT_CHARS,
@@ -113,8 +114,9 @@ def test_emphasis_keeps_the_web_uis_floats_at_depth():
 def test_long_runs_of_digits():
     text = "[a:" + "1" * 50_000 + "x]"  # where the step of prompt editing would be
     assert prompt_syntax.positive_pieces(text) == ((text, 1.0),)
-    with pytest.raises(ValueError, match="prompt editing"):
-        prompt_syntax.positive_pieces(text[:-2] + "]")
+    edit = text[:-2] + "]"  # a step past any run: the text after it never comes
+    assert prompt_syntax.positive_pieces(edit) == ((edit, 1.0),)
+    assert prompt_schedule.schedule(edit, 20) == ((20, "",),)
     near = "a:" + "1" * 50_000 + "x"  # where our weight would be: text, as in the web UI
     assert prompt_syntax.positive_pieces(near) == ((near, 1.0),)
     with pytest.raises(ValueError, match="looks like a weight"):  # our own grammar: a typo

@@ -62,7 +62,7 @@ def test_a_model_outside_the_catalogue_is_asked_for(tiny_models, tmp_path, capsy
 
 
 def test_vae_outside_the_catalogue_is_left_out_and_named(tmp_path):
-    from helpers.diffusion.infotext import settings_from_image
+    from helpers.diffusion.image_info import settings_from_image
 
     png = crafted(tmp_path / "found.png", **evil_diffusion(
         tmp_path, "", out="workspace", device="auto", precision="auto",

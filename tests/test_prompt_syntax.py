@@ -130,19 +130,26 @@ def test_emphasis_colons_and_bars_inside_brackets_do_not_split_pieces():
 
 
 @pytest.mark.parametrize(("prompt", "message"), [
-    ("a [cat|dog] photo", r"piece 1 'a \[cat\|dog\] photo': \[cat\|dog\] is the web UI's "
-                          r"alternation"),
-    ("[fe|]male", "alternation"),
-    ("a [cat:dog:0.5] | b", r"\[cat:dog:0.5\] is the web UI's prompt editing"),
-    ("a [cat:3]", r"\[cat:3\] is the web UI's prompt editing"),
-    ("a [dog::0.25]", "prompt editing"),
-    ("a AND b [c|d]", r"AND part 2 'b \[c\|d\]': piece 1"),
     ("a AND b:1:0.5 | c", r"AND part 2 'b:1:0.5 \| c': piece 1 'b' has a stop value"),
     ("(a:1.2.3)", "is not a number"),
 ])
-def test_unsupported_or_malformed_syntax_is_an_error_naming_the_piece(prompt, message):
+def test_malformed_syntax_is_an_error_naming_the_piece(prompt, message):
     with pytest.raises(ValueError, match=message):
         plan_prompts(prompt)
+
+
+def test_prompt_editing_and_alternation_stay_inside_their_piece():
+    # the web UI's [from:to:when] and [a|b]: brackets keep their `|` and `:` from our grammar
+    assert positive_pieces("a [cat|dog] photo") == (("a [cat|dog] photo", 1.0),)
+    assert positive_pieces("a [cat:dog:0.5] | b") == (("a [cat:dog:0.5]", 0.5), ("b", 0.5))
+    assert positive_pieces("[fe|]male AND a [dog::0.25]:0.5") == (("[fe|]male", 1.0),
+                                                                  ("a [dog::0.25]", 0.5))
+    assert negative_pieces("[blurry:3] | text:3") == (("[blurry:3]", 0.25), ("text", 0.75))
+
+
+def test_a_negative_piece_of_weight_zero_is_an_error_not_dropped():
+    with pytest.raises(ValueError, match=r"piece 2 'text' has weight 0;.*leave it out"):
+        negative_pieces("blurry | text:0")
 
 
 @pytest.mark.parametrize("prompt", ["wallpaper, resolution: 4k", "Steps: 5, Size: 9x9",
@@ -184,10 +191,10 @@ def test_brackets_that_are_emphasis_are_not_mistaken_for_editing():
 def test_settings_name_the_field_of_bad_syntax():
     from helpers.settings import DiffusionSettings
 
-    with pytest.raises(ValueError, match=r"^prompt: piece 1 'a \[b:c:2\]'"):
-        DiffusionSettings(prompt="a [b:c:2]")
-    with pytest.raises(ValueError, match=r"^negative_prompt: piece 1 '\[a\|b\]'"):
-        DiffusionSettings(prompt="a cat", negative_prompt="[a|b]")
+    with pytest.raises(ValueError, match=r"^prompt: piece 1 '\(a:1\.2\.3\)'"):
+        DiffusionSettings(prompt="(a:1.2.3)")
+    with pytest.raises(ValueError, match=r"^negative_prompt: piece 2 'b' has weight 0"):
+        DiffusionSettings(prompt="a cat", negative_prompt="[a|b] | b:0")
 
 
 @pytest.mark.parametrize(("plan", "composed"), [

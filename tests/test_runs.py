@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from helpers import files, infotext, runs
+from helpers import files, runs
+from helpers.metadata import infotext
 
 NOW = datetime(2024, 3, 5, 7, 8, 9)
 SETTINGS = json.dumps({"prompt": "desert:50 | snow:25", "seed": 1, "size": [64, 48]})

@@ -120,8 +120,9 @@ def test_brownian_noise_is_reproducible_per_seed_and_unit_variance():
 def test_a_hires_run_doubles_the_size_and_says_so_in_the_infotext(tiny_models, tmp_path):
     from PIL import Image
 
-    from helpers import infotext, runs
+    from helpers import runs
     from helpers.diffusion import generate
+    from helpers.metadata import infotext
     from helpers.settings import DiffusionSettings
 
     base = {"prompt": "a red cube", "model": "test-tiny-sd", "width": 32, "height": 32,

@@ -11,6 +11,7 @@ one ("leading" timestep spacing): the web UI ignores the config's spacing, and s
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 import types
@@ -24,7 +25,9 @@ from helpers.diffusion.families import FAMILIES
 from helpers.diffusion.samplers import SAMPLERS, SCHEDULE_NAMES, get_sampler, schedule_of
 from helpers.settings import DiffusionSettings
 
-K_SAMPLERS = sorted(name for name, s in SAMPLERS.items() if s.kind == "k")
+# Restart is the web UI's own sampler (sd_samplers_extra), not k-diffusion's: its golden values
+# are in test_samplers_extra.py
+K_SAMPLERS = sorted(name for name, s in SAMPLERS.items() if s.kind == "k" and name != "Restart")
 SCHEDULES = [s for s in SCHEDULE_NAMES]
 SIZE, STEPS, CFG, SEED = 32, 5, 6.0, 1234
 SD15 = {"_class_name": "PNDMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
@@ -142,6 +145,19 @@ def web_ui_sigmas(kd, denoiser, schedule: str, n: int) -> torch.Tensor:
     raise AssertionError(schedule)
 
 
+def web_ui_range(function, denoiser, sigmas: torch.Tensor, img2img: bool) -> dict:
+    """What the web UI gives DPM fast and DPM adaptive instead of sigmas (the keywords their
+    functions take): txt2img the model's sigma range and the step count, img2img the range and
+    length of the kept schedule."""
+    if img2img:
+        found = {"sigma_min": sigmas[-2], "sigma_max": sigmas[0], "n": len(sigmas) - 1}
+    else:
+        found = {"sigma_min": denoiser.sigmas[0].item(), "sigma_max": denoiser.sigmas[-1].item(),
+                 "n": len(sigmas) - 1}
+    accepted = inspect.signature(function).parameters
+    return {k: v for k, v in found.items() if k in accepted}
+
+
 def reference_image(kd, pipe, sides, sampler: str, schedule: str) -> np.ndarray:
     """The web UI's image: its noise, sigmas, sampler and guidance (txt2img, batch of one)."""
     found = get_sampler(sampler)
@@ -164,7 +180,11 @@ def reference_image(kd, pipe, sides, sampler: str, schedule: str) -> np.ndarray:
     cond, uncond = sides
     model = web_ui_cfg(denoiser, cond.embeds, uncond.embeds, CFG)
     with torch.no_grad():
-        latents = function(model, x, sigmas, disable=True, **kwargs)
+        if found.sigma_range:
+            latents = function(model, x, disable=True, **kwargs,
+                               **web_ui_range(function, denoiser, sigmas, False))
+        else:
+            latents = function(model, x, sigmas, disable=True, **kwargs)
     return pixels(pipe, latents)
 
 
@@ -175,11 +195,12 @@ def pixels(pipe, latents) -> np.ndarray:
 
 
 def our_image(pipe, sides, sampler: str, schedule: str, config: dict) -> np.ndarray:
-    from helpers.diffusion.sampling.pipeline import generate
+    from helpers.diffusion.guidance import Conditioning
+    from helpers.diffusion.sampling.pipeline import generate_batch
 
     settings = DiffusionSettings(prompt="x", sampler=sampler, schedule=schedule, steps=STEPS,
                                  cfg_scale=CFG, width=SIZE, height=SIZE, seed=SEED)
-    image = generate(pipe, FAMILIES["sd"], settings, *sides, [SEED])[0]
+    image = generate_batch(pipe, FAMILIES["sd"], settings, Conditioning.fixed(*sides), [SEED])[0]
     return np.asarray(image).astype(int)
 
 
@@ -243,11 +264,12 @@ def test_the_karras_sigmas_start_at_the_models_full_sigma_max(kd, pipe):
     assert math.isclose(float(ours[0]), 14.6146, rel_tol=1e-4)  # not the 11.03 of "leading"
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M"])
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM fast"])
 def test_the_hires_fix_is_the_web_uis_second_pass(kd, pipe, sides, sampler):
     """First pass, latents upscaled bilinear, then img2img of `Hires steps` steps of a longer
     schedule, with fresh noise from the same seed at the new size."""
-    from helpers.diffusion.sampling.pipeline import generate
+    from helpers.diffusion.guidance import Conditioning
+    from helpers.diffusion.sampling.pipeline import generate_batch
 
     pipe.scheduler = type(pipe.scheduler).from_config(SD15)
     found = get_sampler(sampler)
@@ -255,13 +277,16 @@ def test_the_hires_fix_is_the_web_uis_second_pass(kd, pipe, sides, sampler):
     cond, uncond = sides
     model = web_ui_cfg(denoiser, cond.embeds, uncond.embeds, CFG)
 
-    def run(x, sigmas, generator, shape):
-        kwargs = {}
+    def run(x, sigmas, generator, shape, img2img=False):
+        kwargs = dict(found.options)
         if found.ancestral:
             kwargs["noise_sampler"] = lambda s, sn: torch.randn(shape, generator=generator)[None]
+        function = getattr(kd.sampling, f"sample_{found.function}")
         with torch.no_grad():
-            return getattr(kd.sampling, f"sample_{found.function}")(
-                model, x, sigmas, disable=True, **kwargs)
+            if found.sigma_range:
+                return function(model, x, disable=True, **kwargs,
+                                **web_ui_range(function, denoiser, sigmas, img2img))
+            return function(model, x, sigmas, disable=True, **kwargs)
 
     small, big = (4, SIZE // 8, SIZE // 8), (4, SIZE // 4, SIZE // 4)
     sigmas = web_ui_sigmas(kd, denoiser, schedule_of(sampler, "Automatic"), STEPS)
@@ -276,10 +301,11 @@ def test_the_hires_fix_is_the_web_uis_second_pass(kd, pipe, sides, sampler):
     tail = longer[total - (hires_steps - 1) - 1:]
     generator = torch.Generator().manual_seed(SEED)
     theirs = pixels(pipe, run(upscaled + torch.randn(big, generator=generator)[None] * tail[0],
-                              tail, generator, big))
+                              tail, generator, big, img2img=True))
     settings = DiffusionSettings(prompt="x", sampler=sampler, steps=STEPS, cfg_scale=CFG,
                                  width=SIZE, height=SIZE, seed=SEED, hires_scale=2,
                                  hires_steps=hires_steps, hires_strength=strength)
-    ours = np.asarray(generate(pipe, FAMILIES["sd"], settings, *sides, [SEED])[0]).astype(int)
+    made = generate_batch(pipe, FAMILIES["sd"], settings, Conditioning.fixed(*sides), [SEED])
+    ours = np.asarray(made[0]).astype(int)
     assert ours.shape == (2 * SIZE, 2 * SIZE, 3)
     assert int(np.abs(ours - theirs).max()) <= 2

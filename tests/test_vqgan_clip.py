@@ -12,8 +12,9 @@ import torch
 from common import frames_by_step, quiet
 from PIL import Image
 
-from helpers import infotext, runs
+from helpers import runs
 from helpers.cli import main
+from helpers.metadata import infotext
 from helpers.precision import autocast_dtype
 from helpers.settings import VQGANClipSettings
 from helpers.vqgan_clip import check_inputs, generate, load_models, run

@@ -22,7 +22,7 @@ import pytest
 from common import png_bytes
 
 from helpers import runs
-from helpers.infotext import format_infotext
+from helpers.metadata.infotext import format_infotext
 from helpers.settings import (
     MAX_SEED,
     DiffusionSettings,

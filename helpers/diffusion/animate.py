@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from helpers.diffusion.conditioning import Encoded, encode_plan, match_lengths, plan_prompts
+from helpers.diffusion.conditioning import Encoded, encode_plans
 from helpers.diffusion.frames import frame_seed, prompt_at, walk_keyframes
-from helpers.diffusion.loading import Loaded, run_pipeline
-from helpers.diffusion.loop import Generated, OnStep, call_pipeline, step_callback
+from helpers.diffusion.guidance import Conditioning
+from helpers.diffusion.loading import Loaded, pipeline_for
+from helpers.diffusion.loop import Generated, OnStep, call_pipeline, conditioning_of, step_callback
+from helpers.diffusion.prompt_syntax import EncoderPrompts
 from helpers.settings import DiffusionSettings
 from helpers.settings.base import MOTION
 
@@ -29,21 +31,24 @@ LoadFrame = Callable[[int], Any]  # 1-based frame index -> the saved PIL image
 
 def run_animation(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
                   on_step: OnStep | None = None, skip: set[int] | frozenset[int] = frozenset(),
-                  load_frame: LoadFrame | None = None) -> Iterator[Generated]:
-    """Make the animation's frames; frames (1-based) in `skip` are on disk already."""
+                  load_frame: LoadFrame | None = None,
+                  prompts: EncoderPrompts | None = None) -> Iterator[Generated]:
+    """Make the animation's frames; frames (1-based) in `skip` are on disk already (`prompts`:
+    what the text encoders get, else the settings' prompts as written)."""
     makers = {"walk": _walk, "2d": _two_d, "video": _video}
-    yield from makers[settings.animate](settings, loaded, init_image, on_step, skip, load_frame)
+    prompts = prompts or EncoderPrompts.written(settings)
+    yield from makers[settings.animate](settings, loaded, init_image, on_step, skip, load_frame,
+                                        prompts)
 
 
 # --- walk ------------------------------------------------------------------------------------
 
 
-def _walk(settings, loaded, _init, on_step, skip, _load) -> Iterator[Generated]:
-    pipe = run_pipeline(loaded, settings.sampler)
-    keys = walk_keyframes(settings)
-    sides = [encode_plan(pipe, plan_prompts(k.prompt, settings.negative_prompt, "blend"),
-                         settings.clip_skip) for k in keys]
-    match_lengths(pipe, settings.clip_skip, *(side for pair in sides for side in pair))
+def _walk(settings, loaded, _init, on_step, skip, _load, prompts) -> Iterator[Generated]:
+    pipe = pipeline_for(loaded, settings.sampler)
+    keys = walk_keyframes(settings, prompts)
+    sides = encode_plans(pipe, [prompts.plan(k.prompt, "blend") for k in keys],
+                         settings.clip_skip)
     noises = [_start_noise(pipe, settings, k.seed, sides[0][0].embeds.dtype) for k in keys]
     for frame in range(keys[-1].frame + 1):
         if frame + 1 in skip:
@@ -55,8 +60,9 @@ def _walk(settings, loaded, _init, on_step, skip, _load) -> Iterator[Generated]:
         latents = _slerp(noises[a], noises[b], u)
         seed = keys[a].seed
         extra = {"latents": latents, "generator": [_drawn(pipe, settings, seed, latents)]}
-        images = call_pipeline(pipe, loaded.family, settings, (cond, sides[a][1], False),
-                               [seed], None, _callback(frame, on_step), extra)
+        images = call_pipeline(pipe, loaded.family, settings,
+                               Conditioning.fixed(cond, sides[a][1]), [seed], None,
+                               _callback(frame, on_step), extra)
         yield Generated(frame + 1, seed, images[0])
 
 
@@ -103,7 +109,8 @@ def _callback(frame: int, on_step: OnStep | None):
 # --- 2d --------------------------------------------------------------------------------------
 
 
-def _two_d(settings, loaded, init_image, on_step, skip, load_frame) -> Iterator[Generated]:
+def _two_d(settings, loaded, init_image, on_step, skip, load_frame,
+           prompts) -> Iterator[Generated]:
     import torch
 
     from helpers.animation import schedule_values
@@ -115,7 +122,7 @@ def _two_d(settings, loaded, init_image, on_step, skip, load_frame) -> Iterator[
     strength = strength_at(settings)
     done = len([i for i in skip if i <= frames])  # frames are saved in order: 1..done
     first, prev = (load_frame(1), load_frame(done)) if done else (None, None)
-    pipes = _Pipes(loaded, settings)
+    pipes = _Pipes(loaded, settings, prompts)
     for frame in range(done, frames):
         seed = frame_seed(settings, frame)
         start = init_image
@@ -141,14 +148,15 @@ def strength_at(settings: DiffusionSettings) -> Callable[[int], float]:
 
 
 class _Pipes:
-    """txt2img and img2img pipelines of a run, made when first needed."""
+    """txt2img and img2img pipelines of a run, made when first needed, and its prompts."""
 
-    def __init__(self, loaded: Loaded, settings: DiffusionSettings):
+    def __init__(self, loaded: Loaded, settings: DiffusionSettings, prompts: EncoderPrompts):
         self.loaded, self.settings, self.made = loaded, settings, {}
+        self.prompts = prompts
 
     def get(self, img2img: bool):
         if img2img not in self.made:
-            self.made[img2img] = run_pipeline(self.loaded, self.settings.sampler, img2img)
+            self.made[img2img] = pipeline_for(self.loaded, self.settings.sampler, img2img)
         return self.made[img2img]
 
 
@@ -157,22 +165,22 @@ def _draw(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, ima
     """One frame: txt2img without an image, else img2img at `strength`, prompt of the frame."""
     pipe = pipes.get(image is not None)
     frame_settings = settings.replace(strength=strength)
-    plan = plan_prompts(prompt_at(settings, frame), settings.negative_prompt,
-                        settings.prompt_mode)
-    cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
-    wrap = plan.composed or cond.length is not None or uncond.length is not None
-    return call_pipeline(pipe, pipes.loaded.family, frame_settings, (cond, uncond, wrap),
-                         [seed], image, _callback(frame, on_step))[0]
+    plan = pipes.prompts.plan(prompt_at(settings, frame, pipes.prompts))
+    first, hires = conditioning_of(pipe, plan, frame_settings, pipes.loaded.family,
+                                   image is not None)
+    return call_pipeline(pipe, pipes.loaded.family, frame_settings, first, [seed], image,
+                         _callback(frame, on_step), hires=hires)[0]
 
 
 # --- video input -----------------------------------------------------------------------------
 
 
-def _video(settings, loaded, _init, on_step, skip, load_frame) -> Iterator[Generated]:
+def _video(settings, loaded, _init, on_step, skip, load_frame,
+           prompts) -> Iterator[Generated]:
     from helpers.motion import match_colors, to_pil, to_tensor
 
     strength = strength_at(settings)
-    pipes = _Pipes(loaded, settings)
+    pipes = _Pipes(loaded, settings, prompts)
     first = load_frame(1) if 1 in skip else None
     for frame, source in enumerate(video_frames(settings)):
         if frame + 1 in skip:

@@ -164,11 +164,25 @@ def check_animation(settings: DiffusionSettings) -> None:
     from helpers.diffusion.frames import walk_keyframes
 
     if settings.animate == "walk":
-        walk_keyframes(settings)
+        check_walk_prompts(settings, walk_keyframes(settings))
     frames = settings.frames
     if settings.animate == "video":
         frames = min(frames or MAX_FRAMES, check_video(settings.init_video))
     check_schedules(settings, frames)
+
+
+def check_walk_prompts(settings: DiffusionSettings, keys: list) -> None:
+    """A walk blends one embedding per keyframe: no text may change during sampling there."""
+    from helpers.diffusion.prompt_schedule import is_scheduled
+
+    field = "prompt_schedule" if settings.prompt_schedule.strip() else "prompt"
+    texts = [(field, f"keyframe {k.frame}", k.prompt) for k in keys]
+    texts.append(("negative_prompt", "the negative prompt", settings.negative_prompt))
+    for name, where, text in texts:
+        if is_scheduled(text):
+            raise ValueError(f"{name}: {where} uses prompt editing or alternation ([a:b:when], "
+                             "[a|b]), which a walk cannot blend (it blends one embedding per "
+                             "keyframe); use it in images, 2d or video animations")
 
 
 def check_schedules(settings: DiffusionSettings, frames: int) -> None:

@@ -19,26 +19,25 @@ it becomes embeddings as in AUTOMATIC1111/stable-diffusion-webui (modules/sd_hij
   (the web UI's `stack_conds` for AND parts). The shorter side is padded with the empty prompt's
   chunk (zeros where SDXL's unconditional is zeros) and `Encoded.length` keeps its own length.
   The web UI (by default) evaluates each side at its own length; masking the padding out of
-  cross-attention gives the same numbers (`ComposedUNet` does). Unmasked - the plain pipeline
-  path - the numbers are those of the web UI's "Pad prompt/negative prompt" option.
-- Composable (Liu et al. 2022, "Compositional Visual Generation with Composable Diffusion
-  Models", arXiv:2206.01714): `ComposedUNet` replaces the UNet's forward during a pipeline call;
-  from the pipeline's [uncond, cond] batch it evaluates every piece in ONE batched UNet call and
-  returns [uncond, uncond + sum_i w_i (cond_i - uncond)], so the pipeline's own guidance gives
-  uncond + cfg * sum_i w_i (cond_i - uncond) (AND weights are not normalised). The unconditional
-  side's pieces (weights summing to 1) are averaged: by prediction when composable, by
+  cross-attention gives the same numbers (`helpers.diffusion.guidance` does). Unmasked - the
+  plain pipeline path - the numbers are those of the web UI's "Pad prompt/negative prompt"
+  option.
+- Pieces are combined by prediction (`helpers.diffusion.guidance`) when composable, by
   embedding in blend mode, where each AND part's pieces are blended into one embedding.
+- Prompt editing and alternation (`encode_schedule`): each piece's text at every switch step
+  of the web UI's schedule (`prompt_schedule`), encoded once per distinct text, every stretch
+  padded to one length.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from helpers.diffusion.families import pipeline_family
+from helpers.diffusion.guidance import Conditioning
 from helpers.diffusion.prompt_syntax import (
     BREAK_SEGMENT,
     CHUNK,
@@ -54,9 +53,9 @@ from helpers.diffusion.prompt_syntax import (
     positive_pieces,
 )
 
-__all__ = ["ComposedUNet", "Encoded", "Piece", "PromptPlan", "composed_unet", "encode_plan",
-           "encode_side", "encode_text", "match_lengths", "negative_pieces", "plan_prompts",
-           "positive_pieces", "prompt_chunks", "text_encoders"]
+__all__ = ["Conditioning", "Encoded", "Piece", "PromptPlan", "encode_plan", "encode_plans",
+           "encode_schedule", "encode_side", "encode_text", "match_lengths", "negative_pieces",
+           "plan_prompts", "positive_pieces", "prompt_chunks", "text_encoders"]
 
 log = logging.getLogger(__name__)
 Chunk = tuple[list[int], list[float]]  # 77 token ids and their emphasis multipliers
@@ -126,21 +125,23 @@ def prompt_chunks(tokenizer, text: str) -> list[Chunk]:
 
 
 def text_encoders(pipe) -> list[tuple[Any, Any]]:
-    """The pipeline's (tokenizer, text encoder) pairs: the first, then SDXL's second if any."""
-    pairs = [(pipe.tokenizer, pipe.text_encoder)]
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
-    return pairs
+    """The pipeline's (tokenizer, text encoder) pairs, in its family record's order."""
+    return [(tokenizer, encoder) for tokenizer, encoder, _ in _encoders(pipe)]
 
 
 def _encoders(pipe) -> list[tuple[Any, Any, str]]:
-    """(tokenizer, text encoder, clip-skip rule) of each CLIP encoder of the pipeline."""
-    if hasattr(pipe, "text_encoder_2"):
-        named = zip(text_encoders(pipe), ("sdxl-l", "sdxl-g"), strict=False)
-        return [(tokenizer, encoder, rule) for (tokenizer, encoder), rule in named
-                if encoder is not None]
-    open_clip = getattr(pipe.text_encoder.config, "hidden_act", "") == "gelu"
-    return [(pipe.tokenizer, pipe.text_encoder, "sd2" if open_clip else "sd1")]
+    """(tokenizer, text encoder, clip-skip rule) of each text encoder the pipeline has."""
+    found = []
+    for te in pipeline_family(pipe).text_encoders:
+        encoder = getattr(pipe, te.encoder, None)
+        if encoder is None:  # an SDXL refiner has no first encoder
+            continue
+        rule = te.rule
+        if rule == "clip":
+            open_clip = getattr(encoder.config, "hidden_act", "") == "gelu"
+            rule = "sd2" if open_clip else "sd1"
+        found.append((getattr(pipe, te.tokenizer), encoder, rule))
+    return found
 
 
 def _clip_hidden(encoder, ids, clip_skip: int, rule: str) -> tuple[Any, Any]:
@@ -192,24 +193,26 @@ def _encode_clip(pipe, text: str, clip_skip: int) -> tuple[Any, Any]:
     return torch.cat(hidden, dim=-1), pooled
 
 
-def _encode_bert(pipe, text: str) -> tuple[Any, Any]:
+def _encode_bert(encoder: tuple[Any, Any, str], text: str) -> tuple[Any, Any]:
     """LDM's BERT: one 77-token sequence, as LDMTextToImagePipeline encodes it."""
+    tokenizer, bert, _ = encoder
     plain = plain_text(text)
     if plain != text:
         log.warning("the latent-diffusion model's BERT encoder has no emphasis or BREAK; "
                     "it reads %r", plain)
-    tokens = pipe.tokenizer(plain, padding="max_length", max_length=77, truncation=True,
-                            return_tensors="pt")
-    if len(pipe.tokenizer(plain).input_ids) > 77:
+    tokens = tokenizer(plain, padding="max_length", max_length=77, truncation=True,
+                       return_tensors="pt")
+    if len(tokenizer(plain).input_ids) > 77:
         log.warning("prompt piece %r is longer than 77 tokens: the latent-diffusion model's "
                     "BERT encoder reads only the first 77", plain)
-    return pipe.bert(tokens.input_ids.to(pipe.bert.device))[0], None
+    return bert(tokens.input_ids.to(bert.device))[0], None
 
 
 def encode_text(pipe, text: str, clip_skip: int = 1) -> tuple[Any, Any]:
     """Embeddings (1, L, D) and pooled embedding (SDXL, else None) of one piece's text."""
-    if hasattr(pipe, "bert"):
-        return _encode_bert(pipe, text)
+    encoders = _encoders(pipe)
+    if encoders[0][2] == "bert":
+        return _encode_bert(encoders[0], text)
     return _encode_clip(pipe, text, clip_skip)
 
 
@@ -237,15 +240,17 @@ def _stacked(embeds: list):
                       for e in embeds])
 
 
-def encode_side(pipe, pieces: tuple[Piece, ...], clip_skip: int, zeros_like=None) -> Encoded:
-    """Encode the pieces of one side; `zeros_like` (for an empty side) gives SDXL's zeros."""
+def encode_side(pipe, pieces: tuple[Piece, ...], clip_skip: int, zeros_like=None,
+                encoded: dict[str, tuple[Any, Any]] | None = None) -> Encoded:
+    """Encode the pieces of one side; `zeros_like` (for an empty side) gives SDXL's zeros;
+    `encoded`: texts already encoded (filled in)."""
     import torch
 
     if not pieces and zeros_like is not None:
         pooled = None if zeros_like.pooled is None else torch.zeros_like(zeros_like.pooled[:1])
         return Encoded(torch.zeros_like(zeros_like.embeds[:1]), pooled, torch.ones(1))
     pieces = pieces or (("", 1.0),)
-    encoded: dict[str, tuple[Any, Any]] = {}
+    encoded = {} if encoded is None else encoded
     for text, _ in pieces:
         if text not in encoded:
             encoded[text] = encode_text(pipe, text, clip_skip)
@@ -278,131 +283,45 @@ def encode_plan(pipe, plan: PromptPlan, clip_skip: int = 1) -> tuple[Encoded, En
 
     An empty unconditional side is the empty prompt, or zeros where the pipeline's config
     says so (SDXL's `force_zeros_for_empty_prompt`), as a plain diffusers call would do.
+    The texts are taken as they are (no prompt editing: `encode_schedule` resolves it).
     """
+    return encode_plans(pipe, [plan], clip_skip)[0]
+
+
+def encode_plans(pipe, plans: list[PromptPlan],
+                 clip_skip: int = 1) -> list[tuple[Encoded, Encoded]]:
+    """(cond, uncond) of each plan, all padded to one length, each text encoded once."""
     import torch
 
+    encoded: dict[str, tuple[Any, Any]] = {}
+    zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+    sides = []
     with torch.no_grad():
-        cond = encode_side(pipe, plan.positive, clip_skip)
-        zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", False)
-        uncond = encode_side(pipe, plan.negative, clip_skip, cond if zeros else None)
-        match_lengths(pipe, clip_skip, cond, uncond)
-    if plan.mode == "blend":
-        cond, uncond = cond.blended(plan.parts), uncond.blended()
-    return cond, uncond
+        for plan in plans:
+            cond = encode_side(pipe, plan.positive, clip_skip, None, encoded)
+            uncond = encode_side(pipe, plan.negative, clip_skip, cond if zeros else None, encoded)
+            sides.append((cond, uncond))
+        match_lengths(pipe, clip_skip, *(side for pair in sides for side in pair))
+    return [(c.blended(plan.parts), u.blended()) if plan.mode == "blend" else (c, u)
+            for plan, (c, u) in zip(plans, sides, strict=True)]
 
 
-# --- composable: one batched UNet call for all pieces ------------------------------------------
+def encode_schedule(pipe, plan: PromptPlan, clip_skip: int = 1, steps: int = 1,
+                    hires_steps: int | None = None) -> Conditioning:
+    """The plan's conditioning over a sampler run of `steps` model evaluations (the hires pass:
+    `steps` of the first pass and `hires_steps` of its own), with prompt editing and
+    alternation as the web UI schedules them: a stretch per switch step of any piece."""
+    from helpers.diffusion.prompt_schedule import schedule, text_at
 
-
-class ComposedUNet:
-    """A UNet forward that evaluates every piece of both sides in one batched call.
-
-    Called like the UNet with the pipeline's batch, [uncond (B), cond (B)] under guidance or
-    [cond (B)] without. Each image's latents are repeated once per piece, each piece's
-    embeddings once per image (with a cross-attention mask where a side is padded); the
-    predictions are combined per side: u = sum_j v_j uncond_j and c = u + sum_i w_i (cond_i - u),
-    and [u, c] (or c alone) is returned in the form the UNet returns. Without guidance u is
-    evaluated only when the weights w do not sum to 1. The pipeline's own encoder states are
-    ignored: the pieces are ours.
-    """
-
-    def __init__(self, forward, cond: Encoded, uncond: Encoded, images: int):
-        self.forward = forward  # the UNet's own forward (with any offload hooks)
-        self.cond = cond
-        self.uncond = uncond
-        self.images = images  # B: images per pipeline call
-        self.unit = abs(float(cond.weights.sum()) - 1) < 1e-6  # cond weights sum to 1
-
-    def _sides(self, n: int) -> list[tuple[Encoded, slice]]:
-        b = self.images
-        if n == 2 * b:
-            return [(self.uncond, slice(0, b)), (self.cond, slice(b, 2 * b))]
-        if n == b:
-            own = [(self.cond, slice(0, b))]
-            return own if self.unit else [(self.uncond, slice(0, b)), *own]
-        raise RuntimeError(f"composable prompts: UNet batch {n} is neither {b} nor {2 * b}")
-
-    def __call__(self, sample, timestep, encoder_hidden_states=None, **kwargs):
-        import torch
-
-        n, b = sample.shape[0], self.images
-        sides = self._sides(n)
-        states = torch.cat([s.embeds.to(sample.device, sample.dtype).repeat_interleave(b, 0)
-                            for s, _ in sides])
-        added = dict(kwargs.pop("added_cond_kwargs", None) or {})
-        if "text_embeds" in added and sides[0][0].pooled is not None:
-            added["text_embeds"] = torch.cat(
-                [s.pooled.to(sample.device, added["text_embeds"].dtype).repeat_interleave(b, 0)
-                 for s, _ in sides])
-        expand = _expander(n, sides)
-        kwargs = {k: expand(v) for k, v in kwargs.items()}
-        if added:
-            kwargs["added_cond_kwargs"] = {k: v if k == "text_embeds" else expand(v)
-                                           for k, v in added.items()}
-        mask = _attention_mask(sides, b)
-        if mask is not None:
-            kwargs["encoder_attention_mask"] = mask.to(sample.device)
-        out = self.forward(expand(sample), expand(timestep), encoder_hidden_states=states,
-                           **kwargs)
-        noise = out[0] if isinstance(out, tuple) else out.sample
-        combined = _combine(noise, sides, b)
-        if not self.unit:  # c = u + sum_i w_i (cond_i - u) = sum_i w_i cond_i + (1 - W) u
-            total = self.cond.weights.sum().to(noise.device, noise.dtype)
-            combined[-1] = combined[-1] + (1 - total) * combined[0]
-            combined = combined if n == 2 * b else combined[1:]
-        combined = torch.cat(combined)
-        return (combined,) if isinstance(out, tuple) else type(out)(sample=combined)
-
-
-def _expander(n: int, sides: list[tuple[Encoded, slice]]):
-    """A function repeating each side's part of a per-sample tensor once per piece."""
-    import torch
-
-    def expand(value):
-        if not (torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == n):
-            return value  # a scalar timestep, a flag, a per-call tensor
-        reps = [value[part].repeat(side.embeds.shape[0], *([1] * (value.ndim - 1)))
-                for side, part in sides]
-        return torch.cat(reps)
-
-    return expand
-
-
-def _attention_mask(sides: list[tuple[Encoded, slice]], b: int) -> Any:
-    """The cross-attention mask of the batch, in its row order; None when nothing is padded."""
-    import torch
-
-    masks = [side.attention_mask() for side, _ in sides]
-    if all(m is None for m in masks):
-        return None
-    rows = [torch.ones(side.embeds.shape[:2], dtype=torch.bool, device=side.embeds.device)
-            if m is None else m for (side, _), m in zip(sides, masks, strict=True)]
-    return torch.cat([r.repeat_interleave(b, 0) for r in rows])
-
-
-def _combine(noise, sides: list[tuple[Encoded, slice]], b: int) -> list:
-    """Per side, the weighted sum of the pieces' predictions: (B, ...) each."""
-    result, start = [], 0
-    for side, _ in sides:
-        k = side.embeds.shape[0]
-        part = noise[start:start + k * b].reshape(k, b, *noise.shape[1:])
-        weights = side.weights.to(noise.device, noise.dtype).view(k, *([1] * (noise.ndim)))
-        result.append(part[0] if k == 1 and float(side.weights[0]) == 1 else
-                      (weights * part).sum(0))
-        start += k * b
-    return result
-
-
-@contextmanager
-def composed_unet(unet, cond: Encoded, uncond: Encoded, images: int) -> Iterator[ComposedUNet]:
-    """Within the block, calling `unet` runs a `ComposedUNet`; its forward is restored after."""
-    own = vars(unet).get("forward")  # an instance-level forward (accelerate's offload hooks)
-    wrapper = ComposedUNet(unet.forward, cond, uncond, images)
-    unet.forward = wrapper
-    try:
-        yield wrapper
-    finally:
-        if own is not None:
-            unet.forward = own
-        else:
-            del unet.forward
+    pieces = (*plan.positive, *plan.negative)
+    schedules = [schedule(text, steps, hires_steps) for text, _ in pieces]
+    ends = sorted({end for entries in schedules for end, _ in entries})
+    plans = []
+    for end in ends:
+        texts = [text_at(entries, end) for entries in schedules]
+        positive = tuple(zip(texts, (w for _, w in plan.positive), strict=False))
+        negative = tuple(zip(texts[len(plan.positive):], (w for _, w in plan.negative),
+                             strict=True))
+        plans.append(replace(plan, positive=positive, negative=negative))
+    encoded = encode_plans(pipe, plans, clip_skip)
+    return Conditioning(tuple((end, *pair) for end, pair in zip(ends, encoded, strict=True)))

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from helpers.diffusion.prompt_syntax import EncoderPrompts
 from helpers.files import load_json
 from helpers.reporting import Log, logger_level
 from helpers.settings import DiffusionSettings
@@ -301,15 +302,14 @@ def infotext_hashes(settings: DiffusionSettings,
 
 @contextlib.contextmanager
 def applied(pipe: Any, settings: DiffusionSettings, log: Log = print,
-            extras: list[Extra] | None = None) -> Iterator[DiffusionSettings]:
-    """Load the run's LoRAs and embeddings into `pipe` for the `with` block; yield the settings
-    whose prompts the text encoders are to get (tags out, multi-vector embeddings spelled as
-    diffusers' tokens). Everything is unloaded after, whatever happens in the block (`extras`:
-    what `check_extras` found for the settings, else it looks)."""
+            extras: list[Extra] | None = None) -> Iterator[EncoderPrompts]:
+    """Load the run's LoRAs and embeddings into `pipe` for the `with` block; yield the prompts
+    the text encoders are to get (tags out, multi-vector embeddings spelled as diffusers'
+    tokens); the settings are not changed. Everything is unloaded after, whatever happens in
+    the block (`extras`: what `check_extras` found for the settings, else it looks)."""
     extras = check_extras(settings) if extras is None else extras
     if not extras:
-        yield settings.replace(prompt=strip_tags(settings.prompt),
-                               prompt_schedule=strip_tags(settings.prompt_schedule))
+        yield _encoder_prompts(settings, {})
         return
     loras = [e for e in extras if e.kind == "lora"]
     had_adapters = _adapters(pipe)
@@ -325,7 +325,7 @@ def applied(pipe: Any, settings: DiffusionSettings, log: Log = print,
                     tokens.append((extra.name, _count(vectors)))
                     _load_embedding(pipe, extra, vectors)
         log(f"using {', '.join(f'{e.kind} {e.name}' for e in extras)}")
-        yield _encoded_settings(settings, dict(tokens))
+        yield _encoder_prompts(settings, dict(tokens))
     finally:
         _unload(pipe, loras, tokens, had_adapters)
         for encoder, size in sizes:
@@ -421,10 +421,11 @@ def _load_embedding(pipe: Any, extra: Extra, vectors: dict[str, Any]) -> None:
 
 def _encoders(pipe: Any) -> list[tuple[Any, Any, str]]:
     """(tokenizer, text encoder, key of its vectors in an SDXL embedding file)."""
-    from helpers.diffusion.conditioning import text_encoders
+    from helpers.diffusion.families import pipeline_family
 
-    named = zip(text_encoders(pipe), ("clip_l", "clip_g"), strict=False)
-    return [(tokenizer, encoder, key) for (tokenizer, encoder), key in named]
+    return [(getattr(pipe, te.tokenizer), getattr(pipe, te.encoder), te.embedding_key)
+            for te in pipeline_family(pipe).text_encoders
+            if getattr(pipe, te.encoder, None) is not None]
 
 
 def _count(vectors: dict[str, Any]) -> int:
@@ -459,9 +460,9 @@ def _is_vectors(value: Any) -> bool:
         value.numel() > 0
 
 
-def _encoded_settings(settings: DiffusionSettings, vectors: dict[str, int]) -> DiffusionSettings:
-    """The settings with tags out of the positive prompts and each multi-vector embedding's
-    name spelled as its tokens ("name name_1 name_2"), as diffusers' pipelines do."""
+def _encoder_prompts(settings: DiffusionSettings, vectors: dict[str, int]) -> EncoderPrompts:
+    """The prompts with tags out of the positive ones and each multi-vector embedding's name
+    spelled as its tokens ("name name_1 name_2"), as diffusers' pipelines do."""
     def spell(text: str) -> str:
         for name, count in vectors.items():
             if count > 1:
@@ -469,9 +470,8 @@ def _encoded_settings(settings: DiffusionSettings, vectors: dict[str, int]) -> D
                 text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", tokens, text)
         return text
 
-    return settings.replace(prompt=spell(strip_tags(settings.prompt)),
-                            prompt_schedule=spell(strip_tags(settings.prompt_schedule)),
-                            negative_prompt=spell(settings.negative_prompt))
+    return EncoderPrompts(spell(strip_tags(settings.prompt)), spell(settings.negative_prompt),
+                          spell(strip_tags(settings.prompt_schedule)), settings.prompt_mode)
 
 
 def _unload(pipe: Any, loras: list[Extra], tokens: list[tuple[str, int]],

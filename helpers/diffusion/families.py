@@ -25,6 +25,20 @@ _SDXL_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250),
 
 
 @dataclass(frozen=True)
+class TextEncoder:
+    """One text encoder of a family's pipelines: where it sits, how its layers are read."""
+
+    tokenizer: str  # the pipeline's attribute holding its tokenizer
+    encoder: str  # the pipeline's attribute holding the encoder
+    rule: str  # clip skip: "clip" (SD 1.x; SD 2.x's OpenCLIP, told by its activation, ignores
+    #            it), "sdxl-l" / "sdxl-g" (SDXL's two), "bert" (latent diffusion: no skip)
+    embedding_key: str = "clip_l"  # its vectors in a textual-inversion file with several
+
+
+_CLIP = (TextEncoder("tokenizer", "text_encoder", "clip"),)
+
+
+@dataclass(frozen=True)
 class Family:
     """What the engine knows of one model family."""
 
@@ -48,6 +62,7 @@ class Family:
     vae_override: bool = True  # another VAE can replace its own
     extras: bool = True  # LoRA and textual-inversion embeddings
     ays: str = "SD"  # which of NVIDIA's Align Your Steps tables fits it ("SD", "SDXL")
+    text_encoders: tuple[TextEncoder, ...] = _CLIP  # in the order their embeddings concatenate
     multiple: int = 8  # image sides are multiples of this (the VAE's downscaling)
 
     def rounded(self, side: int) -> int:
@@ -69,11 +84,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("sdxl", "SDXL", "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
            weights_fp16=7.0 * GB, unet_bytes_per_pixel=800, latent_rgb=_SDXL_RGB,
            single_files=(("xl_base", "stabilityai/stable-diffusion-xl-base-1.0"),),
-           pooled=True, size_conditioning=True, ays="SDXL"),
+           pooled=True, size_conditioning=True, ays="SDXL",
+           text_encoders=(TextEncoder("tokenizer", "text_encoder", "sdxl-l", "clip_l"),
+                          TextEncoder("tokenizer_2", "text_encoder_2", "sdxl-g", "clip_g"))),
     Family("ldm", "latent-diffusion (ldm)", "LDMTextToImagePipeline", None,
            weights_fp16=2.9 * GB, unet_bytes_per_pixel=1200, k_samplers=False,
            takes_embeddings=False, reports_steps=False, clip_skip=False, vae_override=False,
-           extras=False),
+           extras=False, text_encoders=(TextEncoder("tokenizer", "bert", "bert"),)),
 )}
 PIPELINE_FAMILIES = {cls: f.name for f in FAMILIES.values() for cls in f.pipelines}
 SINGLE_FILE_TYPES = {kind: (f.name, repo) for f in FAMILIES.values()
@@ -87,3 +104,11 @@ def family(name: str) -> Family:
     except KeyError:
         raise ValueError(f"model: unknown model family {name!r} (known: "
                          f"{', '.join(FAMILIES)})") from None
+
+
+def pipeline_family(pipe) -> Family:
+    """The record of a loaded pipeline's family, by its class (or a class it derives from)."""
+    for cls in type(pipe).__mro__:
+        if cls.__name__ in PIPELINE_FAMILIES:
+            return FAMILIES[PIPELINE_FAMILIES[cls.__name__]]
+    raise ValueError(f"model: {type(pipe).__name__} is no pipeline of a known family")

@@ -8,6 +8,7 @@ they live below all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from helpers.settings import MAX_SEED, DiffusionSettings, random_seed
 
@@ -38,26 +39,29 @@ class Keyframe:
     seed: int
 
 
-def prompt_at(settings: DiffusionSettings, frame: int) -> str:
-    """The prompt of a frame: the schedule's weights at that frame, or the prompt."""
-    if not settings.prompt_schedule.strip():
-        return settings.prompt
+def prompt_at(settings: DiffusionSettings, frame: int, texts: Any = None) -> str:
+    """The prompt of a frame: the schedule's weights at that frame, or the prompt (`texts`:
+    the prompts the encoders get, `EncoderPrompts`; else the settings' own)."""
+    texts = texts or settings
+    if not texts.prompt_schedule.strip():
+        return texts.prompt
     from helpers.animation import prompts_at_frame
     from helpers.prompts import format_prompts
 
-    return format_prompts(prompts_at_frame(settings.prompt_schedule, frame))
+    return format_prompts(prompts_at_frame(texts.prompt_schedule, frame))
 
 
-def walk_keyframes(settings: DiffusionSettings) -> list[Keyframe]:
+def walk_keyframes(settings: DiffusionSettings, texts: Any = None) -> list[Keyframe]:
     """The keyframes of a walk; the last one is at the last frame (added if the schedule ends
-    earlier, with the last prompt and the next seed)."""
+    earlier, with the last prompt and the next seed). `texts` as in `prompt_at`."""
     from helpers.prompts import format_prompts, parse_prompt_schedule
 
-    if settings.prompt_schedule.strip():
-        schedule = parse_prompt_schedule(settings.prompt_schedule)
+    texts = texts or settings
+    if texts.prompt_schedule.strip():
+        schedule = parse_prompt_schedule(texts.prompt_schedule)
         keys = [(frame, format_prompts(prompts)) for frame, prompts in sorted(schedule.items())]
     else:
-        keys = [(0, settings.prompt)]
+        keys = [(0, texts.prompt)]
     if keys[0][0] != 0:
         raise ValueError(f"prompt_schedule: a walk starts at a keyframe 0 (the first key is "
                          f"{keys[0][0]})")

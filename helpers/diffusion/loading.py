@@ -1,7 +1,7 @@
 """Diffusion, stage 2: the pipeline of a checked run, loaded once in its precision.
 
 The loaded pipeline is never changed by a run: each run makes its own pipeline object on the
-same components (`run_pipeline`, with its own scheduler) and its memory options are undone
+same components (`pipeline_for`, with its own scheduler) and its memory options are undone
 when it ends (`memory_options`), so the next run that reuses it starts from the same state.
 """
 
@@ -188,7 +188,7 @@ def _load_vae(spec: str, model_source: Path | None, dtype: Any, cache=None):
     raise FileNotFoundError(f"vae: {spec!r} is not an existing file or folder, or a Hub id")
 
 
-def run_pipeline(loaded: Loaded, sampler: str, img2img: bool = False):
+def pipeline_for(loaded: Loaded, sampler: str, img2img: bool = False):
     """A run's own pipeline on the loaded components (no copies): txt2img, or img2img, with a
     fresh scheduler for `sampler`, so the run never changes the loaded pipeline."""
     import diffusers

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.diffusion.conditioning import Encoded, composed_unet, encode_plan, plan_prompts
+from helpers.diffusion.conditioning import Encoded, PromptPlan, encode_schedule, plan_prompts
 from helpers.diffusion.families import Family
 from helpers.diffusion.frames import image_seeds
-from helpers.diffusion.loading import Loaded, run_pipeline
-from helpers.diffusion.samplers import runs_on_unet
+from helpers.diffusion.guidance import Conditioning, Guidance, composed_unet
+from helpers.diffusion.loading import Loaded, pipeline_for
+from helpers.diffusion.samplers import get_sampler, runs_on_unet
 from helpers.diffusion.sampling.vae import decode
 from helpers.settings import DiffusionSettings
 
@@ -36,15 +37,15 @@ class Generated:
 
 def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
         on_step: OnStep | None = None, pipe: Any = None,
-        skip: set[int] | frozenset[int] = frozenset()) -> Iterator[Generated]:
+        skip: set[int] | frozenset[int] = frozenset(),
+        plan: PromptPlan | None = None) -> Iterator[Generated]:
     """Generate the run's images batch by batch (txt2img, or img2img with `init_image`);
-    batches whose images (1-based indices) are all in `skip` are not made."""
-    pipe = pipe if pipe is not None else run_pipeline(loaded, settings.sampler,
+    batches whose images (1-based indices) are all in `skip` are not made. `plan`: what the
+    text encoders get (`extras.applied` makes it), else the settings' prompts as written."""
+    pipe = pipe if pipe is not None else pipeline_for(loaded, settings.sampler,
                                                       init_image is not None)
-    plan = plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
-    cond, uncond = encode_plan(pipe, plan, settings.clip_skip)
-    wrap = plan.composed or not loaded.family.takes_embeddings or cond.length is not None \
-        or uncond.length is not None  # lengths: pieces of different lengths, masked
+    plan = plan or plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
+    first, hires = conditioning_of(pipe, plan, settings, loaded.family, init_image is not None)
     seeds = image_seeds(settings)
     size = settings.batch_size
     for batch in range(settings.batch_count):
@@ -53,10 +54,26 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
             continue
         batch_seeds = seeds[batch * size:(batch + 1) * size]
         callback = step_callback(batch, on_step) if on_step else None
-        images = call_pipeline(pipe, loaded.family, settings, (cond, uncond, wrap), batch_seeds,
-                       init_image, callback)
+        images = call_pipeline(pipe, loaded.family, settings, first, batch_seeds, init_image,
+                               callback, hires=hires)
         for k, image in enumerate(images):
             yield Generated(indices[k], batch_seeds[k], image)
+
+
+def conditioning_of(pipe, plan: PromptPlan, settings: DiffusionSettings, family: Family,
+                    img2img: bool = False) -> tuple[Conditioning, Conditioning | None]:
+    """The plan's conditioning for the first pass and, with the hires fix, for its pass.
+
+    Prompt editing counts model evaluations as the web UI does: steps times the sampler's
+    evaluations per step (2 for second-order samplers), the hires pass after the first.
+    """
+    per_step = getattr(get_sampler(settings.sampler), "evaluations_per_step", 1)
+    total = settings.steps * per_step
+    first = encode_schedule(pipe, plan, settings.clip_skip, total)
+    if settings.hires_scale <= 1 or img2img or not runs_on_unet(settings.sampler, family):
+        return first, None
+    hires_total = (settings.hires_steps or settings.steps) * per_step
+    return first, encode_schedule(pipe, plan, settings.clip_skip, total, hires_total)
 
 
 def step_callback(batch: int, on_step: OnStep) -> Report:
@@ -74,27 +91,31 @@ def _diffusers_callback(report: Report):
     return callback
 
 
-def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditioning, seeds: list[int],
-                  init_image: Any, report: Report | None,
-                  extra: dict[str, Any] | None = None) -> list:
+def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditioning: Conditioning,
+                  seeds: list[int], init_image: Any, report: Report | None,
+                  extra: dict[str, Any] | None = None,
+                  hires: Conditioning | None = None) -> list:
     """One batch: a web-UI (k-diffusion) sampler in helpers.diffusion.sampling, or a diffusers
-    scheduler through the pipeline (`extra`: more pipeline arguments); returns PIL images."""
+    scheduler through the pipeline (`extra`: more pipeline arguments; `hires`: the hires pass's
+    conditioning, when it differs); returns PIL images."""
     import torch
 
-    cond, uncond, wrap = conditioning
     if runs_on_unet(settings.sampler, family):
-        from helpers.diffusion.sampling.pipeline import generate
+        from helpers.diffusion.sampling.pipeline import generate_batch
 
         start = (extra or {}).get("latents")
-        return generate(pipe, family, settings, cond, uncond, seeds, init_image, report, start)
+        return generate_batch(pipe, family, settings, conditioning, seeds, init_image, report,
+                              start, hires)
     callback = _diffusers_callback(report) if report else None
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.cfg_scale,
               "generator": generators, "output_type": "pil"}
+    wrap = not family.takes_embeddings or conditioning.composed or conditioning.scheduled \
+        or conditioning.padded  # padded: pieces of different lengths, masked
     if not family.takes_embeddings:  # the UNet is wrapped: the prompts are ours
         kwargs.update(prompt=[""] * len(seeds), height=settings.height, width=settings.width)
     else:
-        kwargs.update(_embeds(family, cond, uncond, wrap), num_images_per_prompt=len(seeds))
+        kwargs.update(_embeds(family, *conditioning.at(0)), num_images_per_prompt=len(seeds))
         kwargs.update(_image_args(family, settings, init_image))
         if callback:
             kwargs.update(callback_on_step_end=callback,
@@ -103,11 +124,12 @@ def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditionin
     with torch.no_grad():
         if not wrap:
             return pipe(**kwargs).images
-        with composed_unet(pipe.unet, cond, uncond, len(seeds)):
+        guidance = Guidance(conditioning, settings.cfg_scale)
+        with composed_unet(pipe.unet, guidance, len(seeds)):
             return pipe(**kwargs).images
 
 
-def _embeds(family: Family, cond: Encoded, uncond: Encoded, wrap: bool) -> dict[str, Any]:
+def _embeds(family: Family, cond: Encoded, uncond: Encoded) -> dict[str, Any]:
     """The pipeline's embedding arguments (the first piece's when the UNet is wrapped)."""
     kwargs = {"prompt_embeds": cond.embeds[:1], "negative_prompt_embeds": uncond.embeds[:1]}
     if family.pooled:

@@ -20,11 +20,17 @@ How the grammars compose (DESIGN §4), loosest first:
    `\\(` `\\)` `\\[` `\\]` `\\\\` are literal and a lone backslash is dropped, as there. Our
    escapes (`\\|` `\\:` `\\^`) are read first, then the web UI's; `\\\\` is left to the web UI, so
    a prompt pasted from it keeps its backslashes.
-The negative prompt has steps 2 and 3; `AND` is literal text there, as in the web UI.
-Not supported, with an error rather than a silent literal: prompt editing `[from:to:when]` and
-alternation `[a|b]` (both change the text during sampling). Deliberate differences: `BREAK`
-inside brackets still breaks (the web UI turns it into the word "BREAK" with a negative weight),
-and brackets open more than `MAX_NESTING` deep are an error (the work stays linear).
+4. Prompt editing `[from:to:when]` and alternation `[a|b]` (`prompt_schedule`): each piece's
+   text is scheduled over the sampler's steps as the web UI schedules a prompt, and every
+   stretch of steps is encoded with the rest of this grammar.
+The negative prompt has steps 2 to 4; `AND` is literal text there, as in the web UI. Its `|`
+(outside brackets) splits it into our pieces like the prompt's: their predictions are averaged
+by weight (`blurry | text:3`). The web UI would hand that `|` to CLIP as a character; a negative
+prompt pasted from it rarely holds one outside brackets, and escaped (`\\|`) it stays text.
+No text is dropped: a negative piece of weight 0 is an error, not left out.
+Deliberate differences: `BREAK` inside brackets still breaks (the web UI turns it into the word
+"BREAK" with a negative weight), and brackets open more than `MAX_NESTING` deep are an error
+(the work stays linear).
 
 Chunks (`chunk_tokens`): 75 tokens each; `BREAK` ends one; a chunk that fills up with a comma
 among its last 20 tokens ends after that comma and the rest moves on (the web UI's comma
@@ -40,7 +46,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from helpers.prompts import SHOWN_CHARS, Prompt, parse_prompts, shown
+from helpers.prompts import Prompt, parse_prompts, shown
 
 CHUNK = 75  # prompt tokens per chunk; with its start and end tokens CLIP reads 77
 COMMA_BACKTRACK = 20  # the web UI's default "Prompt word wrap length limit", in tokens
@@ -59,7 +65,6 @@ _BREAK = re.compile(r"\bBREAK\b")  # the spaces around it are stripped (`_split_
 # One token of the emphasis syntax: an escape (or a lone backslash), the `:weight)` that closes
 # a weighted group, a bracket, a run of text, or a colon that closes nothing.
 _EMPHASIS_TOKEN = re.compile(r"\\[()\[\]\\]?|:\s*([+-]?[.\d]+)\s*\)|[()\[\]]|[^\\()\[\]:]+|:")
-_EDIT_WHEN = re.compile(r":\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 _HIDDEN_BAR = "\ue000"  # stands for a `|` inside brackets while our grammar splits a text
 _KEPT_BACKSLASH = "\ue001"  # stands for `\\` while our grammar splits: the web UI reads it
 _OPENER = {")": "(", "]": "["}
@@ -156,37 +161,9 @@ def plain_text(text: str) -> str:
 
 
 def check_piece(text: str) -> None:
-    """Raise `ValueError` for what diffusion here cannot read: prompt editing, alternation, and
-    emphasis weights that are not numbers."""
+    """Raise `ValueError` for what diffusion here cannot read: emphasis weights that are not
+    numbers, brackets nested too deep."""
     parse_attention(text)
-    stack: list[list] = []  # [bracket, start, holds a `|` at its own level]
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char in "([":
-            stack.append([char, i, False])
-        elif char == "|" and stack:
-            stack[-1][2] = True
-        elif char in _OPENER and stack and stack[-1][0] == _OPENER[char]:
-            bracket, start, bar = stack.pop()
-            if bracket == "[":
-                _check_group(text[start:i + 1], bar)
-        i += 1
-
-
-def _check_group(whole: str, bar: bool) -> None:
-    group = whole if len(whole) <= SHOWN_CHARS else f"{whole[:SHOWN_CHARS - 3]}..."
-    if bar:
-        raise ValueError(f"{group} is the web UI's alternation (a different text at every "
-                         "step), which is not supported here; write one of the texts (or "
-                         "escape the brackets and bars, \\[a\\|b\\], to keep them as text)")
-    if _EDIT_WHEN.search(whole[1:-1]):
-        raise ValueError(f"{group} is the web UI's prompt editing [from:to:when] (the text "
-                         "changes during sampling), which is not supported here; write the text "
-                         "to use (or escape the brackets, \\[ \\], to keep them as text)")
 
 
 # --- chunks -------------------------------------------------------------------------------------
@@ -354,9 +331,10 @@ def _negative(negative_prompt: str, prompt: str) -> tuple[Piece, ...]:
         prompts = split_pieces(negative_prompt)
         _check_pieces(prompts)
         for number, p in enumerate(prompts, 1):
-            if p.weight < 0:
+            if p.weight <= 0:
                 raise ValueError(f"piece {number} {shown(p.text)} has weight {p.weight:g}; "
-                                 "negative prompt weights must be positive")
+                                 "negative prompt weights must be positive (a piece of weight 0 "
+                                 "would be dropped: leave it out instead)")
         pieces += [(p.text, p.weight) for p in prompts if p.weight > 0]
     if prompt.strip():
         pieces += [(p.text, -p.weight) for _, _, prompts in _parts(prompt) for p in prompts
@@ -387,3 +365,25 @@ def plan_prompts(prompt: str, negative_prompt: str = "", mode: str = "composable
         raise ValueError(f"prompt_mode: must be 'composable' or 'blend' (got {mode!r})")
     positive, parts = _positive(prompt)
     return PromptPlan(positive, negative_pieces(negative_prompt, prompt), mode, parts)
+
+
+@dataclass(frozen=True)
+class EncoderPrompts:
+    """The prompts as the text encoders get them (LoRA tags out, multi-vector embeddings spelled
+    as their tokens: `extras.applied`); the settings keep them as written, for the infotext."""
+
+    prompt: str
+    negative_prompt: str = ""
+    prompt_schedule: str = ""  # animations' keyframes
+    mode: str = "composable"
+
+    @classmethod
+    def written(cls, settings) -> EncoderPrompts:
+        """The settings' prompts as they are written."""
+        return cls(settings.prompt, settings.negative_prompt, settings.prompt_schedule,
+                   settings.prompt_mode)
+
+    def plan(self, prompt: str | None = None, mode: str | None = None) -> PromptPlan:
+        """The plan of the prompt (or of a frame's `prompt`) with the negative prompt."""
+        return plan_prompts(self.prompt if prompt is None else prompt, self.negative_prompt,
+                            mode or self.mode)

@@ -19,11 +19,12 @@ from helpers.diffusion.animate import run_animation
 from helpers.diffusion.checks import Checked, check_inputs
 from helpers.diffusion.extras import applied, infotext_hashes
 from helpers.diffusion.frames import frame_count
-from helpers.diffusion.infotext import image_settings as image_settings  # re-exported
-from helpers.diffusion.infotext import save_image
-from helpers.diffusion.infotext import settings_from_image as settings_from_image  # re-exported
-from helpers.diffusion.loading import Loaded, load_models, memory_options, run_pipeline
+from helpers.diffusion.image_info import image_settings as image_settings  # re-exported
+from helpers.diffusion.image_info import save_image
+from helpers.diffusion.image_info import settings_from_image as settings_from_image  # re-exported
+from helpers.diffusion.loading import Loaded, load_models, memory_options, pipeline_for
 from helpers.diffusion.loop import fast_preview, run
+from helpers.diffusion.prompt_syntax import EncoderPrompts
 from helpers.reporting import Log, plural, progress_bar
 from helpers.settings import DiffusionSettings
 
@@ -74,9 +75,9 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     hashes = infotext_hashes(settings, checked.extras)  # once a run, not once an image
     saved = len(done)
     try:
-        with applied(loaded.pipe, settings, log, checked.extras) as encoded, \
+        with applied(loaded.pipe, settings, log, checked.extras) as prompts, \
                 memory_options(loaded.pipe, checked.memory, checked.device):
-            for item in _items(checked, encoded, loaded, run_dir, on_step, done):
+            for item in _items(checked, prompts, loaded, run_dir, on_step, done):
                 path = save_image(run_dir, item, settings, loaded, hashes)
                 saved += 1
                 if by_image:
@@ -92,17 +93,20 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
     return saved
 
 
-def _items(checked: Checked, settings: DiffusionSettings, loaded: Loaded, run_dir: Path,
+def _items(checked: Checked, prompts: EncoderPrompts, loaded: Loaded, run_dir: Path,
            on_step, done: set[int]):
-    """The images (or animation frames) the run folder lacks, as they are made (`settings`:
-    the run's, with the prompts the text encoders get)."""
+    """The images (or animation frames) the run folder lacks, as they are made (`prompts`:
+    what the text encoders get)."""
+    settings = checked.settings
     if settings.animate:
         def load_frame(index: int) -> Any:
             return runs.read_frame(run_dir, index)
 
-        return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame)
-    pipe = run_pipeline(loaded, settings.sampler, checked.init_image is not None)
-    made = run(settings, loaded, checked.init_image, on_step, pipe, skip=done)
+        return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame,
+                             prompts)
+    pipe = pipeline_for(loaded, settings.sampler, checked.init_image is not None)
+    made = run(settings, loaded, checked.init_image, on_step, pipe, skip=done,
+               plan=prompts.plan())
     return (item for item in made if item.index not in done)
 
 

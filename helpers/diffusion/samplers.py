@@ -3,8 +3,12 @@
 Two settings, as in the web UI since 1.9: the sampler (`DPM++ 2M`) and the schedule type
 (`Karras`); an old combined name (`DPM++ 2M Karras`) still reads as the two. "Automatic" is the
 sampler's own schedule, as the web UI defines it (Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a,
-DPM2 and DPM2 a; Exponential for DPM++ 2M SDE and DPM++ 3M SDE; the model's uniform schedule
-for the others).
+DPM2, DPM2 a and Restart; Exponential for DPM++ 2M SDE and DPM++ 3M SDE; the model's uniform
+schedule for the others). DPM fast and DPM adaptive take a sigma range, not sigmas: in txt2img
+the model's whole range whatever the schedule type (which then sets only the start noise's
+scale, its first sigma: the same for every type but DDIM and Align Your Steps), in img2img the
+range of the schedule's part that runs. Restart from 20 steps on makes its own Karras sigmas
+over the schedule's range (`sampling.samplers.restart_plan`).
 
 Two kinds of sampler:
 - "k": the k-diffusion samplers the web UI runs, ours in `helpers.diffusion.sampling` (short
@@ -44,6 +48,9 @@ class Sampler:
     discard_penultimate: bool = False  # k: drop the next-to-last sigma (the web UI's DPM2)
     brownian: bool = False  # k: SDE noise from a Brownian tree seeded by the image's seed
     ancestral: bool = False  # k: draws fresh noise every step
+    sigma_range: bool = False  # k: txt2img runs over the model's sigma range, not the schedule
+    # prompt editing counts steps in model evaluations, as the web UI does (its total_steps)
+    evaluations_per_step: int = 1
     options: dict[str, Any] = field(default_factory=dict)  # k: function keywords
     scheduler: str = ""  # diffusers: the scheduler class
     config: dict[str, Any] = field(default_factory=dict)  # diffusers: config values on top
@@ -58,19 +65,26 @@ def _table() -> dict[str, Sampler]:
     k = Sampler
     samplers = [
         k("DPM++ 2M", "k", "dpmpp_2m", "Karras"),
-        k("DPM++ SDE", "k", "dpmpp_sde", "Karras", brownian=True),
+        k("DPM++ SDE", "k", "dpmpp_sde", "Karras", brownian=True, evaluations_per_step=2),
         k("DPM++ 2M SDE", "k", "dpmpp_2m_sde", "Exponential", brownian=True),
         k("DPM++ 2M SDE Heun", "k", "dpmpp_2m_sde", "Exponential", brownian=True,
           options={"solver_type": "heun"}),
-        k("DPM++ 2S a", "k", "dpmpp_2s_ancestral", "Karras", ancestral=True),
+        k("DPM++ 2S a", "k", "dpmpp_2s_ancestral", "Karras", ancestral=True,
+          evaluations_per_step=2),
         k("DPM++ 3M SDE", "k", "dpmpp_3m_sde", "Exponential", discard_penultimate=True,
           brownian=True),
         k("Euler a", "k", "euler_ancestral", ancestral=True),
         k("Euler", "k", "euler"),
         k("LMS", "k", "lms"),
-        k("Heun", "k", "heun"),
-        k("DPM2", "k", "dpm_2", "Karras", discard_penultimate=True),
-        k("DPM2 a", "k", "dpm_2_ancestral", "Karras", discard_penultimate=True, ancestral=True),
+        k("Heun", "k", "heun", evaluations_per_step=2),
+        k("DPM2", "k", "dpm_2", "Karras", discard_penultimate=True, evaluations_per_step=2),
+        k("DPM2 a", "k", "dpm_2_ancestral", "Karras", discard_penultimate=True, ancestral=True,
+          evaluations_per_step=2),
+        # eta 1 (the web UI's "Eta for k-diffusion samplers" default), so their steps draw noise
+        k("DPM fast", "k", "dpm_fast", ancestral=True, sigma_range=True, options={"eta": 1.0}),
+        k("DPM adaptive", "k", "dpm_adaptive", ancestral=True, sigma_range=True,
+          options={"eta": 1.0}),
+        k("Restart", "k", "restart", "Karras", evaluations_per_step=2),
         k("DDIM", "diffusers", scheduler="DDIMScheduler"),
         k("PLMS", "diffusers", scheduler="PNDMScheduler", config={"skip_prk_steps": True}),
         k("UniPC", "diffusers", scheduler="UniPCMultistepScheduler",

@@ -4,8 +4,8 @@ Pillow's limits, the web UI) takes them.
 
 Settings over `MAX_STORED_SETTINGS` bytes are stored shortened (`stored_settings`; the run's
 settings.json always holds them whole), an infotext over `MAX_STORED_INFOTEXT` characters is
-cut (`stored_infotext`). `helpers.runs` writes frames with `encode_png`; `helpers.exif` writes
-the same texts into JPEG and WebP.
+cut (`stored_infotext`). `helpers.runs` writes frames with `encode_png`; `exif` writes the same
+texts into JPEG and WebP.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, split_name
+from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
 from helpers.precision import PRECISIONS
 from helpers.settings.base import (
     MAX_FRAMES,
@@ -15,7 +16,7 @@ from helpers.settings.base import (
     check_motion,
     motion_setting,
 )
-from helpers.settings.fields import MAX_EXPRESSION_CHARS, fail, setting
+from helpers.settings.fields import MAX_EXPRESSION_CHARS, MAX_TEXT_CHARS, fail, setting
 
 ANIMATIONS = ("", "walk", "2d", "video")
 MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
@@ -68,9 +69,10 @@ class DiffusionSettings(RunSettings):
     hires_scale: float = setting(1.0, "hires fix: make the image, upscale it by this factor, "
                                  "then refine it with img2img; 1 = off", min=1, max=4,
                                  metavar="X", group="hires")
-    hires_upscaler: str = setting("latent", "hires fix: upscale the latents, or the image "
-                                  "with Lanczos", choices=("latent", "lanczos"),
-                                  casefold=True, group="hires")
+    hires_upscaler: str = setting("Latent", "hires fix: the web UI's upscaler: a Latent mode "
+                                  "resizes the latents; None (one Lanczos resize), Lanczos or "
+                                  "Nearest resize the decoded image", choices=HIRES_UPSCALERS,
+                                  casefold=True, metavar="NAME", group="hires")
     hires_steps: int = setting(0, "hires fix: steps of the img2img pass; 0 = the same as steps",
                                min=0, max=MAX_STEPS, metavar="N", group="hires")
     hires_strength: float = setting(0.7, "hires fix: denoising strength of the img2img pass",
@@ -145,6 +147,12 @@ class DiffusionSettings(RunSettings):
             sampler, schedule = split_name(self.sampler, self.schedule)
             object.__setattr__(self, "sampler", sampler)
             object.__setattr__(self, "schedule", schedule)
+        upscaler = self.hires_upscaler  # a model upscaler is refused as not available yet
+        if isinstance(upscaler, str) and len(upscaler) <= MAX_TEXT_CHARS:  # longer: too long
+            try:
+                hires_upscaler(upscaler)
+            except ValueError as e:
+                raise ValueError(f"hires_upscaler: {e}") from None
         super().__post_init__()
 
     def _parse_prompt(self) -> object:

@@ -29,7 +29,7 @@ RESUME_CHANGES = ("iterations", "frames", "device")  # what may differ when a ru
 
 def infotext(settings: VQGANClipSettings, i: int, loss: float) -> str:
     """The web-UI style infotext of a VQGAN+CLIP frame."""
-    from helpers.infotext import format_infotext
+    from helpers.metadata.infotext import format_infotext
 
     params = {
         "Steps": i,

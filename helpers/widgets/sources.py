@@ -1,7 +1,7 @@
 """Settings to fill a form with: from a run folder, a settings JSON file, or an image.
 
 An image is ours (its `dreamframe` chunk holds the whole settings) or carries the web UI's
-infotext. For diffusion, `helpers.diffusion.infotext.settings_from_image` reads both, as
+infotext. For diffusion, `helpers.diffusion.image_info.settings_from_image` reads both, as
 `--from-image` does; other kinds take the prompt, seed, size and steps of an infotext.
 Every failure is a `ValueError` that starts with "load:" and names the source.
 """
@@ -104,7 +104,7 @@ def _stored_values(cls: type, stored: dict[str, Any], path: Path,
 def _diffusion_image(path: Path, current: dict[str, Any]) -> tuple[dict, str]:
     """The settings of a diffusion image; a model the catalogue lacks leaves the form's own
     model in place, and what the infotext holds that we do not use is said in the note."""
-    from helpers.diffusion.infotext import settings_from_image
+    from helpers.diffusion.image_info import settings_from_image
     from helpers.settings import DiffusionSettings
 
     notes = [f"filled from the image {path}"]
@@ -131,7 +131,7 @@ def _infotext_values(cls: type, infotext: str, path: Path) -> dict[str, Any]:
     """The fields of `cls` an infotext gives: prompt, seed, size, steps (or iterations)."""
     import dataclasses
 
-    from helpers.infotext import parse_infotext
+    from helpers.metadata.infotext import parse_infotext
 
     info = parse_infotext(infotext)
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -3,16 +3,16 @@
 The model's sigmas come from its training betas (the scheduler config's beta range), computed
 in float64 and kept in float32 as the original (CompVis) checkpoints keep them; a sigma maps to
 a fractional timestep by interpolating log sigma (k-diffusion's CompVis denoiser, which the web
-UI uses). Guidance is combined on the denoised images as the web UI combines it:
-uncond + scale * sum_i w_i (cond_i - uncond), every piece of both sides in one UNet batch.
+UI uses). Guidance (`helpers.diffusion.guidance`) is combined on the denoised images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from helpers.diffusion.guidance import Guidance, Rows
 
 if TYPE_CHECKING:
     from helpers.diffusion.families import Family
@@ -78,86 +78,19 @@ class Denoiser:
         rows = guidance.rows(x.shape[0])
         x_in = x.repeat_interleave(rows.per_image, 0)
         s_in = sigma.repeat_interleave(rows.per_image, 0)
-        out = self.denoise(x_in, s_in, rows)
-        return guidance.combine(out, x.shape[0])
+        out = self.denoise(x_in, s_in, rows, guidance.added(rows))
+        return guidance.combine(out, rows, x.shape[0])
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, rows: Rows) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, rows: Rows,
+                added: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Unguided denoised images: x - sigma * eps (or the v-prediction form)."""
         c_in = (1 / (sigma ** 2 + 1) ** 0.5)[:, None, None, None]
         t = self.sigma_to_t(sigma)
         dtype = self.unet.dtype
         out = self.unet((x * c_in).to(dtype), t, encoder_hidden_states=rows.embeds.to(dtype),
-                        encoder_attention_mask=rows.mask, added_cond_kwargs=rows.added,
+                        encoder_attention_mask=rows.mask, added_cond_kwargs=added,
                         return_dict=False)[0].float()
         s = sigma[:, None, None, None]
         if self.v_prediction:
             return x / (s ** 2 + 1) - out * s / (s ** 2 + 1) ** 0.5
         return x - out * s
-
-
-@dataclass
-class Rows:
-    """The UNet batch of one step: each image's pieces, then its unconditional pieces."""
-
-    per_image: int
-    embeds: torch.Tensor
-    added: dict[str, torch.Tensor] | None
-    mask: torch.Tensor | None = None  # (rows, L): False on padding a side must not see
-
-
-@dataclass
-class Guidance:
-    """What guides a batch: cond and uncond pieces with weights, the scale, SDXL's extras."""
-
-    cond: Any  # conditioning.Encoded: embeds (K, L, D), pooled (K, P) or None, weights (K,)
-    uncond: Any  # conditioning.Encoded: (M, L, D), weights summing to 1
-    scale: float
-    time_ids: torch.Tensor | None = None  # SDXL: (1, 6) sizes and crop
-
-    @property
-    def scale_used(self) -> float:
-        """The guidance scale applied: a scale <= 1 means none (1: the cond mix itself)."""
-        return self.scale if self.scale > 1 else 1.0
-
-    @property
-    def needs_uncond(self) -> bool:
-        """Whether the unconditional side is evaluated: under guidance, or when the pieces'
-        weights do not sum to 1 (AND parts), whose mix is uncond + sum_i w_i (cond_i - uncond)."""
-        return self.scale > 1 or abs(float(self.cond.weights.sum()) - 1) > 1e-6
-
-    def sides(self) -> list[Any]:
-        return [self.cond, self.uncond] if self.needs_uncond else [self.cond]
-
-    def rows(self, images: int) -> Rows:
-        """The pieces of every image, in UNet batch order."""
-        sides = self.sides()
-        embeds = torch.cat([s.embeds for s in sides]).repeat(images, 1, 1)
-        added = None
-        if self.time_ids is not None:
-            pooled = torch.cat([s.pooled for s in sides]).repeat(images, 1)
-            ids = self.time_ids.repeat(len(pooled), 1)
-            added = {"text_embeds": pooled, "time_ids": ids}
-        return Rows(sum(len(s.embeds) for s in sides), embeds, added, _mask(sides, images))
-
-    def combine(self, out: torch.Tensor, images: int) -> torch.Tensor:
-        """uncond + scale * sum_i w_i (cond_i - uncond) per image, as the web UI combines."""
-        per_image = out.view(images, -1, *out.shape[1:])
-        k = len(self.cond.embeds)
-        w = self.cond.weights.to(out)[None, :, None, None, None]
-        if not self.needs_uncond:
-            return (per_image[:, :k] * w).sum(1)
-        v = self.uncond.weights.to(out)[None, :, None, None, None]
-        uncond = (per_image[:, k:] * v).sum(1)
-        return uncond + ((per_image[:, :k] - uncond[:, None]) * w).sum(1) * self.scale_used
-
-
-def _mask(sides: list[Any], images: int) -> torch.Tensor | None:
-    """The cross-attention mask of the batch: each side sees its own tokens only, as when the
-    web UI evaluates sides of different lengths apart; None when nothing is padded."""
-    masks = [s.attention_mask() for s in sides]
-    if all(m is None for m in masks):
-        return None
-    full = [m if m is not None else torch.ones(s.embeds.shape[:2], dtype=torch.bool,
-                                               device=s.embeds.device)
-            for m, s in zip(masks, sides, strict=True)]
-    return torch.cat(full).repeat(images, 1)

@@ -3,7 +3,7 @@
 The pipeline gives the UNet, the VAE and its image processor; the sampling is ours
 (`sampling.run`). img2img starts from the VAE's latents of the init image (the mean of its
 latent distribution); the hires fix makes the image at the run's size, upscales its latents
-(bilinear, the web UI's "Latent") or its pixels (Lanczos), and refines it with an img2img pass
+or its pixels by the web UI's hires upscaler (`upscale`), and refines it with an img2img pass
 of its own steps and strength, with fresh noise from the same seeds, as the web UI does.
 """
 
@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from helpers.diffusion.sampling.denoiser import Denoiser, Guidance
+from helpers.diffusion.guidance import Conditioning, Guidance
+from helpers.diffusion.sampling.denoiser import Denoiser
 from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
+from helpers.diffusion.sampling.upscale import upscale_for_hires
 from helpers.diffusion.sampling.vae import decode, encode_latents
 
 if TYPE_CHECKING:
@@ -25,28 +27,31 @@ Decode = Callable[[torch.Tensor], list]
 StepReport = Callable[[int, int, torch.Tensor, Decode], Any]  # (step, steps, denoised, decode)
 
 
-def generate(pipe: Any, family: Family, settings: Any, cond: Any, uncond: Any, seeds: list[int],
-             init_image: Any = None, report: StepReport | None = None,
-             start_noise: torch.Tensor | None = None) -> list:
-    """PIL images of one batch (`report` gets every step's denoised latents)."""
+def generate_batch(pipe: Any, family: Family, settings: Any, conditioning: Conditioning,
+                   seeds: list[int], init_image: Any = None, report: StepReport | None = None,
+                   start_noise: torch.Tensor | None = None,
+                   hires: Conditioning | None = None) -> list:
+    """PIL images of one batch (`report` gets every step's denoised latents; `hires`: the
+    hires pass's conditioning when prompt editing gives it its own schedule)."""
     device = pipe.unet.device
     width, height = settings.width, settings.height
     init = encode_latents(pipe, init_image) if init_image is not None else None
     job = Job(settings.sampler, settings.schedule, settings.steps, list(seeds), settings.rng,
               init=init, strength=settings.strength, start_noise=start_noise)
-    latents = _sample(pipe, family, settings, (cond, uncond), job, (width, height), report)
+    latents = _sample(pipe, family, settings, conditioning, job, (width, height), report)
     if settings.hires_scale > 1 and init is None:
-        latents = hires_pass(pipe, family, settings, (cond, uncond), latents, seeds, report)
+        latents = hires_pass(pipe, family, settings, hires or conditioning, latents, seeds,
+                             report)
     return decode(pipe, latents.to(device))
 
 
-def _sample(pipe: Any, family: Family, settings: Any, sides: tuple, job: Job,
+def _sample(pipe: Any, family: Family, settings: Any, conditioning: Conditioning, job: Job,
             size: tuple[int, int], report: StepReport | None) -> torch.Tensor:
     width, height = size
     time_ids = None
     if family.size_conditioning:
         time_ids = sdxl_time_ids(width, height, settings.sdxl_original_size, pipe.unet.dtype)
-    guidance = Guidance(*sides, settings.cfg_scale, time_ids)
+    guidance = Guidance(conditioning, settings.cfg_scale, time_ids)
     denoiser = Denoiser(pipe.unet, dict(pipe.scheduler.config), family)
     factor = pipe.vae_scale_factor
     shape = (pipe.unet.config.in_channels, height // factor, width // factor)
@@ -63,24 +68,15 @@ def _callback(pipe: Any, report: StepReport, job: Job):
     return callback
 
 
-def hires_pass(pipe: Any, family: Family, settings: Any, sides: tuple, latents: torch.Tensor,
-               seeds: list[int], report: StepReport | None) -> torch.Tensor:
+def hires_pass(pipe: Any, family: Family, settings: Any, conditioning: Conditioning,
+               latents: torch.Tensor, seeds: list[int],
+               report: StepReport | None) -> torch.Tensor:
     """The hires fix's second pass: upscaled latents refined by img2img."""
     width = family.rounded(int(settings.width * settings.hires_scale))
     height = family.rounded(int(settings.height * settings.hires_scale))
-    factor = pipe.vae_scale_factor
-    if settings.hires_upscaler == "latent":
-        upscaled = torch.nn.functional.interpolate(
-            latents, size=(height // factor, width // factor), mode="bilinear",
-            antialias=False)
-    else:
-        from PIL import Image
-
-        images = [image.resize((width, height), Image.Resampling.LANCZOS)
-                  for image in decode(pipe, latents)]
-        upscaled = torch.cat([encode_latents(pipe, image) for image in images])
+    upscaled = upscale_for_hires(pipe, latents, width, height, settings.hires_upscaler)
     steps = settings.hires_steps or settings.steps  # the web UI's fixed-steps img2img:
     total = int(steps / min(settings.hires_strength, 0.999))  # `steps` of a longer schedule
     job = Job(settings.sampler, settings.schedule, total, list(seeds), settings.rng,
               init=upscaled, t_enc=steps - 1)
-    return _sample(pipe, family, settings, sides, job, (width, height), report)
+    return _sample(pipe, family, settings, conditioning, job, (width, height), report)

@@ -7,15 +7,17 @@ starts from the image's latents plus noise at the first of them, as the web UI d
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from helpers.diffusion.guidance import Guidance
 from helpers.diffusion.samplers import get_sampler, schedule_of
-from helpers.diffusion.sampling.denoiser import Denoiser, Guidance
+from helpers.diffusion.sampling.denoiser import Denoiser
 from helpers.diffusion.sampling.noise import ImageNoise, brownian
-from helpers.diffusion.sampling.samplers import SAMPLERS
+from helpers.diffusion.sampling.samplers import FUNCTIONS
 from helpers.diffusion.sampling.schedules import sigmas_for
 
 
@@ -65,9 +67,21 @@ def sample(denoiser: Denoiser, guidance: Guidance, job: Job, shape: tuple[int, .
     steps = noise.sampler()
     if sampler.brownian:
         steps = brownian(x, sigmas, job.seeds)
-    function = SAMPLERS[sampler.function]
+    function = FUNCTIONS[sampler.function]
     return function(lambda x_, s: denoiser(x_, s, guidance), x, run, steps, callback,
-                    **sampler.options)
+                    **sampler.options, **sigma_range(denoiser, job, function))
+
+
+def sigma_range(denoiser: Denoiser, job: Job, function: Any) -> dict[str, Any]:
+    """What DPM fast and DPM adaptive get in txt2img, as in the web UI: the model's whole
+    sigma range (and the step count, where the function takes `n`), so the schedule type sets
+    only the start noise's scale; in img2img they take the range (and length) of the
+    schedule's kept part, their default."""
+    if not get_sampler(job.sampler).sigma_range or job.init is not None:
+        return {}
+    found = {"sigma_min": denoiser.sigma_min, "sigma_max": denoiser.sigma_max, "n": job.steps}
+    accepted = inspect.signature(function).parameters
+    return {k: v for k, v in found.items() if k in accepted}
 
 
 def sdxl_time_ids(width: int, height: int, original: tuple[int, ...] = (),

@@ -5,11 +5,13 @@ and `Schedule type` the schedule the sampler ran; the hires keys appear only whe
 LoRA and textual-inversion hashes as its Lora and TI hashes. Reading (`settings_from_image`)
 takes our own settings where the image holds them (only what makes the picture:
 `helpers.settings.picture`), else its infotext: `USED_KEYS` lists every key we read, and the
-others are reported in one line, never dropped in silence.
+others are reported in one line, never dropped in silence. An infotext from before the web UI
+1.0 (`Size` the final size, `First pass size` the first pass's) is read as the web UI reads it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
     from helpers.diffusion.loading import Loaded
     from helpers.diffusion.loop import Generated
 
-HIRES_UPSCALERS = {"latent": "Latent", "lanczos": "Lanczos"}  # ours -> the web UI's names
 RNG_SOURCES = {"cpu": "CPU", "nv": "NV"}  # "gpu" is the web UI's default: no RNG key
 # infotext key -> (settings field, type), for the values read as they are
 NUMBERS = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
@@ -31,7 +32,8 @@ NUMBERS = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": (
            "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int)}
 # keys read by their own rule in `_from_infotext`
 RULES = ("Prompt", "Negative prompt", "Size", "Sampler", "Schedule type", "Model",
-         "Denoising strength", "RNG", "Hires upscaler", "Hires resize", "Prompt mode")
+         "Denoising strength", "RNG", "Hires upscaler", "Hires resize", "First pass size",
+         "Prompt mode")
 # keys that describe the image and have no setting to fill
 DESCRIPTIVE = ("Model hash", "Lora hashes", "TI hashes", "Version", "Animation", "Frame")
 USED_KEYS = frozenset({*NUMBERS, *RULES, *DESCRIPTIVE})
@@ -64,7 +66,7 @@ def hires_params(settings: DiffusionSettings) -> dict[str, Any]:
     return {"Denoising strength": f"{settings.hires_strength:g}",
             "Hires upscale": f"{settings.hires_scale:g}",
             "Hires steps": settings.hires_steps or None,
-            "Hires upscaler": HIRES_UPSCALERS[settings.hires_upscaler]}
+            "Hires upscaler": settings.hires_upscaler}
 
 
 def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
@@ -97,7 +99,7 @@ def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings, load
     """Save one image as a frame with its infotext and settings (`hashes`: as for
     `infotext_params`)."""
     from helpers.diffusion.frames import prompt_at
-    from helpers.infotext import format_infotext
+    from helpers.metadata.infotext import format_infotext
 
     params = infotext_params(settings, item.seed, loaded, hashes)
     prompt = settings.prompt
@@ -116,7 +118,7 @@ def settings_from_image(png: str | os.PathLike, *, log: Log = print,
                         **overrides: Any) -> DiffusionSettings:
     """Settings stored in an image (ours, or a web UI infotext in a PNG, JPEG or WebP), with
     `overrides` applied; infotext keys we do not use are reported through `log`, in one line."""
-    from helpers.infotext import parse_infotext
+    from helpers.metadata.infotext import parse_infotext
 
     try:
         infotext, stored = runs.read_image_info(Path(png))
@@ -153,6 +155,7 @@ def unused_keys(info: dict[str, str]) -> list[str]:
 def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
     """Our settings from a web UI infotext; values that `overrides` replace are not read, so an
     override fixes what we cannot read."""
+    info = _first_pass_size(info)
     values: dict[str, Any] = {"prompt": info["Prompt"], "negative_prompt": info["Negative prompt"]}
     for key, (name, kind) in NUMBERS.items():
         if key in info and name not in overrides:
@@ -216,26 +219,57 @@ def _model(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hires(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Hires upscaler (the web UI's name), and a Hires resize read as its scale."""
+    """Hires upscaler (the web UI's name, any case), and a Hires resize read as its scale."""
+    from helpers.diffusion.sampling.upscale import hires_upscaler
+
     values: dict[str, Any] = {}
     upscaler = info.get("Hires upscaler")
     if upscaler is not None and "hires_upscaler" not in overrides:
-        ours = {v.casefold(): k for k, v in HIRES_UPSCALERS.items()}.get(upscaler.casefold())
-        if ours is None:
-            raise ValueError(f"from_image: Hires upscaler {upscaler!r} is not one we have "
-                             f"({', '.join(HIRES_UPSCALERS.values())}); give --hires-upscaler")
-        values["hires_upscaler"] = ours
+        try:
+            values["hires_upscaler"] = hires_upscaler(upscaler)
+        except ValueError as e:
+            raise ValueError(f"from_image: Hires upscaler {e}; give --hires-upscaler") from None
     if "Hires upscale" not in info and "Hires resize-1" in info and \
             "hires_scale" not in overrides:
         values["hires_scale"] = _resize_scale(info)
     return values
 
 
+def _first_pass_size(info: dict[str, str]) -> dict[str, str]:
+    """An infotext from before the web UI 1.0 read as the web UI reads it
+    (`restore_old_hires_fix_params`): `Size` was the final size and `First pass size` the first
+    pass's, 0x0 = the old automatic one (about 512x512 pixels); they become `Size` and
+    `Hires resize`."""
+    if "First pass size-1" not in info:
+        return info
+    width, height = (_number("Size", info.get(f"Size-{i}", "512"), int) for i in (1, 2))
+    first = [_number("First pass size", info[f"First pass size-{i}"], int) for i in (1, 2)]
+    if not (first[0] and first[1]) and width > 0 and height > 0:
+        scale = math.sqrt(512 * 512 / (width * height))
+        first = [math.ceil(scale * side / 64) * 64 for side in (width, height)]
+    return {**info, "Size-1": str(first[0]), "Size-2": str(first[1]),
+            "Hires resize-1": str(width), "Hires resize-2": str(height)}
+
+
 def _resize_scale(info: dict[str, str]) -> float:
-    """The scale of a `Hires resize: WxH` (0 = keep the aspect); another aspect is an error."""
+    """The scale of a `Hires resize: WxH` (0 = keep the aspect), nudged up a hair where the
+    division falls short, so that the size times it rounds down to WxH again; another aspect,
+    or no larger size, is an error naming the key."""
     width, height = (_number("Size", info.get(f"Size-{i}", "512"), int) for i in (1, 2))
     to_w, to_h = (_number("Hires resize", info[f"Hires resize-{i}"], int) for i in (1, 2))
-    if (to_w and to_h and to_w * height != to_h * width) or not (to_w or to_h):
-        raise ValueError(f"from_image: Hires resize {to_w}x{to_h} is not the size "
-                         f"{width}x{height} scaled; give --hires-scale")
-    return to_w / width if to_w else to_h / height
+    side, to = (width, to_w) if to_w else (height, to_h)
+    if (to_w and to_h and to_w * height != to_h * width) or to <= side or side <= 0:
+        raise ValueError(_resize_error(info, (width, height), (to_w, to_h)))
+    scale = to / side
+    return math.nextafter(scale, math.inf) if int(side * scale) < to else scale
+
+
+def _resize_error(info: dict[str, str], size: tuple[int, int], to: tuple[int, int]) -> str:
+    """What `_resize_scale` cannot read, in the infotext's own keys."""
+    if "First pass size-1" in info:
+        given = "x".join(info[f"First pass size-{i}"] for i in (1, 2))
+        auto = "" if given == "x".join(map(str, size)) else f" (automatic: {size[0]}x{size[1]})"
+        return (f"from_image: First pass size {given}{auto} with Size {to[0]}x{to[1]} is not "
+                "a hires fix Dreamframe makes (the same aspect, larger); give --hires-scale")
+    return (f"from_image: Hires resize {to[0]}x{to[1]} is not the size {size[0]}x{size[1]} "
+            "scaled up; give --hires-scale")

@@ -89,7 +89,7 @@ def exif_of(values: dict[int, bytes]) -> bytes:
     return b"Exif\x00\x00MM\x00\x2a" + struct.pack(">L", 8) + ifd0 + exif_ifd + data
 
 
-def encode_image(image: Any, fmt: str, infotext: str, settings_json: str | None = None,
+def encode_with_info(image: Any, fmt: str, infotext: str, settings_json: str | None = None,
                  quality: int = 95) -> bytes:
     """JPEG or WebP bytes of `image` with the infotext (and our settings) in its EXIF.
 
@@ -115,7 +115,7 @@ def encode_image(image: Any, fmt: str, infotext: str, settings_json: str | None 
     return buffer.getvalue()
 
 
-def save_image(path: str | Path, image: Any, infotext: str, settings_json: str | None = None,
+def save_with_info(path: str | Path, image: Any, infotext: str, settings_json: str | None = None,
                quality: int = 95) -> Path:
     """Write `image` with its infotext (and settings) as PNG, JPEG or WebP by the suffix,
     atomically; the web UI and `python -m helpers info` read each of them back."""
@@ -127,7 +127,7 @@ def save_image(path: str | Path, image: Any, infotext: str, settings_json: str |
     if suffix == ".png":
         data = encode_png(image, infotext, settings_json)
     elif suffix in EXIF_SUFFIXES:
-        data = encode_image(image, EXIF_SUFFIXES[suffix], infotext, settings_json, quality)
+        data = encode_with_info(image, EXIF_SUFFIXES[suffix], infotext, settings_json, quality)
     else:
         raise ValueError(f"{path}: save images as .png, .jpg, .jpeg or .webp")
     return atomic_write_bytes(path, data)
