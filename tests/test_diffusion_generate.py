@@ -168,9 +168,9 @@ def test_from_image_overrides_what_we_cannot_read(tmp_path):
     from PIL.PngImagePlugin import PngInfo
 
     meta = PngInfo()
-    meta.add_text("parameters", "a castle\nSteps: 20, Sampler: DPM adaptive, Seed: 9, Size: 64x64")
+    meta.add_text("parameters", "a castle\nSteps: 20, Sampler: DPM Ultra, Seed: 9, Size: 64x64")
     Image.new("RGB", (8, 8)).save(path, pnginfo=meta)
-    with pytest.raises(ValueError, match="DPM adaptive"):
+    with pytest.raises(ValueError, match="DPM Ultra"):
         settings_from_image(path)
     assert settings_from_image(path, sampler="Euler").sampler == "Euler"
     (tmp_path / "plain.png").write_bytes(b"")

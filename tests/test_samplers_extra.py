@@ -218,3 +218,20 @@ def test_restart_is_the_web_uis(run, calls, jumps, final):
     torch.testing.assert_close(out.flatten(), torch.tensor(final), **TOLERANCE)
     assert model.calls == calls and len(draws) == len(jumps)  # one draw per restart
     assert reports == list(range(len(plan)))
+
+
+@pytest.mark.parametrize("sampler", ["DPM fast", "Euler", "Restart"])
+def test_step_reports_say_how_many_come(pipe, sampler):
+    from helpers.diffusion.conditioning import encode_plan, plan_prompts
+    from helpers.diffusion.families import FAMILIES
+    from helpers.diffusion.guidance import Conditioning
+    from helpers.diffusion.sampling.pipeline import generate_batch
+    from helpers.settings import DiffusionSettings
+
+    settings = DiffusionSettings(prompt="x", sampler=sampler, steps=7, width=32, height=32)
+    conditioning = Conditioning.fixed(*encode_plan(pipe, plan_prompts("a cat")))
+    reports = []
+    generate_batch(pipe, FAMILIES["sd"], settings, conditioning, [1],
+                   report=lambda i, total, *_: reports.append((i, total)))
+    assert [i for i, _ in reports] == list(range(len(reports)))  # the progress bar's count
+    assert {total for _, total in reports} == {len(reports)}

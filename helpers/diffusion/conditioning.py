@@ -34,10 +34,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpers.diffusion.families import pipeline_family
-from helpers.diffusion.guidance import Conditioning
 from helpers.diffusion.prompt_syntax import (
     BREAK_SEGMENT,
     CHUNK,
@@ -53,7 +52,10 @@ from helpers.diffusion.prompt_syntax import (
     positive_pieces,
 )
 
-__all__ = ["Conditioning", "Encoded", "Piece", "PromptPlan", "encode_plan", "encode_plans",
+if TYPE_CHECKING:
+    from helpers.diffusion.guidance import Conditioning
+
+__all__ = ["Encoded", "Piece", "PromptPlan", "encode_plan", "encode_plans",
            "encode_schedule", "encode_side", "encode_text", "match_lengths", "negative_pieces",
            "plan_prompts", "positive_pieces", "prompt_chunks", "text_encoders"]
 
@@ -311,6 +313,7 @@ def encode_schedule(pipe, plan: PromptPlan, clip_skip: int = 1, steps: int = 1,
     """The plan's conditioning over a sampler run of `steps` model evaluations (the hires pass:
     `steps` of the first pass and `hires_steps` of its own), with prompt editing and
     alternation as the web UI schedules them: a stretch per switch step of any piece."""
+    from helpers.diffusion.guidance import Conditioning
     from helpers.diffusion.prompt_schedule import schedule, text_at
 
     pieces = (*plan.positive, *plan.negative)

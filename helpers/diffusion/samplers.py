@@ -60,6 +60,12 @@ class Sampler:
         """k-diffusion style: latents scaled by sigma."""
         return self.kind == "k"
 
+    def reports(self, steps: int) -> int:
+        """How many step reports a run of `steps` steps makes: DPM fast spends its model calls
+        on third-order steps (n // 3 + 1 of them); DPM adaptive's count is known only as it
+        runs (`steps` is said)."""
+        return steps // 3 + 1 if self.function == "dpm_fast" else steps
+
 
 def _table() -> dict[str, Sampler]:
     k = Sampler

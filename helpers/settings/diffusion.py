@@ -156,14 +156,14 @@ class DiffusionSettings(RunSettings):
         super().__post_init__()
 
     def _parse_prompt(self) -> object:
-        from helpers.diffusion.conditioning import positive_pieces
+        from helpers.diffusion.prompt_syntax import positive_pieces
 
         return positive_pieces(self.prompt)
 
     def validate(self) -> None:
         """Cross-field rules; `ValueError` naming the field and value of the first bad one."""
         super().validate()
-        from helpers.diffusion.conditioning import negative_pieces
+        from helpers.diffusion.prompt_syntax import negative_pieces
 
         if self.negative_prompt.strip():
             try:
@@ -189,7 +189,7 @@ def _check_animation(settings: DiffusionSettings) -> None:
     if settings.strength_schedule.strip():
         check_motion("strength_schedule", settings.strength_schedule)
     if settings.prompt_schedule.strip():
-        from helpers.diffusion.conditioning import positive_pieces
+        from helpers.diffusion.prompt_syntax import positive_pieces
         from helpers.prompts import parse_prompt_schedule
 
         try:

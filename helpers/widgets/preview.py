@@ -127,7 +127,7 @@ def _pieces_notes(text: str, prompts: list[Prompt]) -> list[str]:
 
 
 def _web_ui_notes(text: str, prompts: list[Prompt]) -> list[str]:
-    from helpers.diffusion.conditioning import positive_pieces
+    from helpers.diffusion.prompt_syntax import positive_pieces
 
     shares = iter(positive_pieces(text))  # raises for stop values and no positive piece
     notes = []
@@ -143,7 +143,7 @@ def _web_ui_notes(text: str, prompts: list[Prompt]) -> list[str]:
 
 
 def _negative_notes(text: str, prompts: list[Prompt]) -> list[str]:
-    from helpers.diffusion.conditioning import negative_pieces
+    from helpers.diffusion.prompt_syntax import negative_pieces
 
     shares = iter(negative_pieces(text))  # raises for stop values and negative weights
     return [f"push away, share {next(shares, ('', 0))[1]:.0%}" if p.weight

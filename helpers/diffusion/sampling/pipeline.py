@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from helpers.diffusion.guidance import Conditioning, Guidance
+from helpers.diffusion.samplers import get_sampler
 from helpers.diffusion.sampling.denoiser import Denoiser
 from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
 from helpers.diffusion.sampling.upscale import upscale_for_hires
@@ -60,7 +61,8 @@ def _sample(pipe: Any, family: Family, settings: Any, conditioning: Conditioning
 
 
 def _callback(pipe: Any, report: StepReport, job: Job):
-    total = job.steps if job.init is None else job.encoded_steps + 1
+    total = get_sampler(job.sampler).reports(job.steps if job.init is None
+                                             else job.encoded_steps + 1)
 
     def callback(i: int, _x: torch.Tensor, denoised: torch.Tensor) -> None:
         report(i, total, denoised, lambda latents: decode(pipe, latents))
