@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-KINDS = ("vqgan", "clip", "diffusion")
+KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg")
 SOURCE_KINDS = ("url", "gdrive", "hub")
 
 
@@ -58,7 +58,7 @@ class Model:
     """A model of the catalogue: its files (or a whole Hub repo), licence and description."""
 
     name: str
-    kind: str  # "vqgan" | "clip" | "diffusion"
+    kind: str  # one of KINDS
     description: str
     licence: str
     files: tuple[ModelFile, ...] = ()  # downloaded one by one into the model's cache folder
@@ -69,7 +69,8 @@ class Model:
     approx_size: int | None = None  # bytes, where exact file sizes are unknown
     test: bool = False  # a tiny random-weight model built locally by helpers.testing
     family: str = ""  # what loads it: VQGAN "vq" / "gumbel" / "transformer" (first stage of
-    #                   a taming transformer), "clip", diffusion "sd" / "sdxl" / "ldm"
+    #                   a taming transformer), "clip", diffusion "sd" / "sdxl" / "ldm"; for a
+    #                   ControlNet, the family of the models it steers
     factor: int | None = None  # VQGANs: image pixels per latent token along a side (16 or 8)
 
     @property
@@ -321,6 +322,78 @@ DIFFUSIONS = (
                 "unet/diffusion_pytorch_model.bin", "vqvae/config.json",
                 "vqvae/diffusion_pytorch_model.bin"),
                5_800_000_000, ("unet/diffusion_pytorch_model.bin",)),
+    _diffusion("sd-1.5-inpainting", "sd-inpaint",
+               "stable-diffusion-v1-5/stable-diffusion-inpainting",
+               "Stable Diffusion 1.5 inpainting (512 px, 9-channel UNet: the mask and the "
+               "masked image beside the latents): --mask / --mask-prompt with an init image; "
+               "the Hub mirror kept after runwayml's repo was removed.", OPENRAIL, _SD_FILES,
+               2_130_000_000),
+    _diffusion("sdxl-inpainting", "sdxl-inpaint",
+               "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+               "SDXL 1.0 inpainting 0.1 (1024 px, 9-channel UNet), by the diffusers team: "
+               "--mask / --mask-prompt with an init image.", OPENRAIL_PP, _SDXL_FILES,
+               6_940_000_000),
+)
+
+# ControlNets, diffusers format: the config and the first weight file the repo has (fp16 first)
+_CONTROLNET_WEIGHTS = ("diffusion_pytorch_model.fp16.safetensors",
+                       "diffusion_pytorch_model.safetensors")
+OPENRAIL_CN = ("OpenRAIL (lllyasviel's ControlNet 1.1 model cards: openrail): use restrictions "
+               "(no illegal or harmful use); redistribution keeps the licence")
+LLLYASVIEL = "lllyasviel's ControlNet 1.1 for SD 1.5"
+
+
+def _controlnet(name: str, family: str, repo: str, description: str, licence: str,
+                approx_size: int, weights: tuple[str, ...] = _CONTROLNET_WEIGHTS) -> Model:
+    return Model(name, "controlnet", description, licence, hub_repo=repo,
+                 allow_patterns=("config.json",), weights=weights, approx_size=approx_size,
+                 family=family)
+
+
+CONTROLNETS = (
+    _controlnet("controlnet-sd15-canny", "sd", "lllyasviel/control_v11p_sd15_canny",
+                f"{LLLYASVIEL}: Canny edges (preprocessor canny).", OPENRAIL_CN, 723_000_000),
+    _controlnet("controlnet-sd15-depth", "sd", "lllyasviel/control_v11f1p_sd15_depth",
+                f"{LLLYASVIEL}: depth maps (preprocessor depth).", OPENRAIL_CN, 723_000_000),
+    _controlnet("controlnet-sd15-lineart", "sd", "lllyasviel/control_v11p_sd15_lineart",
+                f"{LLLYASVIEL}: line art (preprocessor lineart_standard, or invert of a "
+                "drawing).", OPENRAIL_CN, 723_000_000),
+    _controlnet("controlnet-sd15-softedge", "sd", "lllyasviel/control_v11p_sd15_softedge",
+                f"{LLLYASVIEL}: soft edges (HED / PiDiNet maps, not made here: give the map "
+                "with preprocessor none).", OPENRAIL_CN, 723_000_000),
+    _controlnet("controlnet-sd15-scribble", "sd", "lllyasviel/control_v11p_sd15_scribble",
+                f"{LLLYASVIEL}: scribbles (preprocessor scribble_xdog or threshold, or invert "
+                "of a drawing).", OPENRAIL_CN, 723_000_000),
+    _controlnet("controlnet-sd15-tile", "sd", "lllyasviel/control_v11f1e_sd15_tile",
+                f"{LLLYASVIEL}: tile, detail for a blurred or small image (preprocessor "
+                "tile_resample); its repo has fp32 .bin weights only.", OPENRAIL_CN,
+                1_450_000_000, (*_CONTROLNET_WEIGHTS, "diffusion_pytorch_model.bin")),
+    _controlnet("controlnet-sd15-inpaint", "sd", "lllyasviel/control_v11p_sd15_inpaint",
+                f"{LLLYASVIEL}: inpainting (preprocessor inpaint: masked pixels at -1).",
+                OPENRAIL_CN, 723_000_000),
+    _controlnet("controlnet-sdxl-canny", "sdxl", "xinsir/controlnet-canny-sdxl-1.0",
+                "xinsir's SDXL ControlNet: Canny edges (preprocessor canny).", "Apache-2.0",
+                2_500_000_000),
+    _controlnet("controlnet-sdxl-depth", "sdxl", "diffusers/controlnet-depth-sdxl-1.0",
+                "diffusers' SDXL ControlNet: depth maps (preprocessor depth).", OPENRAIL_PP,
+                2_500_000_000),
+    _controlnet("controlnet-sdxl-union", "sdxl", "xinsir/controlnet-union-sdxl-1.0",
+                "xinsir's SDXL ControlNet++ union: one model for openpose, depth, soft edge, "
+                "canny / lineart / mlsd, normal and segmentation maps (give the control type).",
+                "Apache-2.0", 2_510_000_000),
+)
+
+# CLIPSeg (Lüddecke & Ecker 2022, "Image Segmentation Using Text and Image Prompts"): the mask
+# from words for inpainting; a transformers repo with the same files as a CLIP one.
+CLIPSEG_LICENCE = ("Apache-2.0 (the Hub model card of CIDAS/clipseg-rd64-refined; the authors' "
+                   "repository timojl/clipseg says its MIT licence does not cover the weights). "
+                   "Its backbone is OpenAI's CLIP ViT-B/16: " + OPENAI)
+CLIPSEGS = (
+    Model("clipseg", "clipseg",
+          "CLIPSeg rd64-refined: a mask from words for inpainting (--mask-prompt 'the sky'); "
+          "CLIP ViT-B/16 with a small decoder, 352 px.", CLIPSEG_LICENCE,
+          hub_repo="CIDAS/clipseg-rd64-refined", allow_patterns=CLIP_FILES, weights=CLIP_WEIGHTS,
+          approx_size=605_000_000, family="clipseg"),
 )
 
 _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
@@ -337,9 +410,17 @@ TEST_MODELS = (
           family="sdxl"),
     Model("test-tiny-ldm", "diffusion", f"Tiny latent diffusion (LDMBert): a {_NOT_ART}.",
           _TEST_LICENCE, test=True, family="ldm"),
+    Model("test-tiny-sd-inpaint", "diffusion", f"Tiny Stable Diffusion inpainting (9-channel "
+          f"UNet): a {_NOT_ART}.", _TEST_LICENCE, test=True, family="sd-inpaint"),
+    Model("test-tiny-controlnet", "controlnet", f"Tiny ControlNet (SD): a {_NOT_ART}.",
+          _TEST_LICENCE, test=True, family="sd"),
+    Model("test-tiny-controlnet-sdxl", "controlnet", f"Tiny ControlNet (SDXL): a {_NOT_ART}.",
+          _TEST_LICENCE, test=True, family="sdxl"),
+    Model("test-tiny-clipseg", "clipseg", f"Tiny CLIPSeg (masks from words): a {_NOT_ART}.",
+          _TEST_LICENCE, test=True, family="clipseg"),
 )
 
-MODELS: tuple[Model, ...] = VQGANS + CLIPS + DIFFUSIONS + TEST_MODELS
+MODELS: tuple[Model, ...] = VQGANS + CLIPS + DIFFUSIONS + CONTROLNETS + CLIPSEGS + TEST_MODELS
 
 
 def list_models(kind: str | None = None) -> list[Model]:

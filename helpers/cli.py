@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from helpers.catalog import KINDS
 from helpers.engines import ENGINES, Engine
 from helpers.reporting import no_log, stderr_log
 
@@ -184,12 +185,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     cache = cache_folder(args.cache)
     models = list_models(args.kind)
     width = max(len(m.name) for m in models)
-    out(f"{'name':<{width}}  {'kind':<9}  {'size':>8}  cached  description")
+    out(f"{'name':<{width}}  {'kind':<10}  {'size':>8}  cached  description")
     for m in models:
         cached = "yes" if is_cached(m, cache) else "no"
         note = f"[test model: random weights] {m.description}" if m.test else m.description
         size = human(m.size) if m.size else "?"
-        out(f"{m.name:<{width}}  {m.kind:<9}  {size:>8}  {cached:<6}  {note}")
+        out(f"{m.name:<{width}}  {m.kind:<10}  {size:>8}  {cached:<6}  {note}")
     out(f"cache: {cache}")
     return 0
 
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("models", help="list the model catalogue and what is cached")
-    p.add_argument("--kind", choices=["vqgan", "clip", "diffusion"], help="only this kind")
+    p.add_argument("--kind", choices=KINDS, help="only this kind")
     _add_common(p)
     p.set_defaults(handler=cmd_models)
 

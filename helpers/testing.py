@@ -223,12 +223,115 @@ def tiny_ldm(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def tiny_clipseg(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight CLIPSeg folder (model, tokenizer, image processor); makes noise, not art.
+
+    Laid out as CIDAS/clipseg-rd64-refined: tiny CLIP text model and tokenizer, 64x64 images with
+    patch 16, the refined decoder (reduce_dim 16), ViT preprocessing with the real ImageNet mean /
+    std. The decoder's last layer is scaled down so the random logits stay within a few units, as
+    a trained model's do (else every probability is exactly 0 or 1).
+    """
+    import torch
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    try:
+        from transformers import ViTImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x
+        from transformers import ViTImageProcessor as Processor
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder)
+    vision = {"image_size": 64, "patch_size": 16, "hidden_size": 32, "intermediate_size": 37,
+              "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPSegConfig(text_config=_text_config(tokenizer), vision_config=vision,
+                           projection_dim=PROJECTION_DIM, extract_layers=[0, 1], reduce_dim=16,
+                           decoder_num_attention_heads=2, decoder_intermediate_size=37,
+                           use_complex_transposed_convolution=True)
+    with _seeded(seed):
+        model = CLIPSegForImageSegmentation(config)
+    last = model.decoder.transposed_convolution[-1]
+    with torch.no_grad():
+        last.weight.mul_(0.02)
+        last.bias.mul_(0.02)
+    model.save_pretrained(folder, safe_serialization=True)
+    Processor(size={"height": 64, "width": 64}, resample=2, image_mean=[0.485, 0.456, 0.406],
+              image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+def tiny_sd_inpaint(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight Stable Diffusion inpainting folder (diffusers layout); makes noise.
+
+    The tiny SD (`tiny_sd`) with a 9-channel UNet (latents, mask, masked-image latents), saved
+    as a `StableDiffusionInpaintPipeline` like SD 1.5 inpainting.
+    """
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    with _seeded(seed):
+        config = {**_tiny_unet(TEXT_HIDDEN, attention_head_dim=8).config, "in_channels": 9}
+        unet = UNet2DConditionModel.from_config(config)
+        vae = _tiny_vae()
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(tokenizer)))
+    scheduler = PNDMScheduler(**_sd_scheduler_values(), skip_prk_steps=True,
+                              set_alpha_to_one=False)
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder,
+                                          tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                          safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _controlnet_from(unet, folder: str | os.PathLike) -> Path:
+    """A ControlNet copied from a tiny UNet (as real ones start from their model's), its zero
+    convolutions given small random weights so that the control map changes the residuals."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    zeros = [net.controlnet_cond_embedding.conv_out, *net.controlnet_down_blocks,
+             net.controlnet_mid_block]
+    with torch.no_grad():
+        for conv in zeros:
+            torch.nn.init.normal_(conv.weight, std=0.05)
+            torch.nn.init.normal_(conv.bias, std=0.05)
+    folder = Path(folder)
+    net.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_controlnet(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight ControlNet folder (diffusers layout) for the tiny SD; makes noise, not art.
+
+    Started from a UNet built as the tiny SD's is (the same with the same seed); it takes control
+    images of the tiny SD's size (64x64, factor 8)."""
+    with _seeded(seed):
+        return _controlnet_from(_tiny_unet(TEXT_HIDDEN, attention_head_dim=8), folder)
+
+
+def tiny_controlnet_sdxl(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight ControlNet folder (diffusers layout) for the tiny SDXL; makes noise, not art.
+
+    It takes SDXL's added conditioning (pooled text embeddings and size ids)."""
+    with _seeded(seed):
+        unet = _tiny_unet(2 * TEXT_HIDDEN, attention_head_dim=(2, 4), use_linear_projection=True,
+                          addition_embed_type="text_time", addition_time_embed_dim=8,
+                          projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN)
+        return _controlnet_from(unet, folder)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-vqgan": tiny_vqgan,
     "test-tiny-clip": tiny_clip,
     "test-tiny-sd": tiny_sd,
     "test-tiny-sdxl": tiny_sdxl,
     "test-tiny-ldm": tiny_ldm,
+    "test-tiny-clipseg": tiny_clipseg,
+    "test-tiny-sd-inpaint": tiny_sd_inpaint,
+    "test-tiny-controlnet": tiny_controlnet,
+    "test-tiny-controlnet-sdxl": tiny_controlnet_sdxl,
 }
 
 

@@ -178,7 +178,7 @@ def test_model_specs_resolve_to_their_kind_and_family(tiny_models, tmp_path):
 
 def test_every_catalogue_diffusion_model_has_a_family_and_fp16_weights():
     for model in list_models("diffusion"):
-        assert model.family in ("sd", "sdxl", "ldm"), model.name
+        assert model.family in ("sd", "sdxl", "ldm", "sd-inpaint", "sdxl-inpaint"), model.name
         if model.test:
             continue
         assert model.hub_repo and model.approx_size

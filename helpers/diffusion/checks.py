@@ -18,7 +18,7 @@ from typing import Any
 from helpers.diffusion.extras import Extra, check_extras
 from helpers.diffusion.families import FAMILIES, Family
 from helpers.diffusion.models import ModelRef, model_family, resolve_model
-from helpers.diffusion.samplers import get_sampler, make_scheduler
+from helpers.diffusion.samplers import get_sampler, make_scheduler, runs_on_unet
 from helpers.files import read_json
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
@@ -28,6 +28,10 @@ from helpers.settings.base import MAX_FRAMES, MOTION
 # output pixel for a full VAE decode.
 VAE_BYTES_PER_PIXEL = 2500
 VAE_TILE_PIXELS = 512 * 512
+# Inpainting's own tensors per output pixel and image, in fp32: the start latents, the latent
+# mask and an inpainting UNet's 5 extra input channels, each a 1/64 of the pixels (4 + 1 + 5 + 4
+# floats): a rounding error beside the UNet's activations, counted all the same.
+INPAINT_BYTES_PER_PIXEL = (4 + 1 + 5 + 4) * 4 / 64
 MEMORY_OPTIONS = ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload")
 VAE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -42,7 +46,7 @@ class Checked:
     device: Any
     memory: dict[str, bool]
     extras: list[Extra]  # the LoRAs and textual-inversion embeddings the prompts use
-    init_image: Any = None  # PIL image resized to the run's size, or None
+    init_image: Any = None  # PIL image resized to the run's size; inpaint.Inpainting; or None
 
 
 def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> DiffusionSettings:
@@ -83,14 +87,22 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
     if settings.vae:
         check_vae(settings.vae, ref)
     check_sampler(settings.sampler)
-    init = None
-    if settings.init_image:
-        init = open_image(settings.init_image, "init_image", cache)
-        init = init.resize((settings.width, settings.height), _lanczos())
+    init = open_image(settings.init_image, "init_image", cache) if settings.init_image else None
     from helpers.memory import free_memory
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
+    if init is not None and inpaints(settings):
+        from helpers.diffusion.inpaint import inpainting_of
+
+        init = inpainting_of(settings, init, cache, log)
+    elif init is not None:
+        init = init.resize((settings.width, settings.height), _lanczos())
     return Checked(settings, ref, family, device, memory, extras, init)
+
+
+def inpaints(settings: DiffusionSettings) -> bool:
+    """Whether a run inpaints: a mask, or a mask from words."""
+    return bool(settings.mask or settings.mask_prompt.strip())
 
 
 def catalogue_models(choice: Mapping[str, str], cache: str | os.PathLike | None = None) -> list:
@@ -145,7 +157,8 @@ def check_family(settings: DiffusionSettings, family: Family) -> None:
     problems = {  # setting: (used, what the family must offer)
         "init_image": (settings.init_image, family.img2img),
         "vae": (settings.vae, family.vae_override),
-        "animate": (settings.animate, family.img2img and family.takes_embeddings),
+        "animate": (settings.animate, family.img2img and family.takes_embeddings
+                    and not family.inpainting),
         "preview_every": (settings.preview_every, family.reports_steps),
         "save_trajectory": (settings.save_trajectory, family.reports_steps),
         "clip_skip": (settings.clip_skip != 1, family.clip_skip)}
@@ -157,6 +170,10 @@ def check_family(settings: DiffusionSettings, family: Family) -> None:
         raise ValueError(f"sampler: the {family.title} pipeline cannot run "
                          f"{settings.sampler!r}; use DDIM, PLMS, DPM++ 2M (Karras), "
                          "DPM++ 2M SDE (Karras), UniPC or LCM")
+    if family.inpainting and not runs_on_unet(settings.sampler, family):
+        raise ValueError(f"sampler: an {family.title} model runs on the web UI's k-diffusion "
+                         f"samplers for now, not on {settings.sampler!r} (DDIM, PLMS, UniPC "
+                         "and LCM are diffusers schedulers); choose Euler a, DPM++ 2M or another")
 
 
 def check_animation(settings: DiffusionSettings) -> None:
@@ -291,8 +308,8 @@ def _lanczos() -> Any:
 
 
 def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_bytes: int,
-                   options: dict[str, bool]) -> float:
-    """Rough peak memory of a run with the given memory options."""
+                   options: dict[str, bool], inpaint: bool = False) -> float:
+    """Rough peak memory of a run with the given memory options (`inpaint`: with a mask)."""
     scale = dtype_bytes / 2
     weights = family.weights_fp16 * scale
     if options.get("cpu_offload"):
@@ -301,9 +318,13 @@ def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_by
     unet = 2 * batch * pixels * family.unet_bytes_per_pixel * scale
     if options.get("attention_slicing"):
         unet /= 2
+    # start latents, mask, an inpainting UNet's 5 channels: held from start to decode
+    held = batch * pixels * INPAINT_BYTES_PER_PIXEL if inpaint or family.inpainting else 0
+    # the VAE: a decode of the batch; the init (and masked) image's encodes run one image at
+    # a time before sampling and need no more than a decode of one
     decoded = 1 if options.get("vae_slicing") else batch
     vae = min(pixels, VAE_TILE_PIXELS) if options.get("vae_tiling") else pixels
-    return weights + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale)
+    return weights + held + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale)
 
 
 def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
@@ -326,7 +347,8 @@ def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
     if device_type == "mps" and switches["attention_slicing"] == "auto":
         switches["attention_slicing"] = "on"
     args = (family, settings.width, settings.height, settings.batch_size, dtype_bytes)
-    chosen = memory.plan(lambda options: estimate_bytes(*args, options), switches, order, free,
+    chosen = memory.plan(lambda options: estimate_bytes(*args, options, inpaints(settings)),
+                         switches, order, free,
                          f"width/height: {settings.width}x{settings.height} with batch size "
                          f"{settings.batch_size}", device_type)
     return {"cpu_offload": False, **chosen}

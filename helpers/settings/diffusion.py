@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, split_name
+from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, get_sampler, split_name
 from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
 from helpers.precision import PRECISIONS
 from helpers.settings.base import (
@@ -19,6 +19,8 @@ from helpers.settings.base import (
 from helpers.settings.fields import MAX_EXPRESSION_CHARS, MAX_TEXT_CHARS, fail, setting
 
 ANIMATIONS = ("", "walk", "2d", "video")
+MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")  # the web UI's names
+INPAINT_AREAS = ("whole picture", "only masked")
 MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
 MEMORY_HELP = "(auto: on when the run would not fit in memory otherwise)"
 
@@ -81,6 +83,30 @@ class DiffusionSettings(RunSettings):
                               metavar="PATH|URL", text="path", group="image")
     strength: float = setting(0.75, "img2img denoising strength; 1 = keep nothing of the image",
                               min=0, min_open=True, max=1, metavar="X", group="image")
+    mask: str = setting("", "inpaint: the mask over the init image (path or URL): white = "
+                        "repaint, black = keep; an image with transparency: its alpha",
+                        metavar="PATH|URL", text="path", group="image")
+    mask_prompt: str = setting("", 'inpaint: the mask from words instead of a file, "the sky | '
+                               'the sea" (CLIPSeg finds them in the init image)',
+                               metavar="TEXT", group="image")
+    mask_threshold: float = setting(0.4, "mask prompt: how sure CLIPSeg must be that a pixel "
+                                    "shows the words", min=0, max=1, metavar="X", group="image")
+    mask_dilation: int = setting(4, "mask prompt: grow the mask by this many pixels", min=0,
+                                 max=64, unit="px", metavar="N", group="image")
+    mask_blur: int = setting(4, "inpaint: blur the mask's edge, as the web UI's Mask blur",
+                             min=0, max=64, unit="px", metavar="N", group="image")
+    masked_content: str = setting("original", "inpaint: what the masked area starts from: "
+                                  "original, fill (the colours around it), latent noise, "
+                                  "latent nothing", choices=MASKED_CONTENT, casefold=True,
+                                  group="image")
+    inpaint_area: str = setting("whole picture", "inpaint: whole picture, or only masked (the "
+                                "masked region is cut out, made at the full size and pasted "
+                                "back)", choices=INPAINT_AREAS, casefold=True, group="image")
+    inpaint_padding: int = setting(32, "inpaint, only masked: pixels around the masked region "
+                                   "(the web UI's Only masked padding)", min=0, max=256,
+                                   unit="px", metavar="N", group="image")
+    invert_mask: bool = setting(False, "inpaint: repaint what the mask leaves black (the web "
+                                "UI's Inpaint not masked)", group="image")
     batch_count: int = setting(1, "batches, one after another", min=1, max=10_000,
                                metavar="N", group="run")
     batch_size: int = setting(1, "images per batch, generated together", min=1, max=64,
@@ -177,6 +203,8 @@ class DiffusionSettings(RunSettings):
                 fail(name, getattr(self, name), "must not be empty")
         if self.animate:
             _check_animation(self)
+        if self.mask or self.mask_prompt.strip():
+            _check_inpaint(self)
 
 
 def _check_animation(settings: DiffusionSettings) -> None:
@@ -206,3 +234,20 @@ def _check_animation(settings: DiffusionSettings) -> None:
              "and only then")
     if settings.animate == "walk" and settings.init_image:
         fail("init_image", settings.init_image, "a walk starts from noise, not an image")
+
+
+def _check_inpaint(settings: DiffusionSettings) -> None:
+    """What inpainting needs: an init image, one mask, a web-UI sampler, no animation."""
+    name = "mask" if settings.mask else "mask_prompt"
+    value = getattr(settings, name)
+    if settings.mask and settings.mask_prompt.strip():
+        fail("mask_prompt", settings.mask_prompt, "give a mask or a mask prompt, not both")
+    if not settings.init_image:
+        fail(name, value, "inpainting needs the image to repaint: give init_image too")
+    if settings.animate:
+        fail(name, value, "animations do not inpaint yet; leave the mask out")
+    sampler = get_sampler(settings.sampler)
+    if sampler.kind == "diffusers":
+        fail("sampler", settings.sampler, "inpainting runs on the web UI's k-diffusion "
+             "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
+             "choose Euler a, Euler, DPM++ 2M or another")

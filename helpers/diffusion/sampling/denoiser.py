@@ -38,11 +38,17 @@ def alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
 
 
 class Denoiser:
-    """The model's discrete schedule and its UNet as a denoiser (eps or v prediction)."""
+    """The model's discrete schedule and its UNet as a denoiser (eps or v prediction).
 
-    def __init__(self, unet: Any, config: dict[str, Any], family: Family):
+    `image_cond` (an inpainting UNet's mask and masked-image latents, one row per image or one
+    for all) is concatenated to each row's scaled latents, unscaled, as the web UI's CompVis
+    model concatenates its `c_concat`.
+    """
+
+    def __init__(self, unet: Any, config: dict[str, Any], family: Family,
+                 image_cond: torch.Tensor | None = None):
         acp = alphas_cumprod(config)
-        self.unet, self.family = unet, family
+        self.unet, self.family, self.image_cond = unet, family, image_cond
         self.sigmas = ((1 - acp) / acp) ** 0.5
         self.log_sigmas = self.sigmas.log()
         self.v_prediction = config.get("prediction_type", "epsilon") == "v_prediction"
@@ -78,16 +84,24 @@ class Denoiser:
         rows = guidance.rows(x.shape[0])
         x_in = x.repeat_interleave(rows.per_image, 0)
         s_in = sigma.repeat_interleave(rows.per_image, 0)
-        out = self.denoise(x_in, s_in, rows, guidance.added(rows))
+        cond = None
+        if self.image_cond is not None:  # each image's own, on every row of its pieces
+            cond = self.image_cond.to(x.device).expand(x.shape[0], -1, -1, -1)
+            cond = cond.repeat_interleave(rows.per_image, 0)
+        out = self.denoise(x_in, s_in, rows, guidance.added(rows), cond)
         return guidance.combine(out, rows, x.shape[0])
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, rows: Rows,
-                added: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                added: dict[str, torch.Tensor] | None = None,
+                image_cond: torch.Tensor | None = None) -> torch.Tensor:
         """Unguided denoised images: x - sigma * eps (or the v-prediction form)."""
         c_in = (1 / (sigma ** 2 + 1) ** 0.5)[:, None, None, None]
         t = self.sigma_to_t(sigma)
         dtype = self.unet.dtype
-        out = self.unet((x * c_in).to(dtype), t, encoder_hidden_states=rows.embeds.to(dtype),
+        model_in = x * c_in
+        if image_cond is not None:
+            model_in = torch.cat([model_in, image_cond.to(model_in)], dim=1)
+        out = self.unet(model_in.to(dtype), t, encoder_hidden_states=rows.embeds.to(dtype),
                         encoder_attention_mask=rows.mask, added_cond_kwargs=added,
                         return_dict=False)[0].float()
         s = sigma[:, None, None, None]

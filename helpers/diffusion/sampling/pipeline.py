@@ -5,18 +5,23 @@ The pipeline gives the UNet, the VAE and its image processor; the sampling is ou
 latent distribution); the hires fix makes the image at the run's size, upscales its latents
 or its pixels by the web UI's hires upscaler (`upscale`), and refines it with an img2img pass
 of its own steps and strength, with fresh noise from the same seeds, as the web UI does.
+Inpainting (`helpers.diffusion.inpaint`) gives the job its latent mask and start latents, and an
+inpainting model its mask and masked-image latents beside the latents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from helpers.diffusion.guidance import Conditioning, Guidance
+from helpers.diffusion.inpaint import Inpainting, image_conditioning, latent_mask, start_latents
 from helpers.diffusion.samplers import get_sampler
 from helpers.diffusion.sampling.denoiser import Denoiser
+from helpers.diffusion.sampling.noise import ImageNoise
 from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
 from helpers.diffusion.sampling.upscale import upscale_for_hires
 from helpers.diffusion.sampling.vae import decode, encode_latents
@@ -31,31 +36,56 @@ StepReport = Callable[[int, int, torch.Tensor, Decode], Any]  # (step, steps, de
 def generate_batch(pipe: Any, family: Family, settings: Any, conditioning: Conditioning,
                    seeds: list[int], init_image: Any = None, report: StepReport | None = None,
                    start_noise: torch.Tensor | None = None,
-                   hires: Conditioning | None = None) -> list:
+                   hires: Conditioning | None = None,
+                   inpaint: Inpainting | None = None) -> list:
     """PIL images of one batch (`report` gets every step's denoised latents; `hires`: the
-    hires pass's conditioning when prompt editing gives it its own schedule)."""
+    hires pass's conditioning when prompt editing gives it its own schedule; `inpaint`: the
+    mask and masked content of an inpaint run, whose start image is `init_image`)."""
     device = pipe.unet.device
-    width, height = settings.width, settings.height
+    size = (settings.width, settings.height)
     init = encode_latents(pipe, init_image) if init_image is not None else None
     job = Job(settings.sampler, settings.schedule, settings.steps, list(seeds), settings.rng,
               init=init, strength=settings.strength, start_noise=start_noise)
-    latents = _sample(pipe, family, settings, conditioning, job, (width, height), report)
+    image_cond = None
+    if inpaint is not None:
+        job = inpaint_job(job, inpaint, size, pipe.vae_scale_factor, device)
+        if family.inpainting:
+            image_cond = image_conditioning(pipe, inpaint, size)
+    latents = _sample(pipe, family, settings, conditioning, job, size, report, image_cond)
     if settings.hires_scale > 1 and init is None:
         latents = hires_pass(pipe, family, settings, hires or conditioning, latents, seeds,
                              report)
     return decode(pipe, latents.to(device))
 
 
+def inpaint_job(job: Job, inpaint: Inpainting, size: tuple[int, int], factor: int,
+                device: Any) -> Job:
+    """The job with the latent mask and the start latents of the masked content (latent
+    noise: each image's first draw, as the web UI draws it for its seed)."""
+    mask = latent_mask(inpaint.mask, (size[0] // factor, size[1] // factor)).to(device)
+    init = job.init.to(device)
+    noise = None
+    if inpaint.masked_content == "latent noise":
+        noise = ImageNoise(job.seeds, init.shape[1:], job.rng, device).first()
+    return replace(job, init=start_latents(init, mask, inpaint.masked_content, noise),
+                   mask=mask)
+
+
 def _sample(pipe: Any, family: Family, settings: Any, conditioning: Conditioning, job: Job,
-            size: tuple[int, int], report: StepReport | None) -> torch.Tensor:
+            size: tuple[int, int], report: StepReport | None,
+            image_cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampled latents at `size`; an inpainting model without `image_cond` gets the one of
+    no mask (all of a grey image masked), as the web UI gives it outside inpainting."""
     width, height = size
     time_ids = None
     if family.size_conditioning:
         time_ids = sdxl_time_ids(width, height, settings.sdxl_original_size, pipe.unet.dtype)
+    if family.inpainting and image_cond is None:
+        image_cond = image_conditioning(pipe, None, size)
     guidance = Guidance(conditioning, settings.cfg_scale, time_ids)
-    denoiser = Denoiser(pipe.unet, dict(pipe.scheduler.config), family)
+    denoiser = Denoiser(pipe.unet, dict(pipe.scheduler.config), family, image_cond)
     factor = pipe.vae_scale_factor
-    shape = (pipe.unet.config.in_channels, height // factor, width // factor)
+    shape = (pipe.unet.config.out_channels, height // factor, width // factor)
     callback = _callback(pipe, report, job) if report else None
     return sample(denoiser, guidance, job, shape, pipe.unet.device, callback)
 

@@ -2,18 +2,22 @@
 
 txt2img starts from each image's first draw times the first sigma; img2img (and the hires
 fix's second pass) keeps the last int(strength x steps) + 1 sigmas of a schedule of `steps` and
-starts from the image's latents plus noise at the first of them, as the web UI does.
+starts from the image's latents plus noise at the first of them, as the web UI does. Inpainting
+adds a latent mask: the sampler's model is wrapped so that every denoised prediction keeps the
+start latents outside it, and the result is blended once more (`helpers.diffusion.inpaint`).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from helpers.diffusion.guidance import Guidance
+from helpers.diffusion.inpaint import blend, masked_model
 from helpers.diffusion.samplers import get_sampler, schedule_of
 from helpers.diffusion.sampling.denoiser import Denoiser
 from helpers.diffusion.sampling.noise import ImageNoise, brownian
@@ -34,6 +38,8 @@ class Job:
     strength: float = 1.0  # img2img: how much of the schedule runs
     start_noise: torch.Tensor | None = None  # a walk's start noise instead of the first draw
     t_enc: int | None = None  # img2img: steps run - 1, when not from strength (hires fix)
+    mask: torch.Tensor | None = None  # inpaint: 1 where to repaint, at the latent size; every
+    #                                   denoised prediction is `init` outside it
 
     @property
     def encoded_steps(self) -> int:
@@ -68,8 +74,23 @@ def sample(denoiser: Denoiser, guidance: Guidance, job: Job, shape: tuple[int, .
     if sampler.brownian:
         steps = brownian(x, sigmas, job.seeds)
     function = FUNCTIONS[sampler.function]
-    return function(lambda x_, s: denoiser(x_, s, guidance), x, run, steps, callback,
-                    **sampler.options, **sigma_range(denoiser, job, function))
+    model, finish = guided_model(denoiser, guidance, job, device)
+    return finish(function(model, x, run, steps, callback, **sampler.options,
+                           **sigma_range(denoiser, job, function)))
+
+
+def guided_model(denoiser: Denoiser, guidance: Guidance, job: Job, device: Any
+                 ) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                            Callable[[torch.Tensor], torch.Tensor]]:
+    """(the sampler's model, what finishes its result): the guided denoiser; inpainting, its
+    predictions blended with the start latents by the mask, and the result blended again."""
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return denoiser(x, sigma, guidance)
+
+    if job.mask is None:
+        return model, lambda x: x
+    init, mask = job.init.to(device, torch.float32), job.mask.to(device, torch.float32)
+    return masked_model(model, init, mask), lambda x: blend(x, init, mask)
 
 
 def sigma_range(denoiser: Denoiser, job: Job, function: Any) -> dict[str, Any]:

@@ -16,10 +16,15 @@ import torch
 
 def encode_latents(pipe: Any, image: Any) -> torch.Tensor:
     """A PIL image -> its latents (unit scale): the mean of the VAE's latent distribution."""
+    return encode_pixels(pipe, pipe.image_processor.preprocess(image))
+
+
+def encode_pixels(pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) on the -1..1 scale -> their latents (unit scale): the mean of the
+    VAE's latent distribution."""
     vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
     with torch.no_grad(), upcast_vae(vae):
-        pixels = pixels.to(vae.dtype)
+        pixels = pixels.to(vae.device, vae.dtype)
         latents = vae.encode(pixels).latent_dist.mode()
     return latents.float() * vae.config.scaling_factor
 
