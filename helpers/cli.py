@@ -75,8 +75,19 @@ def _value_kwargs(annotation: Any, meta: Any) -> dict[str, Any]:
             return {"type": names_list, "metavar": meta.metavar or "A,B"}
         return {"type": args[0], "nargs": meta.nargs or "+", "metavar": _metavars(meta)}
     base = args[0] if args else annotation
-    kind = {int: int, float: float}.get(base, lines if meta.text == "lines" else str)
+    if meta.text == "lines":  # each use of the flag one line
+        return {"type": lines, "action": JoinLines, "metavar": meta.metavar}
+    kind = {int: int, float: float}.get(base, str)
     return {"type": kind, "metavar": meta.metavar or _choices_metavar(meta)}
+
+
+class JoinLines(argparse.Action):
+    """A multi-line setting's flag: each use adds a line (`--control A --control B`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        old = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if old is None else f"{old}\n{values}")
 
 
 def _metavars(meta: Any) -> Any:

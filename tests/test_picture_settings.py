@@ -106,7 +106,7 @@ def names(cls: type) -> set[str]:
 
 def test_what_a_picture_may_set_is_named_by_the_settings_metadata():
     never = names(DiffusionSettings) - set(picture_fields(DiffusionSettings))
-    assert never == {"out", "init_image", "init_video", "mask", "device", "precision",
+    assert never == {"out", "init_image", "init_video", "mask", "control", "device", "precision",
                      "attention_slicing", "vae_slicing", "vae_tiling", "cpu_offload"}
     never = names(VQGANClipSettings) - set(picture_fields(VQGANClipSettings))
     assert never == {"out", "init_image", "image_prompts", "device", "precision",

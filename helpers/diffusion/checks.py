@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,10 @@ VAE_TILE_PIXELS = 512 * 512
 # mask and an inpainting UNet's 5 extra input channels, each a 1/64 of the pixels (4 + 1 + 5 + 4
 # floats): a rounding error beside the UNet's activations, counted all the same.
 INPAINT_BYTES_PER_PIXEL = (4 + 1 + 5 + 4) * 4 / 64
+# A ControlNet's fp16 weights (SD 1.5's, SDXL's); its activations are about the UNet encoder
+# half's, and the units run one after another
+CONTROLNET_FP16 = (0.72e9, 2.5e9)
+CONTROLNET_ACTIVATIONS = 0.5
 MEMORY_OPTIONS = ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload")
 VAE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -47,6 +51,7 @@ class Checked:
     memory: dict[str, bool]
     extras: list[Extra]  # the LoRAs and textual-inversion embeddings the prompts use
     init_image: Any = None  # PIL image resized to the run's size; inpaint.Inpainting; or None
+    control: list = field(default_factory=list)  # control.run.CheckedUnit, one per unit
 
 
 def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> DiffusionSettings:
@@ -88,6 +93,9 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
         check_vae(settings.vae, ref)
     check_sampler(settings.sampler)
     init = open_image(settings.init_image, "init_image", cache) if settings.init_image else None
+    from helpers.diffusion.control.run import check_control
+
+    control = check_control(settings, ref, family, cache)
     from helpers.memory import free_memory
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
@@ -97,7 +105,7 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
         init = inpainting_of(settings, init, cache, log)
     elif init is not None:
         init = init.resize((settings.width, settings.height), _lanczos())
-    return Checked(settings, ref, family, device, memory, extras, init)
+    return Checked(settings, ref, family, device, memory, extras, init, control)
 
 
 def inpaints(settings: DiffusionSettings) -> bool:
@@ -308,8 +316,9 @@ def _lanczos() -> Any:
 
 
 def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_bytes: int,
-                   options: dict[str, bool], inpaint: bool = False) -> float:
-    """Rough peak memory of a run with the given memory options (`inpaint`: with a mask)."""
+                   options: dict[str, bool], inpaint: bool = False, control: int = 0) -> float:
+    """Rough peak memory of a run with the given memory options (`inpaint`: with a mask;
+    `control`: its ControlNet units)."""
     scale = dtype_bytes / 2
     weights = family.weights_fp16 * scale
     if options.get("cpu_offload"):
@@ -318,6 +327,9 @@ def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_by
     unet = 2 * batch * pixels * family.unet_bytes_per_pixel * scale
     if options.get("attention_slicing"):
         unet /= 2
+    if control:  # the ControlNets stay on the device; one runs at a time beside the UNet
+        weights += control * CONTROLNET_FP16[bool(family.size_conditioning)] * scale
+        unet *= 1 + CONTROLNET_ACTIVATIONS
     # start latents, mask, an inpainting UNet's 5 channels: held from start to decode
     held = batch * pixels * INPAINT_BYTES_PER_PIXEL if inpaint or family.inpainting else 0
     # the VAE: a decode of the batch; the init (and masked) image's encodes run one image at
@@ -347,7 +359,11 @@ def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
     if device_type == "mps" and switches["attention_slicing"] == "auto":
         switches["attention_slicing"] = "on"
     args = (family, settings.width, settings.height, settings.batch_size, dtype_bytes)
-    chosen = memory.plan(lambda options: estimate_bytes(*args, options, inpaints(settings)),
+    from helpers.diffusion.control.units import parse_control
+
+    units = len(parse_control(settings.control))
+    chosen = memory.plan(lambda options: estimate_bytes(*args, options, inpaints(settings),
+                                                        units),
                          switches, order, free,
                          f"width/height: {settings.width}x{settings.height} with batch size "
                          f"{settings.batch_size}", device_type)

@@ -4,7 +4,10 @@ Writing (`infotext_params`, `save_image`) follows the web UI 1.9+: `Sampler` hol
 and `Schedule type` the schedule the sampler ran; the hires keys appear only when hires is on;
 the inpaint keys (Mask blur, Mask mode, Inpaint area, Masked area padding, Masked content, an
 inpainting model's Conditional mask weight) where the web UI writes them; LoRA and
-textual-inversion hashes as its Lora and TI hashes. Reading (`settings_from_image`)
+textual-inversion hashes as its Lora and TI hashes; ControlNet units as its ControlNet extension
+writes them (`ControlNet 0: "Module: canny, Model: ..., Weight: 1, ..."`), read back into the
+control mode, resize mode, pixel perfect and preprocessor resolution of the first unit (the
+units themselves are not: an infotext holds no control image). Reading (`settings_from_image`)
 takes our own settings where the image holds them (only what makes the picture:
 `helpers.settings.picture`), else its infotext: `USED_KEYS` lists every key we read, and the
 others are reported in one line, never dropped in silence. An infotext from before the web UI
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers import runs
+from helpers.diffusion.control.units import MAX_UNITS
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
 from helpers.settings.picture import picture_values
@@ -43,7 +47,9 @@ INPAINT_AREAS = {"Whole picture": "whole picture", "Only masked": "only masked"}
 MASK_WEIGHT = "Conditional mask weight"  # an inpainting model's; only 1 is made here
 # keys that describe the image and have no setting to fill
 DESCRIPTIVE = ("Model hash", "Lora hashes", "TI hashes", "Version", "Animation", "Frame")
-USED_KEYS = frozenset({*NUMBERS, *RULES, *DESCRIPTIVE})
+# the ControlNet extension's units (`ControlNet 0`, ...): read by `_control`
+CONTROL_KEYS = tuple(f"ControlNet {i}" for i in range(MAX_UNITS))
+USED_KEYS = frozenset({*NUMBERS, *RULES, *DESCRIPTIVE, *CONTROL_KEYS})
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -91,6 +97,15 @@ def inpaint_params(settings: DiffusionSettings) -> dict[str, Any]:
             else settings.masked_content}
 
 
+def control_params(settings: DiffusionSettings, loaded: Loaded) -> dict[str, Any]:
+    """The ControlNet extension's `ControlNet N` keys, one a unit; none without control."""
+    if not settings.control.strip():
+        return {}
+    from helpers.diffusion.control.run import infotext_units
+
+    return infotext_units(settings, loaded)
+
+
 def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
                     hashes: dict[str, str] | None = None) -> dict[str, Any]:
     """The web UI's params line of one image, its keys in the web UI's order (`hashes`: the
@@ -112,7 +127,8 @@ def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
         MASK_WEIGHT: 1.0 if _inpainting_model(loaded) else None,
         "Clip skip": settings.clip_skip if settings.clip_skip > 1 else None,
         "RNG": RNG_SOURCES.get(settings.rng),
-        **inpaint_params(settings), **hires_params(settings), **hashes,
+        **inpaint_params(settings), **control_params(settings, loaded), **hires_params(settings),
+        **hashes,
         "Prompt mode": settings.prompt_mode, "Animation": settings.animate or None,
     }
 
@@ -166,6 +182,7 @@ def settings_from_image(png: str | os.PathLike, *, log: Log = print,
     if unused:
         log(f"from_image: {Path(png).name}: not used (Dreamframe has no setting for them): "
             f"{', '.join(unused)}")
+    _report_control(info, Path(png).name, log)
     if "model" not in overrides and "Model" not in info:
         log(f"from_image: {Path(png).name} does not name its model; using "
             f"{DiffusionSettings().model}")
@@ -200,6 +217,7 @@ def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str,
     values.update(_model(info, overrides))
     values.update(_hires(info, overrides))
     values.update(_inpaint(info, overrides))
+    values.update(_control(info, overrides))
     if "Denoising strength" in info:
         hires = overrides.get("hires_scale", values.get("hires_scale", 1)) > 1
         name = "hires_strength" if hires else "strength"
@@ -229,6 +247,49 @@ def _inpaint(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
             except ValueError as e:
                 raise ValueError(f"from_image: {e}; give --{name.replace('_', '-')}") from None
     return values
+
+
+def control_fields(info: dict[str, str]) -> list[dict[str, str]]:
+    """The `Key: value` fields of each `ControlNet N` unit of an infotext, in order."""
+    units = []
+    for key in CONTROL_KEYS:
+        if key in info:
+            pairs = (part.partition(":") for part in info[key].split(","))
+            units.append({k.strip(): v.strip() for k, _, v in pairs if k.strip()})
+    return units
+
+
+def _control(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The first ControlNet unit's control mode, resize mode, pixel perfect and preprocessor
+    resolution, where they are ours (the extension writes one set a unit; ours hold for all)."""
+    from helpers.diffusion.control import CONTROL_MODES, RESIZE_MODES
+
+    units = control_fields(info)
+    if not units:
+        return {}
+    unit, values = units[0], {}
+    rules = {"Control Mode": ("control_mode", lambda v: v if v in CONTROL_MODES else None),
+             "Resize Mode": ("control_resize", lambda v: v if v in RESIZE_MODES else None),
+             "Pixel Perfect": ("control_pixel_perfect",
+                               lambda v: {"True": True, "False": False}.get(v)),
+             "Processor Res": ("control_resolution",
+                               lambda v: int(v) if v.isdigit() and 64 <= int(v) <= 2048
+                               else None)}
+    for key, (name, read) in rules.items():
+        value = read(unit.get(key, ""))
+        if value is not None and name not in overrides:
+            values[name] = value
+    return values
+
+
+def _report_control(info: dict[str, str], source: str, log: Log) -> None:
+    """The ControlNet units an infotext names, which set no `control` (no image is in it)."""
+    units = [f"{key} ({unit.get('Module', '?')}, weight {unit.get('Weight', '?')})"
+             for key, unit in zip([k for k in CONTROL_KEYS if k in info],
+                                  control_fields(info), strict=True)]
+    if units:
+        log(f"from_image: {source}: not taken: control, as the infotext holds no control "
+            f"image (give --control TYPE:IMAGE): {', '.join(units)}")
 
 
 def _rng(name: str) -> str:

@@ -36,6 +36,7 @@ class Loaded:
     model_hash: str = ""  # the web UI's short hash: first 10 hex digits of a sha256
     vae_label: str = ""  # the VAE override's name, "" = the model's own
     scheduler_config: dict = field(default_factory=dict)  # the model's own scheduler config
+    controlnets: dict = field(default_factory=dict)  # ControlNet spec -> the loaded model
 
 
 def dtype_kwargs(dtype: Any) -> dict[str, Any]:
@@ -54,6 +55,10 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
     with library_bars(progress):
         loaded = load_pipeline(checked.settings, cache, log, checked.ref, checked.device,
                                checked.family)
+        if checked.control:
+            from helpers.diffusion.control.run import load_controlnets
+
+            load_controlnets(loaded, checked.control, cache, log)
     check_loaded(checked.settings, loaded.pipe)
     return loaded
 

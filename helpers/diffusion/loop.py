@@ -39,11 +39,12 @@ class Generated:
 def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
         on_step: OnStep | None = None, pipe: Any = None,
         skip: set[int] | frozenset[int] = frozenset(),
-        plan: PromptPlan | None = None) -> Iterator[Generated]:
+        plan: PromptPlan | None = None, control: Any = None) -> Iterator[Generated]:
     """Generate the run's images batch by batch (txt2img, img2img with `init_image`, or
     inpaint when it is an `inpaint.Inpainting`); batches whose images (1-based indices) are all
     in `skip` are not made. `plan`: what the text encoders get (`extras.applied` makes it),
-    else the settings' prompts as written."""
+    else the settings' prompts as written; `control`: the ControlNet units
+    (`control.run.RunControl`)."""
     init_image, inpaint = split_init(init_image)
     pipe = pipe if pipe is not None else pipeline_for(loaded, settings.sampler,
                                                       init_image is not None)
@@ -58,7 +59,7 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
         batch_seeds = seeds[batch * size:(batch + 1) * size]
         callback = step_callback(batch, on_step) if on_step else None
         images = call_pipeline(pipe, loaded.family, settings, first, batch_seeds, init_image,
-                               callback, hires=hires, inpaint=inpaint)
+                               callback, hires=hires, inpaint=inpaint, control=control)
         for k, image in enumerate(images):
             yield Generated(indices[k], batch_seeds[k], image)
 
@@ -98,11 +99,12 @@ def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditionin
                   seeds: list[int], init_image: Any, report: Report | None,
                   extra: dict[str, Any] | None = None,
                   hires: Conditioning | None = None,
-                  inpaint: Inpainting | None = None) -> list:
+                  inpaint: Inpainting | None = None, control: Any = None) -> list:
     """One batch: a web-UI (k-diffusion) sampler in helpers.diffusion.sampling, or a diffusers
     scheduler through the pipeline (`extra`: more pipeline arguments; `hires`: the hires pass's
     conditioning, when it differs; `inpaint`: the mask of an inpaint run, whose untouched pixels
-    are pasted back over each image); returns PIL images."""
+    are pasted back over each image; `control`: the ControlNet units, web-UI samplers only);
+    returns PIL images."""
     import torch
 
     if runs_on_unet(settings.sampler, family):
@@ -110,8 +112,11 @@ def call_pipeline(pipe, family: Family, settings: DiffusionSettings, conditionin
 
         start = (extra or {}).get("latents")
         images = generate_batch(pipe, family, settings, conditioning, seeds, init_image,
-                                report, start, hires, inpaint)
+                                report, start, hires, inpaint, control)
         return images if inpaint is None else [paste_back(im, inpaint) for im in images]
+    if control is not None:  # the check stage refuses it
+        raise ValueError(f"sampler: ControlNet runs on the web UI's samplers only, not on "
+                         f"{settings.sampler!r}")
     if inpaint is not None or family.inpainting:  # the check stage refuses both
         raise ValueError(f"sampler: inpainting runs on the web UI's samplers only, not on "
                          f"{settings.sampler!r}")

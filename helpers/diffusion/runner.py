@@ -48,12 +48,20 @@ def generate(settings: DiffusionSettings | None = None, *,
     settings = checked.settings
     if loaded is None:
         loaded = load_models(checked, cache, log, progress)
+    elif checked.control:  # a reused pipeline: the ControlNets it lacks
+        from helpers.diffusion.control.run import load_controlnets
+
+        load_controlnets(loaded, checked.control, cache, log)
     if resume is None:
         run_dir = runs.new_run(Path(settings.out), runs.run_title(settings), settings.to_json())
     else:
         run_dir = Path(resume)
         runs.write_run_settings(run_dir, settings.to_json())
     done = {int(p.stem) for p in runs.list_frames(run_dir)}
+    if checked.control:
+        from helpers.diffusion.control.run import save_maps
+
+        save_maps(run_dir, checked.control)
     log(f"run folder: {run_dir}")
     saved = _loop(checked, loaded, run_dir, done, progress, on_image, on_preview, log)
     log(f"{plural(saved, 'image')} in {run_dir}")
@@ -104,9 +112,12 @@ def _items(checked: Checked, prompts: EncoderPrompts, loaded: Loaded, run_dir: P
 
         return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame,
                              prompts)
+    from helpers.diffusion.control.run import run_control
+
     pipe = pipeline_for(loaded, settings.sampler, checked.init_image is not None)
     made = run(settings, loaded, checked.init_image, on_step, pipe, skip=done,
-               plan=prompts.plan())
+               plan=prompts.plan(),
+               control=run_control(settings, checked.control, loaded, checked.device))
     return (item for item in made if item.index not in done)
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from helpers.diffusion.control import (
+    CONTROL_MODES,
+    CROP_AND_RESIZE,
+    DEFAULT_RESOLUTION,
+    RESIZE_MODES,
+)
 from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, get_sampler, split_name
 from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
 from helpers.precision import PRECISIONS
@@ -107,6 +113,28 @@ class DiffusionSettings(RunSettings):
                                    unit="px", metavar="N", group="image")
     invert_mask: bool = setting(False, "inpaint: repaint what the mask leaves black (the web "
                                 "UI's Inpaint not masked)", group="image")
+    control: str = setting("", "ControlNet units, one a line (the CLI flag: one per use): "
+                           "TYPE[@MODEL]:IMAGE[:WEIGHT[:START:END]], TYPE a preprocessor "
+                           "(canny, none, invert, threshold, scribble_xdog, lineart_standard, "
+                           "tile_resample), IMAGE a path or URL, WEIGHT 0..2, START < END "
+                           "fractions of the steps; MODEL: the ControlNet, else the catalogue's "
+                           "for TYPE and the model's family", metavar="UNIT", text="lines",
+                           group="control")
+    control_mode: str = setting(CONTROL_MODES[0], "ControlNet: the extension's control mode of "
+                                f"every unit ({', '.join(CONTROL_MODES)})",
+                                choices=CONTROL_MODES, casefold=True, metavar="MODE",
+                                group="control")
+    control_resize: str = setting(CROP_AND_RESIZE, "ControlNet: how a control map is fitted to "
+                                  f"the size, the extension's resize mode "
+                                  f"({', '.join(RESIZE_MODES)})", choices=RESIZE_MODES,
+                                  casefold=True, metavar="MODE", group="control")
+    control_pixel_perfect: bool = setting(False, "ControlNet: preprocess at the resolution the "
+                                          "size needs (the extension's Pixel Perfect)",
+                                          group="control")
+    control_resolution: int = setting(DEFAULT_RESOLUTION, "ControlNet: the preprocessor "
+                                      "resolution (short side) when not pixel perfect", min=64,
+                                      max=2048, unit="px", metavar="N", advanced=True,
+                                      group="control")
     batch_count: int = setting(1, "batches, one after another", min=1, max=10_000,
                                metavar="N", group="run")
     batch_size: int = setting(1, "images per batch, generated together", min=1, max=64,
@@ -205,6 +233,8 @@ class DiffusionSettings(RunSettings):
             _check_animation(self)
         if self.mask or self.mask_prompt.strip():
             _check_inpaint(self)
+        if self.control.strip():
+            _check_control(self)
 
 
 def _check_animation(settings: DiffusionSettings) -> None:
@@ -249,5 +279,16 @@ def _check_inpaint(settings: DiffusionSettings) -> None:
     sampler = get_sampler(settings.sampler)
     if sampler.kind == "diffusers":
         fail("sampler", settings.sampler, "inpainting runs on the web UI's k-diffusion "
+             "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
+             "choose Euler a, Euler, DPM++ 2M or another")
+
+
+def _check_control(settings: DiffusionSettings) -> None:
+    """The control units' syntax and numbers, and a web-UI sampler."""
+    from helpers.diffusion.control.units import parse_control
+
+    parse_control(settings.control)  # its errors name the setting
+    if get_sampler(settings.sampler).kind == "diffusers":
+        fail("sampler", settings.sampler, "ControlNet runs on the web UI's k-diffusion "
              "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
              "choose Euler a, Euler, DPM++ 2M or another")

@@ -6,7 +6,7 @@ sizes and the like, but never:
 
 - the machine: the fields of the "device" group (device, precision, memory switches);
 - paths and URLs: the `text="path"` fields (the output folder, init image, init video) and the
-  prompts that name image files (`FILE_PROMPTS`);
+  text fields that name image files (`FILE_PROMPTS`: image prompts, ControlNet units);
 - a model outside the catalogue: a model field (`MODEL_FIELDS`) is taken only when every name in
   it is a catalogue name, since a Hub id is a download and a path a file on this machine.
 
@@ -24,7 +24,7 @@ from typing import Any
 from helpers.reporting import Log
 from helpers.settings.fields import meta_of
 
-FILE_PROMPTS = ("image_prompts",)  # prompt fields whose pieces are image paths or URLs
+FILE_PROMPTS = ("image_prompts", "control")  # text fields whose pieces are image paths or URLs
 MODEL_FIELDS = ("model", "model_config", "vae", "vqgan", "clip")  # names of models or files
 REQUIRED_MODELS = ("model", "vqgan", "clip")  # the models that make the picture: never dropped
 NOT_TAKEN = "not taken from the picture (it never sets paths, URLs, the machine or models " \

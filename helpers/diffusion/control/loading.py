@@ -115,10 +115,10 @@ def load_controlnet(spec: str, unet_config: Any, cache: str | os.PathLike | None
 
 def _load(kind: str, where: Any, config: dict[str, Any], dtype: Any, cache, log: Log,
           single_config: str | None) -> Any:
-    from helpers.diffusion.loading import dtype_kwargs
     from helpers.download import fetch, hub_cache
+    from helpers.precision import dtype_kwargs
 
-    kwargs = dtype_kwargs(dtype) if dtype is not None else {}
+    kwargs = dtype_kwargs("diffusers", dtype) if dtype is not None else {}
     if kind == "file":
         from helpers.diffusion.models import weights_file
 

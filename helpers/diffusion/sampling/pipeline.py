@@ -6,7 +6,10 @@ latent distribution); the hires fix makes the image at the run's size, upscales 
 or its pixels by the web UI's hires upscaler (`upscale`), and refines it with an img2img pass
 of its own steps and strength, with fresh noise from the same seeds, as the web UI does.
 Inpainting (`helpers.diffusion.inpaint`) gives the job its latent mask and start latents, and an
-inpainting model its mask and masked-image latents beside the latents.
+inpainting model its mask and masked-image latents beside the latents. ControlNet units
+(`helpers.diffusion.control`) wrap the UNet of each pass (`ControlledUNet`), the hires pass's
+with its maps fitted to the hires size; the sampler's step reports tell the wrapper the progress
+its units' guidance start and end are fractions of.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from helpers.diffusion.control import ControlledUNet, conditional_rows
 from helpers.diffusion.guidance import Conditioning, Guidance
 from helpers.diffusion.inpaint import Inpainting, image_conditioning, latent_mask, start_latents
 from helpers.diffusion.samplers import get_sampler
@@ -37,10 +41,11 @@ def generate_batch(pipe: Any, family: Family, settings: Any, conditioning: Condi
                    seeds: list[int], init_image: Any = None, report: StepReport | None = None,
                    start_noise: torch.Tensor | None = None,
                    hires: Conditioning | None = None,
-                   inpaint: Inpainting | None = None) -> list:
+                   inpaint: Inpainting | None = None, control: Any = None) -> list:
     """PIL images of one batch (`report` gets every step's denoised latents; `hires`: the
     hires pass's conditioning when prompt editing gives it its own schedule; `inpaint`: the
-    mask and masked content of an inpaint run, whose start image is `init_image`)."""
+    mask and masked content of an inpaint run, whose start image is `init_image`; `control`: the
+    ControlNet units, a `control.run.RunControl`)."""
     device = pipe.unet.device
     size = (settings.width, settings.height)
     init = encode_latents(pipe, init_image) if init_image is not None else None
@@ -51,10 +56,11 @@ def generate_batch(pipe: Any, family: Family, settings: Any, conditioning: Condi
         job = inpaint_job(job, inpaint, size, pipe.vae_scale_factor, device)
         if family.inpainting:
             image_cond = image_conditioning(pipe, inpaint, size)
-    latents = _sample(pipe, family, settings, conditioning, job, size, report, image_cond)
+    units = control.units if control is not None else ()
+    latents = _sample(pipe, family, settings, conditioning, job, size, report, image_cond, units)
     if settings.hires_scale > 1 and init is None:
         latents = hires_pass(pipe, family, settings, hires or conditioning, latents, seeds,
-                             report)
+                             report, control)
     return decode(pipe, latents.to(device))
 
 
@@ -73,9 +79,10 @@ def inpaint_job(job: Job, inpaint: Inpainting, size: tuple[int, int], factor: in
 
 def _sample(pipe: Any, family: Family, settings: Any, conditioning: Conditioning, job: Job,
             size: tuple[int, int], report: StepReport | None,
-            image_cond: torch.Tensor | None = None) -> torch.Tensor:
+            image_cond: torch.Tensor | None = None, units: tuple = ()) -> torch.Tensor:
     """Sampled latents at `size`; an inpainting model without `image_cond` gets the one of
-    no mask (all of a grey image masked), as the web UI gives it outside inpainting."""
+    no mask (all of a grey image masked), as the web UI gives it outside inpainting; `units`:
+    ControlNet units with their maps at `size`."""
     width, height = size
     time_ids = None
     if family.size_conditioning:
@@ -83,10 +90,16 @@ def _sample(pipe: Any, family: Family, settings: Any, conditioning: Conditioning
     if family.inpainting and image_cond is None:
         image_cond = image_conditioning(pipe, None, size)
     guidance = Guidance(conditioning, settings.cfg_scale, time_ids)
-    denoiser = Denoiser(pipe.unet, dict(pipe.scheduler.config), family, image_cond)
+    unet = pipe.unet
+    if units:
+        total = job.steps if job.init is None else job.encoded_steps + 1
+        unet = ControlledUNet(pipe.unet, units, conditional_rows(guidance), total)
+    denoiser = Denoiser(unet, dict(pipe.scheduler.config), family, image_cond)
     factor = pipe.vae_scale_factor
     shape = (pipe.unet.config.out_channels, height // factor, width // factor)
     callback = _callback(pipe, report, job) if report else None
+    if units:  # the wrapper counts the steps even without a report
+        callback = unet.stepping(callback)
     return sample(denoiser, guidance, job, shape, pipe.unet.device, callback)
 
 
@@ -102,8 +115,9 @@ def _callback(pipe: Any, report: StepReport, job: Job):
 
 def hires_pass(pipe: Any, family: Family, settings: Any, conditioning: Conditioning,
                latents: torch.Tensor, seeds: list[int],
-               report: StepReport | None) -> torch.Tensor:
-    """The hires fix's second pass: upscaled latents refined by img2img."""
+               report: StepReport | None, control: Any = None) -> torch.Tensor:
+    """The hires fix's second pass: upscaled latents refined by img2img (`control`: the
+    ControlNet units, their maps fitted to the hires size)."""
     width = family.rounded(int(settings.width * settings.hires_scale))
     height = family.rounded(int(settings.height * settings.hires_scale))
     upscaled = upscale_for_hires(pipe, latents, width, height, settings.hires_upscaler)
@@ -111,4 +125,6 @@ def hires_pass(pipe: Any, family: Family, settings: Any, conditioning: Condition
     total = int(steps / min(settings.hires_strength, 0.999))  # `steps` of a longer schedule
     job = Job(settings.sampler, settings.schedule, total, list(seeds), settings.rng,
               init=upscaled, t_enc=steps - 1)
-    return _sample(pipe, family, settings, conditioning, job, (width, height), report)
+    units = control.at(width, height) if control is not None else ()
+    return _sample(pipe, family, settings, conditioning, job, (width, height), report,
+                   units=units)
