@@ -374,7 +374,7 @@ def test_a_union_controlnet_gets_its_control_type(tiny_models, tmp_path):
     with torch.no_grad():
         down, mid = union(x, t, encoder_hidden_states=states, controlnet_cond=[image.expand(2, -1,
                           -1, -1)], control_type=kind, control_type_idx=[3],
-                          conditioning_scale=[0.8], added_cond_kwargs=added, return_dict=False)
+                          conditioning_scale=0.8, added_cond_kwargs=added, return_dict=False)
         theirs = unet(x, t, encoder_hidden_states=states, added_cond_kwargs=added,
                       down_block_additional_residuals=down, mid_block_additional_residual=mid,
                       return_dict=False)[0]

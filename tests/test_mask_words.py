@@ -63,12 +63,16 @@ def _reference(folder, image, word):
                          align_corners=False)[0, 0]
 
 
-def test_mask_is_an_L_image_of_the_image_size_holding_only_black_and_white(folder, image):
+def test_mask_is_an_L_image_of_the_image_size_holding_only_black_and_white(folder, segmenter,
+                                                                           image):
     lines = []
-    mask = mask_from_words(image, "the sky", 0.5, 0, None, lines.append, model=TINY)
+    # at the median probability the random model masks about half (whatever transformers'
+    # version drew its weights)
+    threshold = float(word_probabilities(segmenter, image, ["the sky"]).median())
+    mask = mask_from_words(image, "the sky", threshold, 0, None, lines.append, model=TINY)
     assert mask.mode == "L" and mask.size == image.size
     values = np.array(mask)
-    assert set(np.unique(values)) == {0, 255}  # at 0.5 the random model masks a part
+    assert set(np.unique(values)) == {0, 255}
     assert lines == [f"mask_prompt: {(values == 255).mean():.0%} of the image is masked"]
 
 
@@ -120,7 +124,7 @@ def test_union_of_two_words_is_the_max_of_each(segmenter, image):
 def test_probabilities_equal_a_direct_clipseg_call_upsampled(folder, segmenter, image):
     words = ["the sky", "a red car"]
     sky, car = (_reference(folder, image, w) for w in words)
-    assert (sky - car).abs().max() > 1e-3  # the words matter
+    assert (sky - car).abs().max() > 1e-4  # the words matter (10x the tolerance below)
     ours = word_probabilities(segmenter, image, words)
     torch.testing.assert_close(ours, torch.maximum(sky, car), atol=1e-5, rtol=0)
     torch.testing.assert_close(word_probabilities(segmenter, image, ["the sky"]), sky,

@@ -220,7 +220,7 @@ def _call(net: Any, unit: ControlUnit, sample: torch.Tensor, timestep: Any,
         kind = torch.zeros(sample.shape[0], count, device=sample.device, dtype=cast)
         kind[:, unit.union_type] = 1
         kwargs.update(controlnet_cond=[image], control_type=kind,
-                      control_type_idx=[unit.union_type], conditioning_scale=[1.0])
+                      control_type_idx=[unit.union_type], conditioning_scale=1.0)
     else:
         kwargs.update(controlnet_cond=image, conditioning_scale=1.0)
     down, mid = net(sample.to(cast), timestep, encoder_hidden_states=states.to(cast),
