@@ -215,6 +215,11 @@ def load_depth_estimator(spec: str = DEPTH_MODEL, cache: str | Path | None = Non
 
     where = {} if Path(spec).expanduser().is_dir() else {"cache_dir": hub_cache(cache)}
     model = AutoModelForDepthEstimation.from_pretrained(spec, **where)
-    processor = AutoImageProcessor.from_pretrained(spec, **where)
+    try:
+        processor = AutoImageProcessor.from_pretrained(spec, **where)
+    except ImportError:  # transformers 5.x without torchvision: DPT's PIL processor
+        from transformers import DPTImageProcessor
+
+        processor = DPTImageProcessor.from_pretrained(spec, **where)
     model = model.to(device, dtype) if dtype is not None else model.to(device)
     return model.eval(), processor
