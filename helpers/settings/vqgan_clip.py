@@ -17,7 +17,7 @@ from helpers.settings.base import (
 )
 from helpers.settings.fields import MAX_PROMPT_CHARS, fail, setting
 
-AUGMENT_PRESETS = ("crowson2021", "nerdyrodent")  # a reference's exact pipeline (guidance.py)
+AUGMENT_PRESETS = ("crowson2021", "nerdyrodent")  # exact pipelines (vqgan_clip/losses.py)
 AUGMENTS = (
     "flip",
     "affine",
