@@ -122,7 +122,7 @@ def test_sections_follow_the_group_order() -> None:
     assert headings(basic) == ["Prompt", "Image", "Control", "Model", "Sampling", "Hires",
                                "Run", "Animation"]
     assert headings(accordion.children[0].children) == [
-        "Prompt", "Control", "Model", "Sampling", "Run", "Animation", "Output", "Device"]
+        "Prompt", "Image", "Control", "Model", "Sampling", "Run", "Animation", "Output", "Device"]
     video = SettingsForm(VideoSettings)
     assert headings(video.widget.children[:-3]) == ["Timing", "Encoding", "Output"]
 

@@ -171,6 +171,17 @@ _MOTION = {  # name: (default, help, flags)
 }
 
 
+MOTION_BORDERS = ("stretch", "outpaint")  # what fills the borders a motion exposes
+
+
+def border_setting(animation: str) -> Any:
+    """The field that says what fills the borders an animation's motion exposes."""
+    return setting("stretch", f"{animation}: what fills the borders zoom-out, turns and moves "
+                   "expose: stretch (the edge pixels drawn out) or outpaint (the colours around "
+                   "them, painted anew)", choices=MOTION_BORDERS, casefold=True,
+                   advanced=True, group="animation")
+
+
 def motion_setting(name: str, animation: str = "") -> Any:
     """The field of one camera-motion schedule (`MOTION`); `animation` names the animation it
     applies to in the help, where an engine has several."""

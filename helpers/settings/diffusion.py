@@ -19,6 +19,7 @@ from helpers.settings.base import (
     MOTION,
     SWITCHES,
     RunSettings,
+    border_setting,
     check_motion,
     motion_setting,
 )
@@ -27,6 +28,7 @@ from helpers.settings.fields import MAX_EXPRESSION_CHARS, MAX_TEXT_CHARS, fail, 
 ANIMATIONS = ("", "walk", "2d", "video")
 MASKED_CONTENT = ("original", "fill", "latent noise", "latent nothing")  # the web UI's names
 INPAINT_AREAS = ("whole picture", "only masked")
+OUTPAINT_FILLS = ("fill", "latent noise", "mirror", "stretch")  # what a new border starts from
 MAX_STEPS = 1000  # the models' training timesteps: more steps cannot add anything
 MEMORY_HELP = "(auto: on when the run would not fit in memory otherwise)"
 
@@ -95,6 +97,9 @@ class DiffusionSettings(RunSettings):
     mask_prompt: str = setting("", 'inpaint: the mask from words instead of a file, "the sky | '
                                'the sea" (CLIPSeg finds them in the init image)',
                                metavar="TEXT", group="image")
+    mask_model: str = setting("clipseg", "mask prompt: the CLIPSeg model (catalogue name, Hub "
+                              "id or folder)", metavar="NAME|PATH", advanced=True,
+                              group="image")
     mask_threshold: float = setting(0.4, "mask prompt: how sure CLIPSeg must be that a pixel "
                                     "shows the words", min=0, max=1, metavar="X", group="image")
     mask_dilation: int = setting(4, "mask prompt: grow the mask by this many pixels", min=0,
@@ -113,6 +118,14 @@ class DiffusionSettings(RunSettings):
                                    unit="px", metavar="N", group="image")
     invert_mask: bool = setting(False, "inpaint: repaint what the mask leaves black (the web "
                                 "UI's Inpaint not masked)", group="image")
+    outpaint: str = setting("", "outpaint: grow the canvas past the init image (resized to the "
+                            "size) and paint the new border: pixels for every side (64), or "
+                            "per side (left=128,right=128,up=0,down=64)", metavar="PX|SIDES",
+                            group="image")
+    outpaint_fill: str = setting("fill", "outpaint: what the new border starts from: fill (the "
+                                 "colours around it), latent noise, mirror (the picture "
+                                 "reflected), stretch (its edge pixels drawn out)",
+                                 choices=OUTPAINT_FILLS, casefold=True, group="image")
     control: str = setting("", "ControlNet units, one a line (the CLI flag: one per use): "
                            "TYPE[@MODEL]:IMAGE[:WEIGHT[:START:END]], TYPE a preprocessor "
                            "(canny, none, invert, threshold, scribble_xdog, lineart_standard, "
@@ -135,6 +148,9 @@ class DiffusionSettings(RunSettings):
                                       "resolution (short side) when not pixel perfect", min=64,
                                       max=2048, unit="px", metavar="N", advanced=True,
                                       group="control")
+    depth_model: str = setting("depth-anything", "ControlNet depth preprocessor: the "
+                               "depth estimator (catalogue name, Hub id or folder)",
+                               metavar="NAME|PATH", advanced=True, group="control")
     batch_count: int = setting(1, "batches, one after another", min=1, max=10_000,
                                metavar="N", group="run")
     batch_size: int = setting(1, "images per batch, generated together", min=1, max=64,
@@ -168,6 +184,7 @@ class DiffusionSettings(RunSettings):
     angle: str = motion_setting("angle", "2d")
     translation_x: str = motion_setting("translation_x", "2d")
     translation_y: str = motion_setting("translation_y", "2d")
+    motion_border: str = border_setting("2d")
     strength_schedule: str = setting("", "2d, video: img2img strength per frame, a schedule; "
                                      "empty = strength", metavar="S", advanced=True,
                                      group="animation", max_chars=MAX_EXPRESSION_CHARS)

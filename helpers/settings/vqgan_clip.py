@@ -12,6 +12,7 @@ from helpers.settings.base import (
     MOTION,
     SWITCHES,
     RunSettings,
+    border_setting,
     check_motion,
     motion_setting,
 )
@@ -109,6 +110,7 @@ class VQGANClipSettings(RunSettings):
     angle: str = motion_setting("angle")
     translation_x: str = motion_setting("translation_x")
     translation_y: str = motion_setting("translation_y")
+    motion_border: str = border_setting("zoom")
     checkpointing: str = setting("auto", "recompute the decoder in the backward pass: less "
                                  "memory, ~25% slower (auto: when the size needs it)",
                                  choices=SWITCHES, advanced=True, group="device")
