@@ -453,8 +453,8 @@ def test_the_mask_prompt_calls_mask_from_words_with_its_settings(tiny_models, tm
     init, _ = write_pictures(tmp_path)
     calls = []
 
-    def mask_from_words(image, words, threshold, dilation, cache, log):
-        calls.append((image.size, words, threshold, dilation, cache))
+    def mask_from_words(image, words, threshold, dilation, cache, log, model):
+        calls.append((image.size, words, threshold, dilation, cache, model))
         return box_mask(image.size, (0, 0, 20, 20))
 
     fake = types.ModuleType("helpers.diffusion.mask_words")
@@ -462,9 +462,9 @@ def test_the_mask_prompt_calls_mask_from_words_with_its_settings(tiny_models, tm
     monkeypatch.setitem(sys.modules, "helpers.diffusion.mask_words", fake)
     run_settings = settings(model="test-tiny-sd", init_image=str(init), mask="",
                             mask_prompt="the sky", mask_threshold=0.3, mask_dilation=6,
-                            out=str(tmp_path / "ws"))
+                            mask_model="my-clipseg", out=str(tmp_path / "ws"))
     checked = check_inputs(run_settings, cache=tmp_path / "cache", log=lambda _: None)
-    assert calls == [((64, 64), "the sky", 0.3, 6, tmp_path / "cache")]
+    assert calls == [((64, 64), "the sky", 0.3, 6, tmp_path / "cache", "my-clipseg")]
     assert isinstance(checked.init_image, inpaint.Inpainting)
     assert np.asarray(checked.init_image.mask)[5, 5] == 255
     fake.mask_from_words = lambda image, *a: Image.new("L", image.size, 0)

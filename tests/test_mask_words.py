@@ -169,13 +169,13 @@ def test_bad_threshold_or_dilation_is_refused_before_loading(image, threshold, d
 
 
 def test_unknown_model_is_a_clear_error_with_the_close_name(image):
-    with pytest.raises(ValueError, match="mask_prompt") as info:
+    with pytest.raises(ValueError, match=r"^mask_model: CLIPSeg model: unknown") as info:
         mask_from_words(image, "sky", model="clipsg")
     assert "'clipsg'" in str(info.value) and "'clipseg'" in str(info.value)
 
 
 def test_a_model_of_another_kind_is_refused(image, tmp_path):
-    with pytest.raises(ValueError, match="mask_prompt: 'test-tiny-clip' is a clip model"):
+    with pytest.raises(ValueError, match=r"^mask_model: 'test-tiny-clip' is a clip model"):
         mask_from_words(image, "sky", model="test-tiny-clip")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(ValueError, match="'clip' model, not a CLIPSeg"):
@@ -191,7 +191,7 @@ def test_offline_model_is_a_clear_error_naming_it_and_leaving_nothing(image, tmp
         with pytest.raises(DownloadError) as info:
             mask_from_words(image, "sky", cache=tmp_path, model=model)
         message = str(info.value)
-        assert message.startswith(f"mask_prompt: could not get the CLIPSeg model {model!r}")
+        assert message.startswith(f"mask_model: could not get the CLIPSeg model {model!r}")
         assert repo in message and "offline" in message
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
@@ -228,3 +228,26 @@ def test_tiny_clipseg_weights_follow_the_seed_and_it_says_it_is_random(tmp_path)
     assert not all(torch.equal(first[k], other[k]) for k in first)
     doc = testing.tiny_clipseg.__doc__
     assert "random" in doc.lower() and "noise, not art" in doc
+
+
+def test_the_cli_inpaints_by_words_with_the_chosen_clipseg(folder, tmp_path, capsys):
+    from helpers import runs
+    from helpers.cli import main
+
+    init = tmp_path / "init.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(init)
+    flags = ["diffusion", "--model", "test-tiny-sd", "--prompt", "a", "--size", "64", "64",
+             "--steps", "2", "--device", "cpu", "--sampler", "Euler", "--quiet",
+             "--init-image", str(init), "--mask-prompt", "the sky", "--mask-threshold", "0",
+             "--mask-dilation", "0", "--mask-model", "test-tiny-clipseg"]
+    assert main([*flags, "--out", str(tmp_path / "a")]) == 0
+    frame = runs.list_frames(capsys.readouterr().out.strip().splitlines()[-1])[0]
+    _, stored = runs.read_image_info(frame)
+    assert stored["mask_model"] == "test-tiny-clipseg" and stored["mask_prompt"] == "the sky"
+    made = np.asarray(Image.open(frame).convert("RGB")).astype(int)
+    assert np.abs(made - np.asarray(Image.open(init)).astype(int)).mean() > 5  # all repainted
+    assert main([*flags[:-1], "no-such-clipseg", "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: mask_model: CLIPSeg model: unknown model 'no-such-clipseg'")
+    assert not (tmp_path / "b").exists()

@@ -55,7 +55,8 @@ class Checked:
 
 
 def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> DiffusionSettings:
-    """Round the size down to the family's multiple (with a message) and fix a random seed."""
+    """Round the size down and the outpaint borders up to the family's multiple (with a
+    message) and fix a random seed."""
     changes: dict[str, Any] = {}
     for name in ("width", "height"):
         value = getattr(settings, name)
@@ -63,6 +64,16 @@ def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> Di
             changes[name] = family.rounded(value)
             log(f"{name} {value} rounded down to {changes[name]} (a multiple of "
                 f"{family.multiple})")
+    if settings.outpaint.strip():
+        from helpers.diffusion.outpaint import parse_outpaint
+
+        borders = parse_outpaint(settings.outpaint)
+        rounded = borders.rounded(family.multiple)
+        if rounded != borders or rounded.text() != settings.outpaint:
+            changes["outpaint"] = rounded.text()
+            if rounded != borders:
+                log(f"outpaint {settings.outpaint} rounded up to {rounded.text()} (a multiple "
+                    f"of {family.multiple})")
     settings = settings.replace(**changes) if changes else settings
     return settings.with_seed()
 
@@ -103,6 +114,10 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
         from helpers.diffusion.inpaint import inpainting_of
 
         init = inpainting_of(settings, init, cache, log)
+    elif init is not None and settings.outpaint.strip():
+        from helpers.diffusion.outpaint import outpainting_of
+
+        init = outpainting_of(settings, init)
     elif init is not None:
         init = init.resize((settings.width, settings.height), _lanczos())
     return Checked(settings, ref, family, device, memory, extras, init, control)
@@ -358,15 +373,17 @@ def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
             switches["vae_slicing"] = "on"  # costs nothing where no GPU memory is measured
     if device_type == "mps" and switches["attention_slicing"] == "auto":
         switches["attention_slicing"] = "on"
-    args = (family, settings.width, settings.height, settings.batch_size, dtype_bytes)
+    width, height = settings.canvas_size()
+    args = (family, width, height, settings.batch_size, dtype_bytes)
     from helpers.diffusion.control.units import parse_control
 
     units = len(parse_control(settings.control))
-    chosen = memory.plan(lambda options: estimate_bytes(*args, options, inpaints(settings),
-                                                        units),
-                         switches, order, free,
-                         f"width/height: {settings.width}x{settings.height} with batch size "
-                         f"{settings.batch_size}", device_type)
+    masked = inpaints(settings) or bool(settings.outpaint.strip())
+    what = (f"outpaint: {settings.outpaint} grows the canvas to {width}x{height}"
+            if settings.outpaint.strip() else f"width/height: {width}x{height}")
+    chosen = memory.plan(lambda options: estimate_bytes(*args, options, masked, units),
+                         switches, order, free, f"{what} with batch size {settings.batch_size}",
+                         device_type)
     return {"cpu_offload": False, **chosen}
 
 

@@ -40,7 +40,8 @@ NUMBERS = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": (
 # keys read by their own rule in `_from_infotext`
 RULES = ("Prompt", "Negative prompt", "Size", "Sampler", "Schedule type", "Model",
          "Denoising strength", "RNG", "Hires upscaler", "Hires resize", "First pass size",
-         "Prompt mode", "Mask mode", "Masked content", "Inpaint area", "Conditional mask weight")
+         "Prompt mode", "Mask mode", "Masked content", "Inpaint area", "Conditional mask weight",
+         "Outpaint", "Outpaint fill")
 # the web UI's inpaint radio buttons: infotext value -> our setting's value
 MASK_MODES = {"Inpaint masked": False, "Inpaint not masked": True}
 INPAINT_AREAS = {"Whole picture": "whole picture", "Only masked": "only masked"}
@@ -85,7 +86,11 @@ def hires_params(settings: DiffusionSettings) -> dict[str, Any]:
 def inpaint_params(settings: DiffusionSettings) -> dict[str, Any]:
     """The inpaint keys, in the web UI's order and with its values, each only where the web UI
     writes it (Mask blur above 0, Mask mode when inverted, Inpaint area and padding for only
-    masked, Masked content but for original); none without a mask."""
+    masked, Masked content but for original); none without a mask. An outpaint run has Mask
+    blur and our own `Outpaint` (the borders; `Size` is the grown canvas) and `Outpaint fill`."""
+    if settings.outpaint.strip():
+        return {"Mask blur": settings.mask_blur or None, "Outpaint": settings.outpaint,
+                "Outpaint fill": settings.outpaint_fill}
     if not (settings.mask or settings.mask_prompt.strip()):
         return {}
     only = settings.inpaint_area == "only masked"
@@ -120,7 +125,7 @@ def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
         "Steps": settings.steps, "Sampler": sampler,
         "Schedule type": schedule_type(settings.sampler, settings.schedule),
         "CFG scale": f"{settings.cfg_scale:g}", "Seed": seed,
-        "Size": f"{settings.width}x{settings.height}",
+        "Size": "{}x{}".format(*settings.canvas_size()),
         "Model hash": loaded.model_hash or None, "Model": loaded.ref.label,
         "VAE": loaded.vae_label or None,
         "Denoising strength": f"{settings.strength:g}" if img2img else None,
@@ -208,7 +213,7 @@ def _float_or_none(text: str) -> float | None:
 def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
     """Our settings from a web UI infotext; values that `overrides` replace are not read, so an
     override fixes what we cannot read."""
-    info = _first_pass_size(info)
+    info = _outpainted_size(_first_pass_size(info))
     values: dict[str, Any] = {"prompt": info["Prompt"], "negative_prompt": info["Negative prompt"]}
     for key, (name, kind) in NUMBERS.items():
         if key in info and name not in overrides:
@@ -217,6 +222,7 @@ def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str,
     values.update(_model(info, overrides))
     values.update(_hires(info, overrides))
     values.update(_inpaint(info, overrides))
+    values.update(_outpaint(info, overrides))
     values.update(_control(info, overrides))
     if "Denoising strength" in info:
         hires = overrides.get("hires_scale", values.get("hires_scale", 1)) > 1
@@ -246,6 +252,23 @@ def _inpaint(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
                 values[name] = known[choose(key, info[key], tuple(known), casefold=True)]
             except ValueError as e:
                 raise ValueError(f"from_image: {e}; give --{name.replace('_', '-')}") from None
+    return values
+
+
+def _outpaint(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`Outpaint` (the borders, read by `_outpainted_size`) and `Outpaint fill`."""
+    from helpers.settings.diffusion import OUTPAINT_FILLS
+    from helpers.settings.fields import choose
+
+    values: dict[str, Any] = {}
+    if "Outpaint" in info and "outpaint" not in overrides:
+        values["outpaint"] = info["Outpaint"]
+    if "Outpaint fill" in info and "outpaint_fill" not in overrides:
+        try:
+            values["outpaint_fill"] = choose("Outpaint fill", info["Outpaint fill"],
+                                             OUTPAINT_FILLS, casefold=True)
+        except ValueError as e:
+            raise ValueError(f"from_image: {e}; give --outpaint-fill") from None
     return values
 
 
@@ -350,6 +373,25 @@ def _hires(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
             "hires_scale" not in overrides:
         values["hires_scale"] = _resize_scale(info)
     return values
+
+
+def _outpainted_size(info: dict[str, str]) -> dict[str, str]:
+    """An outpainted image's `Size` is its canvas: the size is that less the `Outpaint`
+    borders (an unreadable `Outpaint` is an error naming the key)."""
+    if "Outpaint" not in info:
+        return info
+    from helpers.diffusion.outpaint import parse_outpaint
+
+    try:
+        borders = parse_outpaint(info["Outpaint"])
+    except ValueError as e:
+        raise ValueError(f"from_image: Outpaint: {e}") from None
+    width, height = (_number("Size", info.get(f"Size-{i}", "512"), int) for i in (1, 2))
+    inner = (width - borders.left - borders.right, height - borders.up - borders.down)
+    if min(inner) <= 0:
+        raise ValueError(f"from_image: Outpaint {info['Outpaint']} is larger than Size "
+                         f"{width}x{height}")
+    return {**info, "Size-1": str(inner[0]), "Size-2": str(inner[1])}
 
 
 def _first_pass_size(info: dict[str, str]) -> dict[str, str]:

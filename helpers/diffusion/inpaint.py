@@ -258,13 +258,26 @@ def prepare(init: Image.Image, mask: Image.Image, settings: DiffusionSettings,
         work_mask = resize_and_fill(mask.crop(box), *size).convert("L")
         image = resize_and_fill(init.crop(box), *size)
         layer, paste_to = overlay(init, mask), (box[0], box[1], box[2] - box[0], box[3] - box[1])
-    else:  # the web UI doubles the mask for the overlay there: only its outer half blends
-        work_mask = mask.resize(size, Image.Resampling.LANCZOS)
-        image = init.resize(size, Image.Resampling.LANCZOS)
-        layer, paste_to = overlay(image, work_mask.point(lambda v: min(2 * v, 255))), None
+    else:
+        return whole_picture(init, mask, size, settings.masked_content)
     if settings.masked_content != "original":
         image = fill(image, work_mask)
     return Inpainting(image, work_mask, layer, settings.masked_content, paste_to)
+
+
+def whole_picture(image: Image.Image, mask: Image.Image, size: tuple[int, int],
+                  masked_content: str) -> Inpainting:
+    """Inpaint area "whole picture": image and prepared mask resized to the run's `size`, the
+    masked area filled unless `masked_content` is "original". The web UI doubles the mask for
+    the overlay there: only its outer half blends."""
+    from PIL import Image
+
+    work_mask = mask.resize(size, Image.Resampling.LANCZOS)
+    image = image.resize(size, Image.Resampling.LANCZOS)
+    layer = overlay(image, work_mask.point(lambda v: min(2 * v, 255)))
+    if masked_content != "original":
+        image = fill(image, work_mask)
+    return Inpainting(image, work_mask, layer, masked_content)
 
 
 def inpainting_of(settings: DiffusionSettings, init: Image.Image,
@@ -275,7 +288,7 @@ def inpainting_of(settings: DiffusionSettings, init: Image.Image,
         from helpers.diffusion.mask_words import mask_from_words
 
         mask = mask_from_words(init, settings.mask_prompt, settings.mask_threshold,
-                               settings.mask_dilation, cache, log)
+                               settings.mask_dilation, cache, log, settings.mask_model)
     else:
         mask = read_mask(settings.mask, cache)
     return prepare(init, binary_mask(mask), settings, log)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from helpers.catalog import Model
 
-FIELD = "mask_prompt"  # the setting every error here names
+FIELD = "mask_prompt"  # the setting the words' errors name
+MODEL_FIELD = "mask_model"  # the setting the model's errors name
 MAX_MASK_WORDS = 16  # pieces in one mask prompt: each costs one CLIPSeg pass
 MAX_DILATION = 256  # pixels; far beyond a seam's needs, and the max-pool stays quick
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -98,7 +99,7 @@ def clipseg_folder(name: str, cache: str | Path | None = None, log: Log = print)
     try:
         return _checked_folder(Path(fetch(entry, cache=cache, log=log)), name)
     except DownloadError as e:
-        raise DownloadError(f"{FIELD}: could not get the CLIPSeg model {name!r}: {e}",
+        raise DownloadError(f"{MODEL_FIELD}: could not get the CLIPSeg model {name!r}: {e}",
                             e.failures) from None
 
 
@@ -110,25 +111,26 @@ def _catalogue_entry(name: str) -> Model:
         entry = get_model(name)
     except ValueError as e:
         if not _HUB_ID.fullmatch(name):
-            raise ValueError(f"{FIELD}: CLIPSeg model: {e}") from None
+            raise ValueError(f"{MODEL_FIELD}: CLIPSeg model: {e}") from None
         return Model(name, "clipseg", "user-supplied Hub repo", "see the repo's model card",
                      hub_repo=name, allow_patterns=CLIP_FILES, weights=CLIP_WEIGHTS)
     if entry.kind != "clipseg":
-        raise ValueError(f"{FIELD}: {name!r} is a {entry.kind} model, not a CLIPSeg model "
-                         "(e.g. clipseg)")
+        raise ValueError(f"{MODEL_FIELD}: {name!r} is a {entry.kind} model, not a CLIPSeg "
+                         "model (e.g. clipseg)")
     return entry
 
 
 def _checked_folder(folder: Path, name: str) -> Path:
-    """`folder` if its config.json is a CLIPSeg one; else a `ValueError` naming `mask_prompt`."""
+    """`folder` if its config.json is a CLIPSeg one; else a `ValueError` naming `mask_model`."""
     from helpers.files import read_json
 
     config = folder / "config.json"
     if not config.is_file():
-        raise ValueError(f"{FIELD}: {name} has no config.json: not a transformers CLIPSeg folder")
-    kind = read_json(config, f"{FIELD}: {config}", dict).get("model_type")
+        raise ValueError(f"{MODEL_FIELD}: {name} has no config.json: not a transformers "
+                         "CLIPSeg folder")
+    kind = read_json(config, f"{MODEL_FIELD}: {config}", dict).get("model_type")
     if kind != "clipseg":
-        raise ValueError(f"{FIELD}: {name} holds a {kind!r} model, not a CLIPSeg model")
+        raise ValueError(f"{MODEL_FIELD}: {name} holds a {kind!r} model, not a CLIPSeg model")
     return folder
 
 

@@ -16,6 +16,7 @@ from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
 from helpers.precision import PRECISIONS
 from helpers.settings.base import (
     MAX_FRAMES,
+    MAX_SIDE,
     MOTION,
     SWITCHES,
     RunSettings,
@@ -226,6 +227,12 @@ class DiffusionSettings(RunSettings):
                 raise ValueError(f"hires_upscaler: {e}") from None
         super().__post_init__()
 
+    def canvas_size(self) -> tuple[int, int]:
+        """(width, height) of the images made: the size, grown by the outpaint borders."""
+        from helpers.diffusion.outpaint import parse_outpaint
+
+        return parse_outpaint(self.outpaint).grown(self.width, self.height)
+
     def _parse_prompt(self) -> object:
         from helpers.diffusion.prompt_syntax import positive_pieces
 
@@ -250,6 +257,8 @@ class DiffusionSettings(RunSettings):
             _check_animation(self)
         if self.mask or self.mask_prompt.strip():
             _check_inpaint(self)
+        if self.outpaint.strip():
+            _check_outpaint(self)
         if self.control.strip():
             _check_control(self)
 
@@ -296,6 +305,39 @@ def _check_inpaint(settings: DiffusionSettings) -> None:
     sampler = get_sampler(settings.sampler)
     if sampler.kind == "diffusers":
         fail("sampler", settings.sampler, "inpainting runs on the web UI's k-diffusion "
+             "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
+             "choose Euler a, Euler, DPM++ 2M or another")
+
+
+def _check_outpaint(settings: DiffusionSettings) -> None:
+    """What outpainting needs: its borders, an init image, no mask (the border is the mask),
+    the inpaint options it uses at their defaults, a web-UI sampler, no animation."""
+    from helpers.diffusion.outpaint import check_outpaint
+
+    check_outpaint(settings.outpaint)  # its errors name the setting
+    width, height = settings.canvas_size()
+    if max(width, height) > MAX_SIDE:
+        fail("outpaint", settings.outpaint, f"the canvas would be {width}x{height}; at most "
+             f"{MAX_SIDE} pixels a side")
+    if not settings.init_image:
+        fail("outpaint", settings.outpaint, "outpainting grows an image: give init_image too")
+    if settings.mask or settings.mask_prompt.strip():
+        name = "mask" if settings.mask else "mask_prompt"
+        fail(name, getattr(settings, name), "outpaint paints the new border, its own mask; "
+             "inpaint and outpaint in two runs")
+    defaults = {"masked_content": ("original", "outpaint_fill says what the border starts "
+                                   "from"),
+                "inpaint_area": ("whole picture", "the border is painted with the whole "
+                                 "picture"),
+                "invert_mask": (False, "the border is what is painted")}
+    for name, (default, why) in defaults.items():
+        if getattr(settings, name) != default:
+            fail(name, getattr(settings, name), f"not with outpaint: {why}")
+    if settings.animate:
+        fail("outpaint", settings.outpaint, "animations do not outpaint frames; their "
+             "motion_border can outpaint what the motion exposes")
+    if get_sampler(settings.sampler).kind == "diffusers":
+        fail("sampler", settings.sampler, "outpainting runs on the web UI's k-diffusion "
              "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
              "choose Euler a, Euler, DPM++ 2M or another")
 

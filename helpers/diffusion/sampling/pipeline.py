@@ -47,7 +47,7 @@ def generate_batch(pipe: Any, family: Family, settings: Any, conditioning: Condi
     mask and masked content of an inpaint run, whose start image is `init_image`; `control`: the
     ControlNet units, a `control.run.RunControl`)."""
     device = pipe.unet.device
-    size = (settings.width, settings.height)
+    size = settings.canvas_size()
     init = encode_latents(pipe, init_image) if init_image is not None else None
     job = Job(settings.sampler, settings.schedule, settings.steps, list(seeds), settings.rng,
               init=init, strength=settings.strength, start_noise=start_noise)
@@ -118,8 +118,8 @@ def hires_pass(pipe: Any, family: Family, settings: Any, conditioning: Condition
                report: StepReport | None, control: Any = None) -> torch.Tensor:
     """The hires fix's second pass: upscaled latents refined by img2img (`control`: the
     ControlNet units, their maps fitted to the hires size)."""
-    width = family.rounded(int(settings.width * settings.hires_scale))
-    height = family.rounded(int(settings.height * settings.hires_scale))
+    width, height = (family.rounded(int(side * settings.hires_scale))
+                     for side in settings.canvas_size())
     upscaled = upscale_for_hires(pipe, latents, width, height, settings.hires_upscaler)
     steps = settings.hires_steps or settings.steps  # the web UI's fixed-steps img2img:
     total = int(steps / min(settings.hires_strength, 0.999))  # `steps` of a longer schedule
