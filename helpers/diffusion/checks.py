@@ -65,7 +65,7 @@ def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> Di
             log(f"{name} {value} rounded down to {changes[name]} (a multiple of "
                 f"{family.multiple})")
     if settings.outpaint.strip():
-        from helpers.diffusion.outpaint import parse_outpaint
+        from helpers.diffusion.borders import parse_outpaint
 
         borders = parse_outpaint(settings.outpaint)
         rounded = borders.rounded(family.multiple)

@@ -380,7 +380,7 @@ def _outpainted_size(info: dict[str, str]) -> dict[str, str]:
     borders (an unreadable `Outpaint` is an error naming the key)."""
     if "Outpaint" not in info:
         return info
-    from helpers.diffusion.outpaint import parse_outpaint
+    from helpers.diffusion.borders import parse_outpaint
 
     try:
         borders = parse_outpaint(info["Outpaint"])

@@ -55,7 +55,7 @@ def mask_from_words(image: Image.Image, words: str, threshold: float = 0.4, dila
 def check_mask_words(words: str) -> list[str]:
     """The pieces of `words` split on `|`; `ValueError` naming `mask_prompt` for bad words."""
     from helpers.prompts import parse_prompts, shown
-    from helpers.settings import MAX_PROMPT_CHARS
+    from helpers.settings.fields import MAX_PROMPT_CHARS
 
     if not isinstance(words, str):
         raise ValueError(f"{FIELD} must be text, not {type(words).__name__}")

@@ -130,10 +130,11 @@ class DiffusionSettings(RunSettings):
     control: str = setting("", "ControlNet units, one a line (the CLI flag: one per use): "
                            "TYPE[@MODEL]:IMAGE[:WEIGHT[:START:END]], TYPE a preprocessor "
                            "(canny, none, invert, threshold, scribble_xdog, lineart_standard, "
-                           "tile_resample), IMAGE a path or URL, WEIGHT 0..2, START < END "
-                           "fractions of the steps; MODEL: the ControlNet, else the catalogue's "
-                           "for TYPE and the model's family", metavar="UNIT", text="lines",
-                           group="control")
+                           "tile_resample, depth: the depth model's map, inpaint: the mask "
+                           "marked), IMAGE a path or URL, or video: each input frame of "
+                           "--animate video, WEIGHT 0..2, START < END fractions of the steps; "
+                           "MODEL: the ControlNet, else the catalogue's for TYPE and the "
+                           "model's family", metavar="UNIT", text="lines", group="control")
     control_mode: str = setting(CONTROL_MODES[0], "ControlNet: the extension's control mode of "
                                 f"every unit ({', '.join(CONTROL_MODES)})",
                                 choices=CONTROL_MODES, casefold=True, metavar="MODE",
@@ -150,7 +151,9 @@ class DiffusionSettings(RunSettings):
                                       max=2048, unit="px", metavar="N", advanced=True,
                                       group="control")
     depth_model: str = setting("depth-anything", "ControlNet depth preprocessor: the "
-                               "depth estimator (catalogue name, Hub id or folder)",
+                               "depth estimator (catalogue name: depth-anything, the "
+                               "extension's depth_anything, or depth-anything-small; a "
+                               "transformers Hub id or folder)",
                                metavar="NAME|PATH", advanced=True, group="control")
     batch_count: int = setting(1, "batches, one after another", min=1, max=10_000,
                                metavar="N", group="run")
@@ -229,7 +232,7 @@ class DiffusionSettings(RunSettings):
 
     def canvas_size(self) -> tuple[int, int]:
         """(width, height) of the images made: the size, grown by the outpaint borders."""
-        from helpers.diffusion.outpaint import parse_outpaint
+        from helpers.diffusion.borders import parse_outpaint
 
         return parse_outpaint(self.outpaint).grown(self.width, self.height)
 
@@ -312,7 +315,7 @@ def _check_inpaint(settings: DiffusionSettings) -> None:
 def _check_outpaint(settings: DiffusionSettings) -> None:
     """What outpainting needs: its borders, an init image, no mask (the border is the mask),
     the inpaint options it uses at their defaults, a web-UI sampler, no animation."""
-    from helpers.diffusion.outpaint import check_outpaint
+    from helpers.diffusion.borders import check_outpaint
 
     check_outpaint(settings.outpaint)  # its errors name the setting
     width, height = settings.canvas_size()
@@ -343,10 +346,25 @@ def _check_outpaint(settings: DiffusionSettings) -> None:
 
 
 def _check_control(settings: DiffusionSettings) -> None:
-    """The control units' syntax and numbers, and a web-UI sampler."""
-    from helpers.diffusion.control.units import parse_control
+    """The control units' syntax and numbers, what their images and preprocessors need, and a
+    web-UI sampler."""
+    from helpers.diffusion.control.units import VIDEO, parse_control
 
-    parse_control(settings.control)  # its errors name the setting
+    units = parse_control(settings.control)  # its errors name the setting
+    if settings.animate and settings.animate != "video":
+        fail("control", settings.control, f"a {settings.animate} animation takes no ControlNet "
+             "yet; a video animation does (TYPE:video maps each input frame)")
+    if any(u.image == VIDEO for u in units) and settings.animate != "video":
+        fail("control", settings.control, f"the image {VIDEO} is each frame of the input "
+             "video: only with animate video and init_video (write ./video for a file so "
+             "named)")
+    if any(u.preprocessor == "inpaint" for u in units) and not (
+            settings.mask or settings.mask_prompt.strip()):
+        fail("control", settings.control, "the inpaint preprocessor marks the run's inpaint "
+             "mask in its image: give mask or mask_prompt, with init_image")
+    if any(u.preprocessor == "depth" for u in units) and not settings.depth_model.strip():
+        fail("depth_model", settings.depth_model, "the depth preprocessor needs a depth "
+             "estimator (e.g. depth-anything)")
     if get_sampler(settings.sampler).kind == "diffusers":
         fail("sampler", settings.sampler, "ControlNet runs on the web UI's k-diffusion "
              "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
