@@ -61,10 +61,12 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
            from_image=False),
     Engine("diffusion", "latent diffusion", "helpers.diffusion",
            "generate with Stable Diffusion (diffusers)",
-           "txt2img / img2img with weighted prompts and web-UI samplers.",
+           "txt2img / img2img / inpaint / outpaint / ControlNet with weighted prompts and web-UI "
+           "samplers.",
            ("model", "vae", "model_config"),
            _frozen({"model": "test-tiny-sd", "vae": "", "model_config": "", "width": 64,
-                    "height": 64, "steps": 4})),
+                    "height": 64, "steps": 4, "mask_model": "test-tiny-clipseg",
+                    "depth_model": "test-tiny-depth"})),
 )}
 
 

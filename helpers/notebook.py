@@ -1,11 +1,12 @@
 """What the notebooks call: one function per action, so no notebook cell holds logic.
 
 Every notebook opens the workspace (`connect`), then: notebook 1 reports the machine
-(`setup`), 2 chooses and downloads the models (`model_form`, `save_models`), 3 sets the
-parameters (`parameters_form`, `save_parameters`), 4 runs (`run`), 5 makes the video
-(`video_form`, `make_video`). Forms show what the workspace holds; headless (papermill),
-where widget callbacks never fire, the values of the `parameters` cell reach the same
-functions, so "Run all" works everywhere.
+(`setup`), 2 chooses and downloads the models (`model_form`, `save_models`; for diffusion the
+ControlNets too, notebook 3's defaults for its units), 3 sets the parameters
+(`parameters_form`, `save_parameters`; for diffusion an image mode, txt2img, img2img, inpaint
+or outpaint), 4 runs (`run`), 5 makes the video (`video_form`, `make_video`). Forms show what
+the workspace holds; headless (papermill), where widget callbacks never fire, the values of
+the `parameters` cell reach the same functions, so "Run all" works everywhere.
 
 What the actions print: our messages and our progress bar (`quiet=True`: only errors); the
 libraries' chatter (warnings, "Loading weights" bars) never, as the CLI's `--quiet` does it
@@ -151,7 +152,7 @@ def workspace_values(ws: Workspace, engine: str, test_models: bool) -> dict[str,
     if models.get("engine") == engine:
         values.update({k: models[k] for k in record.model_fields if k in models})
     if test_models:
-        values.update(tiny_models_of(engine))
+        values.update(tiny_models_of(engine, keep=values))
     values["out"] = str(ws.root)
     return values
 
@@ -182,24 +183,36 @@ def _given(given: dict[str, Any]) -> dict[str, Any]:
 def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
                **given: Any) -> Any:
     """Show the model choice for an engine: catalogue dropdowns (size, licence, cached) or a
-    source of your own; it starts from model.json."""
+    source of your own, and for diffusion the ControlNets (`controlnets`: names, "a, b"); it
+    starts from model.json."""
     from IPython.display import display
 
-    from helpers.widgets.models import ModelForm
+    from helpers.widgets.models import CONTROLNETS, ModelForm, checked_controlnets
 
     engine = engine_of(ws, engine)
-    values = {**(ws.read("model.json") or {}), **_given(given), "engine": engine}
+    given = _given(given)
+    values = {**(ws.read("model.json") or {}), **given, "engine": engine}
     if test_models:  # every engine's: switching the engine keeps to the tiny models
-        values.update(tiny_models_of(*ENGINES))
+        values.update(tiny_models_of(*ENGINES, keep=values))
+    if CONTROLNETS in given:  # those of model.json that no longer fit are just not chosen
+        values[CONTROLNETS] = checked_controlnets(given[CONTROLNETS], values.get("model", ""))
     form = ModelForm(values, cache=ws.models)
     display(form.widget)
     return form
 
 
-def tiny_models_of(*engines: str) -> dict[str, str]:
-    """The model fields of these engines set to the tiny test models."""
-    return {name: value for record in map(get_engine, engines)
+def tiny_models_of(*engines: str, keep: dict[str, Any] | None = None) -> dict[str, str]:
+    """The model fields of these engines set to the tiny test models; those `keep` sets to
+    another catalogue test model (e.g. test-tiny-sd-inpaint) keep it."""
+    from helpers.catalog import find_model
+
+    tiny = {name: value for record in map(get_engine, engines)
             for name, value in record.test_settings.items() if name in record.model_fields}
+    for name, value in (keep or {}).items():
+        model = find_model(value) if name in tiny and isinstance(value, str) else None
+        if model is not None and model.test:
+            tiny[name] = value
+    return tiny
 
 
 def save_models(ws: Workspace, form: Any, log: Log = print, quiet: bool = False) -> dict:
@@ -214,16 +227,22 @@ def save_models(ws: Workspace, form: Any, log: Log = print, quiet: bool = False)
         _show_error(e, log)
         return {}
     ws.write("model.json", choice)
-    say["log"](f"model.json saved: {', '.join(f'{k} = {v}' for k, v in choice.items() if v)}")
+    shown = {k: ", ".join(v) if isinstance(v, (list, tuple)) else v for k, v in choice.items()}
+    say["log"](f"model.json saved: {', '.join(f'{k} = {v}' for k, v in shown.items() if v)}")
     return choice
 
 
 def download_models(choice: dict[str, Any], ws: Workspace, log: Log, progress: bool) -> None:
-    """Resolve each model of a choice before anything downloads, then fetch the catalogue ones."""
+    """Resolve each model of a choice before anything downloads (its ControlNets checked
+    against the model's family), then fetch the catalogue ones."""
+    from helpers.catalog import get_model
     from helpers.download import fetch_all
+    from helpers.widgets.models import CONTROLNETS, checked_controlnets
 
     module = get_engine(engine_of(ws, choice.get("engine", ""))).module()
     models = module.catalogue_models(choice, ws.models)
+    controlnets = checked_controlnets(choice.get(CONTROLNETS, ()), choice.get("model", ""))
+    models += [get_model(name) for name in controlnets]
     fetch_all(models, ws.models, progress=progress, log=log)
 
 
@@ -252,22 +271,39 @@ def upload(ws: Workspace, enabled: bool = True, log: Log = print) -> list[Path]:
 
 @_plainly
 def parameters_form(ws: Workspace, engine: str = "", test_models: bool = False,
-                    **given: Any) -> Any:
+                    mode: str = "", **given: Any) -> Any:
     """Show the form of the engine's settings, filled with what the workspace holds and the
-    parameter cell's values; the models come from notebook 2."""
+    parameter cell's values; the models come from notebook 2, and so do the ControlNets its
+    units default to. `mode` (diffusion: txt2img, img2img, inpaint or outpaint; empty: the one
+    the values make) decides which image fields the settings keep."""
+    import dataclasses
+    import html
+
     from IPython.display import HTML, display
 
     from helpers.widgets import SettingsForm
+    from helpers.widgets.models import CONTROLNETS
 
     engine = engine_of(ws, engine)
-    values = {**workspace_values(ws, engine, test_models), **_given(given)}
+    given = _given(given)
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(settings_class(engine))})
+    if unknown:  # e.g. a mask for VQGAN+CLIP: said, not dropped
+        raise ValueError(f"{unknown[0]}: not a {engine} setting; leave it empty for this "
+                         "engine")
+    values = {**workspace_values(ws, engine, test_models), **given}
+    models = ws.read("model.json") or {}
+    chosen = models.get(CONTROLNETS) if models.get("engine") == engine else None
+    chosen = [name for name in chosen if isinstance(name, str)] if isinstance(chosen, list) \
+        else []
     form = SettingsForm(settings_class(engine), values,
                         exclude=("out", *get_engine(engine).model_fields),
-                        uploads=ws.uploads)
-    models = ", ".join(f"{k}: {values[k]}" for k in get_engine(engine).model_fields
-                       if values.get(k))
-    display(HTML(f"<b>{engine}</b> with {models or 'the default models'} "
-                 "<i>(change them in notebook 2)</i>"))
+                        uploads=ws.uploads, mode=(mode or "").strip(), cache=ws.models,
+                        controlnets=tuple(chosen))
+    named = ", ".join(f"{k}: {values[k]}" for k in get_engine(engine).model_fields
+                      if values.get(k))
+    controlnets = f", ControlNets: {', '.join(chosen)}" if chosen else ""
+    display(HTML(f"<b>{engine}</b> with {html.escape(named or 'the default models')}"
+                 f"{html.escape(controlnets)} <i>(change them in notebook 2)</i>"))
     display(form.widget, _save_button(lambda: save_parameters(ws, form)))
     return form
 
@@ -282,9 +318,13 @@ def _save_button(save: Any) -> Any:
     return button
 
 
-def save_parameters(ws: Workspace, form: Any) -> bool:
-    """Write params.json when the form's settings are valid; else show why (nothing written)."""
-    return bool(form.save(ws.root / "params.json"))
+def save_parameters(ws: Workspace, form: Any, log: Log = print) -> bool:
+    """Write params.json when the form's settings are valid; else show why (nothing written):
+    in the form, and as a line, which a headless run shows too."""
+    saved = bool(form.save(ws.root / "params.json"))
+    if not saved and getattr(form, "problem", ""):
+        log(f"error: {form.problem}; params.json not saved")
+    return saved
 
 
 # --- 4. run ----------------------------------------------------------------------------------

@@ -51,12 +51,18 @@ Pick the **engine** that paints your pictures and the **models** it uses:
 - **Diffusion** (Stable Diffusion) draws an image out of noise: detailed, realistic or stylised.
 
 Each model shows its download size, its licence, and whether you have it already. Downloads land
-in your workspace (on Drive), so you fetch each model only once.""",
+in your workspace (on Drive), so you fetch each model only once. For diffusion, the
+`-inpainting` models repaint masked parts best, and the **ControlNets** you pick here steer
+pictures by edges, lines or depth in notebook 3.""",
     "3_parameters": """# 3 · Describe your picture
 
 Write your **prompt** and set the parameters. Weighted prompts mix ideas:
 `desert:50 | snow:25` means twice as much desert as snow; a negative weight pushes an idea away.
 The preview under the prompt shows how it is read, and says so in red if something is off.
+
+For diffusion, the **Image** section's mode says what to make: **txt2img** (from the prompt),
+**img2img** (from a picture of yours), **inpaint** (repaint the masked part of a picture) or
+**outpaint** (grow a picture past its edges); previews show the mask and the grown canvas.
 
 Basic options are shown; more are folded under **Advanced**. You can also fill the form from a
 picture made before (ours, or one from the Stable Diffusion web UI). **Save** when you are
@@ -88,13 +94,21 @@ vqgan = ""            # VQGAN+CLIP: catalogue name, or path / URL / Drive id
 clip = ""             # VQGAN+CLIP: CLIP models, "name:1 | name:0.5"
 model = ""            # diffusion: a catalogue name, Hub id, folder or .safetensors file
 vae = ""              # diffusion: another VAE (empty: the model's own)
+controlnets = ""      # diffusion: ControlNets to download for notebook 3, "name, name"
 ''' + QUIET,
     "3_parameters": '''\
 upload = False        # True on Colab: Colab's upload button, for images of 1 MB or more
 prompt = ""           # empty: the prompt the workspace holds
 seed = None           # None: the workspace's; -1: a new random seed each run
 width = None          # None: the workspace's
-height = None''',
+height = None
+mode = ""             # diffusion: "txt2img", "img2img", "inpaint" or "outpaint"; empty: what
+                      # the fields below (or the workspace) make
+init_image = ""       # img2img, inpaint, outpaint: the picture to start from (path or URL)
+mask = ""             # inpaint: the mask image (white = repaint, black = keep), or
+mask_prompt = ""      # inpaint: the words of what to repaint ("the sky")
+outpaint = ""         # outpaint: pixels to add on every side ("64"), or "left=128,right=128"
+control = ""          # diffusion: ControlNet units, a line each, "canny:IMAGE[:WEIGHT]"''',
     "4_run": '''\
 resume = ""           # "latest": continue the newest run; or a run folder
 more = 0              # with resume: make the run longer by this many iterations (VQGAN+CLIP),
@@ -115,7 +129,7 @@ ACTIONS = {
     "1_setup": ["notebook.setup(ws);"],
     "2_model_choice": [
         "choice = notebook.model_form(ws, engine, test_models, vqgan=vqgan, clip=clip, "
-        "model=model, vae=vae)",
+        "model=model, vae=vae, controlnets=controlnets)",
         "## Download\nThe next cell checks your choice, downloads what is missing (with a "
         "progress bar) and saves it for the other notebooks.",
         "notebook.save_models(ws, choice, quiet=quiet);",
@@ -123,7 +137,8 @@ ACTIONS = {
     "3_parameters": [
         "notebook.upload(ws, upload);",
         "form = notebook.parameters_form(ws, engine, test_models, prompt=prompt, seed=seed, "
-        "width=width, height=height)",
+        "width=width, height=height, mode=mode, init_image=init_image, mask=mask, "
+        "mask_prompt=mask_prompt, outpaint=outpaint, control=control)",
         "## Save\nRun the next cell (or press **Save** in the form) to keep these settings for "
         "notebook 4.",
         "notebook.save_parameters(ws, form);",

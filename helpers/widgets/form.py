@@ -4,6 +4,10 @@ A field added to a settings class appears here with its help, range and choices,
 the CLI (`helpers.cli.add_settings_flags`). The form never depends on a callback having run
 (papermill runs notebooks without a front end): `values()`, `settings()` and `save()` read the
 widgets directly. Callbacks only add what a person sees: previews, checks, thumbnails, presets.
+
+A diffusion form's image fields come with a mode (txt2img, img2img, inpaint, outpaint) that
+shows the ones it uses and decides which go into the settings (`image_section`), and its
+`control` lines with an add row and a preview of each unit (`control_units`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import ipywidgets as w
 
 from helpers.settings.base import MOTION
 from helpers.settings.fields import decode, meta_of
+from helpers.widgets.control_units import ControlUnits
 from helpers.widgets.controls import Control, make_control
+from helpers.widgets.image_section import ImageSection
 from helpers.widgets.layout import SizePresets, action_row, form_body
 from helpers.widgets.preview import (
     error_html,
@@ -39,14 +45,19 @@ class SettingsForm:
 
     `values` gives initial field values (e.g. params.json); excluded fields get no widget and
     keep their value from `values` or the default. Uploaded files are saved into `uploads`.
+    A diffusion form also takes `mode` (txt2img, img2img, inpaint, outpaint; empty: the one
+    `values` make), `cache` (where the mask preview fetches CLIPSeg) and `controlnets` (notebook
+    2's, the units' defaults).
     """
 
     def __init__(self, cls: type, values: dict | None = None, *, exclude: tuple[str, ...] = (),
-                 uploads: str | Path | None = None):
+                 uploads: str | Path | None = None, mode: str = "",
+                 cache: str | Path | None = None, controlnets: tuple[str, ...] = ()):
         self.cls = cls
         self.uploads = Path(uploads).expanduser() if uploads is not None else None
         self.message = w.HTML("")
         self.message.add_class("dreamframe-message")
+        self.problem = ""  # the error `message` shows, as text ("" when none)
         fields = dataclasses.fields(cls)
         unknown = sorted(set(exclude) - {f.name for f in fields})
         if unknown:
@@ -55,6 +66,8 @@ class SettingsForm:
         given = _decoded(values or {})
         self.fixed = {f.name: given.get(f.name, f.default) for f in fields if f.name in exclude}
         self.controls: dict[str, Control] = self._make_controls(fields)
+        self.image: ImageSection | None = None
+        self.units: ControlUnits | None = None
         self._quiet = False
         with self.quiet():
             for f in fields:
@@ -63,17 +76,29 @@ class SettingsForm:
         self._sizes = self._size_presets()
         self.size_preset = self._sizes.widget if self._sizes else None  # the Dropdown
         self._live()
+        self.image = ImageSection.of(self.controls, {f.name: f.default for f in fields},
+                                     self._current, self._changed, cache)
+        self.units = ControlUnits.of(self.controls, self._current, tuple(controlnets))
         self.source, load_row = action_row(
             "a run folder, a settings .json or a .png", "Load", self.load,
             "fill the form from a run folder, a settings JSON file, or an image (ours or the "
             "web UI's)")
-        extra = {"width": [self.size_preset]} if self.size_preset else {}
+        extra: dict[str, list[w.Widget]] = {}
+        if self.image:  # the mode first in the Image section, the mask source above the mask
+            extra = {"width": [self.image.mode_row], "mask": [self.image.source_row]}
+        if self.size_preset:
+            extra.setdefault("width", []).append(self.size_preset)
         self.widget = w.VBox([*form_body(list(self.controls.values()), extra), load_row,
                               self.message])
         self.widget.add_class(f"dreamframe-form-{cls.kind}")
         problems = self._fill(values or {})
+        if mode:
+            self.set_mode(mode)
         if problems:
             self._report("; ".join(problems), True)
+        for section in (self.image, self.units):
+            if section:
+                section.live.ready = True  # changes from now on are a person's
 
     # --- building --------------------------------------------------------------------------
 
@@ -124,6 +149,7 @@ class SettingsForm:
 
     def _report(self, text: str, error: bool) -> None:
         self.message.value = error_html(text) if error else ok_html(text)
+        self.problem = text if error else ""
 
     # --- the API the notebooks use ------------------------------------------------------------
 
@@ -141,11 +167,31 @@ class SettingsForm:
         for f in dataclasses.fields(self.cls):
             values[f.name] = self.fixed[f.name] if f.name in self.fixed else (
                 self.controls[f.name].get())
+        if self.image:
+            values = self.image.applied(values)
+        if self.units:
+            values = self.units.applied(values)
         return values
 
+    @property
+    def mode(self) -> str:
+        """The image mode (txt2img, img2img, inpaint, outpaint); "" for a form without one."""
+        return self.image.mode.value if self.image else ""
+
+    def set_mode(self, mode: str) -> None:
+        """Choose the image mode; `ValueError` naming `mode` for a form without modes or an
+        unknown one."""
+        if not self.image:
+            raise ValueError(f"mode: the {self.cls.kind} form has no image modes (got {mode!r})")
+        self.image.set_mode(mode)
+
     def settings(self) -> Any:
-        """The settings the form shows, validated: `ValueError` with the settings' message."""
-        return self.cls(**self.values())
+        """The settings the form shows, validated: `ValueError` with the settings' message (or
+        naming what the image mode needs and the form lacks)."""
+        settings = self.cls(**self.values())
+        if self.image:
+            self.image.require(settings)
+        return settings
 
     def check(self) -> bool:
         """Validate; show the error in `message` (red), or clear it."""
@@ -154,7 +200,7 @@ class SettingsForm:
         except ValueError as e:
             self._report(str(e), True)
             return False
-        self.message.value = ""
+        self.message.value = self.problem = ""
         return True
 
     def fill(self, values: dict) -> None:
@@ -176,6 +222,8 @@ class SettingsForm:
                         self.controls[name].set(value)
                     except ValueError as e:
                         problems.append(str(e))
+            if self.image:
+                self.image.derive(values)
         if self._sizes:
             self._sizes.sync()
         return problems

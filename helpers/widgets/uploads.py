@@ -26,9 +26,11 @@ from helpers.widgets.preview import error_html, hint_html
 UPLOAD_FIELDS: dict[str, tuple[str, bool, bool]] = {
     "init_image": ("image/*", True, False),
     "image_prompts": ("image/*", True, True),
+    "mask": ("image/*", True, False),
     "audio": ("audio/*", False, False),
     "init_video": ("video/*", False, False),
 }
+NO_THUMBNAILS = ("mask",)  # shown over the init image by the Image section instead
 THUMB_PX = 96
 MAX_THUMBS = 6
 _UNSAFE = re.compile(r"[^\w.-]+")
@@ -54,7 +56,7 @@ class PathControl(TextControl):
         self.thumbnails = w.HBox([], layout=indented())
         self.thumbnails.add_class(css_class(name, "thumbnails"))
         self.note = w.HTML("", layout=indented())
-        if self.images:
+        if self.images and name not in NO_THUMBNAILS:
             self.add_below(self.thumbnails, self.note)
             self.observe(lambda change: self.show_thumbnails())
 
