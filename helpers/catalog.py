@@ -1,4 +1,5 @@
-"""The model catalogue: every VQGAN, CLIP and test model Dreamframe knows, with its mirrors.
+"""The model catalogue: every model Dreamframe knows (VQGAN, CLIP, diffusion, ControlNet, CLIPSeg,
+depth estimator, test models), with its mirrors.
 
 Each file lists its sources in the order they are tried: the original host where it still
 serves, Hugging Face Hub mirrors, GitHub release mirrors, then hosts reported dead (kept last
@@ -14,7 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg")
+KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg", "depth")
 SOURCE_KINDS = ("url", "gdrive", "hub")
 
 
@@ -70,7 +71,8 @@ class Model:
     test: bool = False  # a tiny random-weight model built locally by helpers.testing
     family: str = ""  # what loads it: VQGAN "vq" / "gumbel" / "transformer" (first stage of
     #                   a taming transformer), "clip", diffusion "sd" / "sdxl" / "ldm"; for a
-    #                   ControlNet, the family of the models it steers
+    #                   ControlNet, the family of the models it steers; "clipseg"; "depth"
+    #                   (a transformers depth estimator)
     factor: int | None = None  # VQGANs: image pixels per latent token along a side (16 or 8)
 
     @property
@@ -396,6 +398,27 @@ CLIPSEGS = (
           approx_size=605_000_000, family="clipseg"),
 )
 
+# Depth estimators (transformers format: AutoModelForDepthEstimation and its image processor)
+# for the ControlNet depth preprocessor. Depth Anything (Yang et al. 2024, "Depth Anything:
+# Unleashing the Power of Large-Scale Unlabeled Data", arXiv:2401.10891): its ViT-L is the
+# ControlNet extension's `depth_anything` (the transformers conversion of the checkpoint the
+# extension downloads, depth_anything_vitl14.pth).
+DEPTH_FILES = ("config.json", "preprocessor_config.json")
+DEPTH_WEIGHTS = CLIP_WEIGHTS  # transformers' weight files, safetensors first
+DEPTH_LICENCE = "Apache-2.0 (the Hub model card of {repo}: license apache-2.0)"
+DEPTHS = tuple(
+    Model(name, "depth", description, DEPTH_LICENCE.format(repo=repo), hub_repo=repo,
+          allow_patterns=DEPTH_FILES, weights=DEPTH_WEIGHTS, approx_size=size,
+          family="depth")
+    for name, repo, description, size in (
+        ("depth-anything", "LiheYoung/depth-anything-large-hf",
+         "Depth Anything ViT-L: relative depth for the ControlNet depth preprocessor (the "
+         "extension's depth_anything), 518 px.", 1_340_000_000),
+        ("depth-anything-small", "LiheYoung/depth-anything-small-hf",
+         "Depth Anything ViT-S: a 13x smaller, faster depth estimator for the ControlNet "
+         "depth preprocessor (--depth-model depth-anything-small).", 99_200_000),
+    ))
+
 _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
 _NOT_ART = "random-weight test model that makes noise, not art; built locally for tests and CI"
 
@@ -412,19 +435,24 @@ TEST_MODELS = (
           _TEST_LICENCE, test=True, family="ldm"),
     Model("test-tiny-sd-inpaint", "diffusion", f"Tiny Stable Diffusion inpainting (9-channel "
           f"UNet): a {_NOT_ART}.", _TEST_LICENCE, test=True, family="sd-inpaint"),
+    Model("test-tiny-sdxl-inpaint", "diffusion", f"Tiny SDXL inpainting (9-channel UNet): a "
+          f"{_NOT_ART}.", _TEST_LICENCE, test=True, family="sdxl-inpaint"),
     Model("test-tiny-controlnet", "controlnet", f"Tiny ControlNet (SD): a {_NOT_ART}.",
           _TEST_LICENCE, test=True, family="sd"),
     Model("test-tiny-controlnet-sdxl", "controlnet", f"Tiny ControlNet (SDXL): a {_NOT_ART}.",
           _TEST_LICENCE, test=True, family="sdxl"),
     Model("test-tiny-clipseg", "clipseg", f"Tiny CLIPSeg (masks from words): a {_NOT_ART}.",
           _TEST_LICENCE, test=True, family="clipseg"),
+    Model("test-tiny-depth", "depth", f"Tiny Depth Anything (depth maps): a {_NOT_ART}.",
+          _TEST_LICENCE, test=True, family="depth"),
 )
 
-MODELS: tuple[Model, ...] = VQGANS + CLIPS + DIFFUSIONS + CONTROLNETS + CLIPSEGS + TEST_MODELS
+MODELS: tuple[Model, ...] = (VQGANS + CLIPS + DIFFUSIONS + CONTROLNETS + CLIPSEGS + DEPTHS
+                             + TEST_MODELS)
 
 
 def list_models(kind: str | None = None) -> list[Model]:
-    """All catalogue models, or those of one kind ("vqgan", "clip", "diffusion")."""
+    """All catalogue models, or those of one kind (one of `KINDS`)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
     return [m for m in MODELS if kind is None or m.kind == kind]

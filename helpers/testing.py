@@ -127,11 +127,11 @@ def tiny_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
-def _tiny_unet(cross_attention_dim: int, **extra):
+def _tiny_unet(cross_attention_dim: int, in_channels: int = 4, **extra):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=in_channels,
         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=cross_attention_dim, **extra)
@@ -176,27 +176,56 @@ def tiny_sd(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def _tiny_sdxl_unet(**changes):
+    """The tiny SDXL's UNet: SDXL's size micro-conditioning, linear projections."""
+    return _tiny_unet(2 * TEXT_HIDDEN, attention_head_dim=(2, 4), use_linear_projection=True,
+                      addition_embed_type="text_time", addition_time_embed_dim=8,
+                      projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN, **changes)
+
+
+def _tiny_sdxl_parts(folder: Path, seed: int, in_channels: int = 4) -> dict:
+    """The tiny SDXL's components (UNet with `in_channels`), tokenizer written into `folder`."""
+    from diffusers import EulerDiscreteScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    text = CLIPTextConfig(**{**_text_config(tokenizer), "num_hidden_layers": 3,
+                             "projection_dim": TEXT_HIDDEN})
+    with _seeded(seed):
+        unet = _tiny_sdxl_unet(in_channels=in_channels)
+        vae = _tiny_vae()
+        encoders = CLIPTextModel(text), CLIPTextModelWithProjection(text)
+    return {"vae": vae, "text_encoder": encoders[0], "text_encoder_2": encoders[1],
+            "tokenizer": tokenizer, "tokenizer_2": tokenizer, "unet": unet,
+            "scheduler": EulerDiscreteScheduler(**_sd_scheduler_values())}
+
+
 def tiny_sdxl(folder: str | os.PathLike, seed: int = 0) -> Path:
     """A random-weight SDXL folder (diffusers layout); makes noise, not art.
 
     Two tiny text encoders (the second with a projection, for the pooled embedding), a UNet
     with SDXL's size micro-conditioning, Euler with SD's values.
     """
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import StableDiffusionXLPipeline
 
     folder = Path(folder)
-    tokenizer = _write_tokenizer(folder / "tokenizer")
-    text = CLIPTextConfig(**{**_text_config(tokenizer), "num_hidden_layers": 3,
-                             "projection_dim": TEXT_HIDDEN})
-    with _seeded(seed):
-        unet = _tiny_unet(2 * TEXT_HIDDEN, attention_head_dim=(2, 4), use_linear_projection=True,
-                          addition_embed_type="text_time", addition_time_embed_dim=8,
-                          projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN)
-        vae = _tiny_vae()
-        encoders = CLIPTextModel(text), CLIPTextModelWithProjection(text)
-    pipe = StableDiffusionXLPipeline(vae, *encoders, tokenizer, tokenizer, unet,
-                                     EulerDiscreteScheduler(**_sd_scheduler_values()))
+    StableDiffusionXLPipeline(**_tiny_sdxl_parts(folder, seed)).save_pretrained(
+        folder, safe_serialization=True)
+    return folder
+
+
+def tiny_sdxl_inpaint(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight SDXL inpainting folder (diffusers layout); makes noise, not art.
+
+    The tiny SDXL (`tiny_sdxl`) with a 9-channel UNet (latents, mask, masked-image latents),
+    saved as a `StableDiffusionXLInpaintPipeline` like SDXL 1.0 inpainting 0.1 (no aesthetic
+    score conditioning).
+    """
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    folder = Path(folder)
+    pipe = StableDiffusionXLInpaintPipeline(**_tiny_sdxl_parts(folder, seed, in_channels=9),
+                                            requires_aesthetics_score=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -284,19 +313,64 @@ def tiny_sd_inpaint(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def tiny_depth(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight Depth Anything folder (model + image processor); makes noise, not art.
+
+    Laid out as LiheYoung/depth-anything-large-hf: a `DepthAnythingForDepthEstimation` on a
+    tiny DINOv2 backbone (patch 14, 4 layers of width 32, 56 px), the DPT image processor with
+    the real one's values at 56 px (aspect kept, multiples of 14, bicubic, ImageNet mean /
+    std). The neck's and head's convolutions get PyTorch's default initialisation and the last
+    one a bias of 1, so the depth is positive and varies as a trained model's does (with
+    transformers' small normal initialisation most pixels leave the final ReLU at 0).
+    """
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    try:
+        from transformers import DPTImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x
+        from transformers import DPTImageProcessor as Processor
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=37, image_size=56, patch_size=14,
+                            out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
+                                 patch_size=14, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8)
+    with _seeded(seed):
+        model = DepthAnythingForDepthEstimation(config)
+        with torch.no_grad():
+            for module in (*model.neck.modules(), *model.head.modules()):
+                if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    module.reset_parameters()
+            model.head.conv3.bias.fill_(1.0)
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    Processor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+              resample=3, image_mean=[0.485, 0.456, 0.406],
+              image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
 def _controlnet_from(unet, folder: str | os.PathLike) -> Path:
     """A ControlNet copied from a tiny UNet (as real ones start from their model's), its zero
-    convolutions given small random weights so that the control map changes the residuals."""
+    convolutions given small random weights so that it changes the residuals, and its map
+    encoder He-initialised (no biases) with a larger last layer, so that the map itself does:
+    with PyTorch's default initialisation the map's signal fades through the encoder's seven
+    layers (two maps' residuals differed by 1e-6 of their size; now by about a fifth)."""
     import torch
     from diffusers import ControlNetModel
 
     net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
-    zeros = [net.controlnet_cond_embedding.conv_out, *net.controlnet_down_blocks,
-             net.controlnet_mid_block]
+    embedding = net.controlnet_cond_embedding
+    zeros = [embedding.conv_out, *net.controlnet_down_blocks, net.controlnet_mid_block]
     with torch.no_grad():
         for conv in zeros:
             torch.nn.init.normal_(conv.weight, std=0.05)
             torch.nn.init.normal_(conv.bias, std=0.05)
+        for conv in (embedding.conv_in, *embedding.blocks):
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(conv.bias)
+        torch.nn.init.normal_(embedding.conv_out.weight, std=0.2)
     folder = Path(folder)
     net.save_pretrained(folder, safe_serialization=True)
     return folder
@@ -316,10 +390,7 @@ def tiny_controlnet_sdxl(folder: str | os.PathLike, seed: int = 0) -> Path:
 
     It takes SDXL's added conditioning (pooled text embeddings and size ids)."""
     with _seeded(seed):
-        unet = _tiny_unet(2 * TEXT_HIDDEN, attention_head_dim=(2, 4), use_linear_projection=True,
-                          addition_embed_type="text_time", addition_time_embed_dim=8,
-                          projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN)
-        return _controlnet_from(unet, folder)
+        return _controlnet_from(_tiny_sdxl_unet(), folder)
 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
@@ -330,8 +401,10 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-ldm": tiny_ldm,
     "test-tiny-clipseg": tiny_clipseg,
     "test-tiny-sd-inpaint": tiny_sd_inpaint,
+    "test-tiny-sdxl-inpaint": tiny_sdxl_inpaint,
     "test-tiny-controlnet": tiny_controlnet,
     "test-tiny-controlnet-sdxl": tiny_controlnet_sdxl,
+    "test-tiny-depth": tiny_depth,
 }
 
 

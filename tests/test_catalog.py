@@ -108,9 +108,10 @@ def test_test_models_are_flagged_and_say_they_make_noise():
     tests = [m for m in MODELS if m.test]
     assert sorted(m.name for m in tests) == ["test-tiny-clip", "test-tiny-clipseg",
                                              "test-tiny-controlnet",
-                                             "test-tiny-controlnet-sdxl", "test-tiny-ldm",
-                                             "test-tiny-sd", "test-tiny-sd-inpaint",
-                                             "test-tiny-sdxl", "test-tiny-vqgan"]
+                                             "test-tiny-controlnet-sdxl", "test-tiny-depth",
+                                             "test-tiny-ldm", "test-tiny-sd",
+                                             "test-tiny-sd-inpaint", "test-tiny-sdxl",
+                                             "test-tiny-sdxl-inpaint", "test-tiny-vqgan"]
     for model in tests:
         assert "random" in model.description and "noise" in model.description
         assert not model.files and model.hub_repo is None
@@ -120,7 +121,7 @@ def test_test_models_are_flagged_and_say_they_make_noise():
 def test_every_entry_carries_its_family():
     families = {"vqgan": {"vq", "gumbel", "transformer"}, "clip": {"clip"},
                 "diffusion": {"sd", "sdxl", "ldm", "sd-inpaint", "sdxl-inpaint"},
-                "controlnet": {"sd", "sdxl"}, "clipseg": {"clipseg"}}
+                "controlnet": {"sd", "sdxl"}, "clipseg": {"clipseg"}, "depth": {"depth"}}
     for model in MODELS:
         assert model.family in families[model.kind], model.name
         assert (model.factor in (8, 16)) == (model.kind == "vqgan"), model.name
@@ -160,3 +161,16 @@ def test_size_sums_exact_file_sizes_or_falls_back_to_the_approximate_size():
 def test_source_rejects_an_unknown_kind_naming_it():
     with pytest.raises(ValueError, match="'ftp'"):
         Source("ftp", "ftp://example.org/x")
+
+
+def test_the_depth_estimators_are_depth_anything_hub_repos_under_apache_2():
+    found = {m.name: m for m in list_models("depth") if not m.test}
+    assert set(found) == {"depth-anything", "depth-anything-small"}
+    assert found["depth-anything"].hub_repo == "LiheYoung/depth-anything-large-hf"
+    assert found["depth-anything-small"].hub_repo == "LiheYoung/depth-anything-small-hf"
+    for model in found.values():
+        assert model.licence.startswith("Apache-2.0") and model.hub_repo in model.licence
+        assert {"config.json", "preprocessor_config.json"} <= set(model.allow_patterns)
+        assert model.weights[0] == "model.safetensors" and model.size
+    assert found["depth-anything-small"].size < found["depth-anything"].size / 10
+    assert get_model("test-tiny-depth").kind == "depth"

@@ -442,6 +442,27 @@ def test_canny_thresholds_are_on_opencvs_0_to_255_scale():
     assert canny(step(55), low=100, high=230).max() == 0
 
 
+@pytest.mark.parametrize("noise", [0, 12, 30])
+def test_canny_hysteresis_keeps_the_edges_kornias_loop_keeps(noise):
+    import kornia
+
+    from helpers.diffusion.control.annotators import canny
+    from helpers.diffusion.control.images import bicubic
+
+    g = torch.Generator().manual_seed(noise)
+    image = (bicubic(torch.rand(3, 12, 16, generator=g) * 255, 96, 72)
+             + torch.randn(3, 72, 96, generator=g) * noise).clamp(0, 255).round()
+    _, theirs = kornia.filters.canny(image[:, None] / 255, 100 / 255, 200 / 255, kernel_size=1)
+    _, unlinked = kornia.filters.canny(image[:, None] / 255, 100 / 255, 200 / 255,
+                                       kernel_size=1, hysteresis=False)
+    ours = canny(image)
+    assert torch.equal(ours[0], theirs.amax(0)[0] * 255) and ours.max() == 255
+    weak_or_strong, strong = unlinked.amax(0)[0] > 0, unlinked.amax(0)[0] == 1
+    kept = ours[0] > 0
+    assert kept.sum() > strong.sum()  # weak pixels linked to strong ones joined
+    assert kept.sum() < weak_or_strong.sum()  # unlinked weak ones left out
+
+
 def test_canny_runs_at_the_preprocessor_resolution_and_the_fit_sizes_it():
     from helpers.diffusion.control.annotators import control_map, preprocess
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from helpers import runs
@@ -52,7 +53,9 @@ def test_units_parse_from_the_right(tmp_path):
     bad = {"sobel:a.png": "'sobel' is not a preprocessor", "canny:a.png:3": "weight 3",
            "canny:a.png:1:0.5:0.5": "guidance start 0.5 and end 0.5",
            "canny:a.png:1:0.5": "two numbers", "canny": "not TYPE:IMAGE",
-           "canny@:a.png": "names no model", "depth:a.png": "depth needs a depth estimator",
+           "canny@:a.png": "names no model",
+           "inpaint:a.png": "the inpaint preprocessor marks the run's inpaint mask",
+           "canny:video": "the image video is each frame of the input video",
            "\n".join(["canny:a.png"] * 5): "at most 4 units"}
     for text, message in bad.items():
         with pytest.raises(ValueError, match="control: ") as error:
@@ -173,3 +176,70 @@ def test_each_bad_control_is_one_error_line_and_writes_nothing(tiny_models, pict
     ]
     for flags, message in cases:
         assert bad(tmp_path, capsys, *flags).startswith(message), flags
+
+
+def noise_picture(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def box_mask(path: Path, size: tuple[int, int], box: tuple[int, int, int, int]) -> Path:
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    mask.save(path)
+    return path
+
+
+def test_the_inpaint_preprocessor_marks_the_runs_mask_in_its_image(tiny_models, tmp_path,
+                                                                   capsys):
+    from helpers.diffusion import inpaint
+
+    init = noise_picture(tmp_path / "init.png", (64, 64))
+    mask = box_mask(tmp_path / "mask.png", (64, 64), (10, 16, 41, 47))
+    made = make(tmp_path, capsys, "inpaint", "--init-image", str(init), "--mask", str(mask),
+                "--control", f"inpaint:{init}")
+    saved = np.asarray(Image.open(made / "control" / "0.png").convert("RGB")).astype(int)
+    prepared = inpaint.prepare(Image.open(init).convert("RGB"), Image.open(mask),
+                               DiffusionSettings(prompt="a", init_image=str(init),
+                                                 mask=str(mask), width=64, height=64))
+    masked = np.asarray(prepared.mask) > 127.5  # the blurred mask the run repaints
+    assert 0 < masked.sum() < masked.size
+    assert (saved[masked] == 0).all()
+    assert np.array_equal(saved[~masked], np.asarray(Image.open(init)).astype(int)[~masked])
+    frame = runs.list_frames(made)[0]
+    info = parse_infotext(runs.read_image_info(frame)[0])
+    assert info["ControlNet 0"].startswith("Module: inpaint, Model: test-tiny-controlnet, ")
+    assert "Processor Res" not in info["ControlNet 0"]
+
+
+def test_the_inpaint_hint_reaches_the_controlnet_at_minus_one_and_follows_only_masked(
+        tiny_models, tmp_path):
+    from helpers.diffusion import inpaint
+    from helpers.diffusion.checks import check_inputs
+    from helpers.diffusion.control.run import check_control, run_control
+    from helpers.diffusion.loading import load_models
+
+    init = noise_picture(tmp_path / "init.png", (96, 80), seed=2)
+    mask = box_mask(tmp_path / "mask.png", (96, 80), (40, 30, 59, 49))
+    settings = DiffusionSettings(prompt="a", model="test-tiny-sd", init_image=str(init),
+                                 mask=str(mask), inpaint_area="only masked", width=64,
+                                 height=64, sampler="Euler", device="cpu",
+                                 control=f"inpaint:{init}", out=str(tmp_path / "out"))
+    checked = check_inputs(settings, log=lambda _: None)
+    prepared = checked.init_image
+    assert isinstance(prepared, inpaint.Inpainting) and prepared.paste_to is not None
+    unit, = checked.control
+    masked = np.asarray(prepared.mask) > 127.5
+    assert 0 < masked.sum() < masked.size
+    cut = np.asarray(prepared.image).astype(np.float32)  # masked content "original": the crop
+    shown = unit.map.permute(1, 2, 0).numpy()
+    assert (shown[masked] == -255).all() and np.array_equal(shown[~masked], cut[~masked])
+    again, = check_control(checked.settings, checked.ref, checked.family, init=prepared)
+    assert torch.equal(again.map, unit.map)  # the check stage's inpainting, or the same made
+    control = run_control(checked.settings, checked.control, load_models(checked,
+                                                                         log=lambda _: None),
+                          "cpu")
+    hint = control.units[0].image
+    assert hint.shape == (1, 3, 64, 64) and hint.min() == -1
+    assert int((hint[0, 0] == -1).sum()) == int(masked.sum())

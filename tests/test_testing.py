@@ -162,3 +162,45 @@ def test_docstrings_warn_these_are_random_models():
     for obj in (testing, testing.tiny_vqgan, testing.tiny_clip, testing.tiny_sd,
                 testing.tiny_sdxl, testing.tiny_ldm):
         assert "random" in obj.__doc__.lower() and "noise, not art" in obj.__doc__
+
+
+@pytest.mark.parametrize("builder", [testing.tiny_sdxl_inpaint, testing.tiny_depth])
+def test_the_new_builders_are_seeded_random_models(tmp_path, builder):
+    assert "random" in builder.__doc__.lower() and "noise, not art" in builder.__doc__
+    first = _weights(builder(tmp_path / "a", seed=7))
+    second = _weights(builder(tmp_path / "b", seed=7))
+    other = _weights(builder(tmp_path / "c", seed=8))
+    assert first.keys() == second.keys() and first
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_tiny_sdxl_inpaint_loads_as_diffusers_sdxl_inpaint_pipeline(tmp_path):
+    from diffusers import StableDiffusionXLInpaintPipeline
+    from PIL import Image
+
+    pipe = StableDiffusionXLInpaintPipeline.from_pretrained(testing.tiny_sdxl_inpaint(tmp_path))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.in_channels == 9 and pipe.vae_scale_factor == 8
+    assert pipe.config.requires_aesthetics_score is False  # as SDXL inpainting 0.1
+    image = pipe("a cat", image=Image.new("RGB", (64, 64), "red"),
+                 mask_image=Image.new("L", (64, 64), 255), num_inference_steps=2, height=64,
+                 width=64, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert image.shape == (1, 64, 64, 3)
+
+
+def test_tiny_depth_loads_through_transformers_auto_classes(tmp_path):
+    from PIL import Image
+    from transformers import AutoModelForDepthEstimation
+
+    from helpers.diffusion.control.annotators import load_depth_estimator
+
+    folder = testing.tiny_depth(tmp_path)
+    model = AutoModelForDepthEstimation.from_pretrained(folder)
+    assert type(model).__name__ == "DepthAnythingForDepthEstimation"
+    model, processor = load_depth_estimator(str(folder))
+    inputs = processor(images=Image.new("RGB", (80, 60), "grey"), return_tensors="pt")
+    assert inputs.pixel_values.shape == (1, 3, 56, 70)  # short side 56, multiples of 14
+    with torch.no_grad():
+        depth = model(**inputs).predicted_depth
+    assert depth.shape == (1, 56, 70) and depth.min() > 0  # positive, past the final ReLU

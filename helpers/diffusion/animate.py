@@ -5,8 +5,11 @@
   and seed. A keyframe's weighted pieces are blended into one embedding.
 - 2d (Deforum's 2D mode): frame 0 is a txt2img image (or img2img of the init image); each next
   frame is the previous one moved by the motion schedules, colour-matched to frame 0, noised,
-  and re-drawn by img2img with the strength schedule.
-- video: img2img over every Nth frame of an input video, read as a stream.
+  and re-drawn by img2img with the strength schedule. With motion_border "outpaint", what the
+  motion exposed starts from the colours around it and fresh latent noise (`_latent_noise`).
+- video: img2img over every Nth frame of an input video, read as a stream; ControlNet units
+  steer each frame, a unit whose image is `video` with the map of that input frame (Deforum's
+  "hybrid" idea: the restyled clip keeps the input's shapes).
 Seeds per frame (per keyframe in a walk) follow `seed_mode`: iter, fixed or random. Like
 `loop.run`, this module never saves: the runner does, and a resumed 2d animation continues from
 its last saved frame (`load_frame`), the frames on disk being exactly what the next frame used.
@@ -15,6 +18,8 @@ its last saved frame (`load_frame`), the frames on disk being exactly what the n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 from helpers.diffusion.conditioning import Encoded, encode_plans
@@ -32,10 +37,12 @@ LoadFrame = Callable[[int], Any]  # 1-based frame index -> the saved PIL image
 def run_animation(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
                   on_step: OnStep | None = None, skip: set[int] | frozenset[int] = frozenset(),
                   load_frame: LoadFrame | None = None,
-                  prompts: EncoderPrompts | None = None) -> Iterator[Generated]:
+                  prompts: EncoderPrompts | None = None,
+                  control: Any = None) -> Iterator[Generated]:
     """Make the animation's frames; frames (1-based) in `skip` are on disk already (`prompts`:
-    what the text encoders get, else the settings' prompts as written)."""
-    makers = {"walk": _walk, "2d": _two_d, "video": _video}
+    what the text encoders get, else the settings' prompts as written; `control`: a video
+    animation's ControlNet units, a `control.run.FrameControl`)."""
+    makers = {"walk": _walk, "2d": _two_d, "video": partial(_video, control=control)}
     prompts = prompts or EncoderPrompts.written(settings)
     yield from makers[settings.animate](settings, loaded, init_image, on_step, skip, load_frame,
                                         prompts)
@@ -114,7 +121,7 @@ def _two_d(settings, loaded, init_image, on_step, skip, load_frame,
     import torch
 
     from helpers.animation import schedule_values
-    from helpers.motion import add_noise, match_colors, to_pil, to_tensor, warp
+    from helpers.motion import add_noise, match_colors, moved_frame, to_pil, to_tensor
 
     frames = settings.frames
     motion = [schedule_values(getattr(settings, n), frames, n) for n in MOTION]
@@ -125,16 +132,62 @@ def _two_d(settings, loaded, init_image, on_step, skip, load_frame,
     pipes = _Pipes(loaded, settings, prompts)
     for frame in range(done, frames):
         seed = frame_seed(settings, frame)
-        start = init_image
+        start, exposed = init_image, None
         if frame > 0:
-            moved = warp(to_tensor(prev), *(values[frame] for values in motion))
+            moved, exposed = moved_frame(to_tensor(prev), tuple(v[frame] for v in motion),
+                                         settings.motion_border)
             if settings.color_coherence == "lab":
                 moved = match_colors(moved, to_tensor(first))
             generator = torch.Generator("cpu").manual_seed(seed)
             start = to_pil(add_noise(moved, noise[frame] / 2, generator))  # -1..1 -> 0..1
-        prev = _draw(pipes, settings, frame, seed, start, strength(frame), on_step)
+        with _latent_noise(pipes, settings, seed, exposed):
+            prev = _draw(pipes, settings, frame, seed, start, strength(frame), on_step)
         first = first or prev
         yield Generated(frame + 1, seed, prev)
+
+
+def _latent_noise(pipes: _Pipes, settings: DiffusionSettings, seed: int, exposed: Any):
+    """While a 2d frame is drawn from a start whose motion exposed pixels (motion_border
+    "outpaint"; `exposed`: (1, 1, H, W) bool, else None): fresh noise in the exposed area of
+    its start latents, the web UI's masked content "latent noise" (`inpaint.start_latents`:
+    the frame seed's first draw, the mask rounded at the latent size by `inpaint.latent_mask`),
+    so new content is painted there while the rest is img2img'd as before."""
+    if exposed is None or not bool(exposed.any()):
+        return nullcontext()
+    from helpers.motion import mask_image
+
+    return _noised_encode(pipes.get(True).vae, mask_image(exposed), seed, settings.rng)
+
+
+@contextmanager
+def _noised_encode(vae: Any, mask: Any, seed: int, rng: str) -> Iterator[None]:
+    """`vae.encode` wrapped in the block: the latent distribution it returns is the noise
+    (`mask`: an L image, 255 = noise) where masked, with no spread there, so both sampler paths'
+    img2img (ours takes its mean, diffusers' pipelines a sample) start from that noise."""
+    from helpers.diffusion.inpaint import latent_mask, start_latents
+    from helpers.diffusion.sampling.noise import ImageNoise
+
+    encode, own = vae.encode, vae.__dict__.get("encode")
+
+    def noised(*args: Any, **kwargs: Any) -> Any:
+        output = encode(*args, **kwargs)
+        dist = output.latent_dist if hasattr(output, "latent_dist") else output[0]
+        mean = dist.mean
+        small = latent_mask(mask, (mean.shape[-1], mean.shape[-2])).to(mean.device, mean.dtype)
+        noise = ImageNoise([seed], mean.shape[1:], rng, mean.device).first()
+        noise = (noise / vae.config.scaling_factor).to(mean.dtype)  # unit scale -> the VAE's
+        dist.mean = start_latents(mean, small, "latent noise", noise)
+        dist.std = dist.std * (1 - small)
+        return output
+
+    vae.encode = noised
+    try:
+        yield
+    finally:
+        if own is None:
+            del vae.encode
+        else:
+            vae.encode = own
 
 
 def strength_at(settings: DiffusionSettings) -> Callable[[int], float]:
@@ -175,22 +228,41 @@ def _draw(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, ima
 # --- video input -----------------------------------------------------------------------------
 
 
-def _video(settings, loaded, _init, on_step, skip, load_frame,
-           prompts) -> Iterator[Generated]:
+def _video(settings, loaded, _init, on_step, skip, load_frame, prompts,
+           control=None) -> Iterator[Generated]:
     from helpers.motion import match_colors, to_pil, to_tensor
 
+    if settings.control.strip() and control is None:
+        raise ValueError("control: a video animation's units come as a control.run."
+                         "FrameControl (control.run.frame_control); none was given")
     strength = strength_at(settings)
     pipes = _Pipes(loaded, settings, prompts)
     first = load_frame(1) if 1 in skip else None
     for frame, source in enumerate(video_frames(settings)):
         if frame + 1 in skip:
             continue
+        units = control.at(frame + 1, source) if control is not None else None
         if first is not None and settings.color_coherence == "lab":
             source = to_pil(match_colors(to_tensor(source), to_tensor(first)))
         seed = frame_seed(settings, frame)
-        image = _draw(pipes, settings, frame, seed, source, strength(frame), on_step)
+        image = _draw_video(pipes, settings, frame, seed, source, strength(frame), on_step,
+                            units)
         first = first or image
         yield Generated(frame + 1, seed, image)
+
+
+def _draw_video(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, image: Any,
+                strength: float, on_step: OnStep | None, control: Any) -> Any:
+    """One video frame: img2img of the input frame at `strength`, prompt of the frame, steered
+    by the frame's ControlNet units (`control.run.RunControl`, or None)."""
+    if control is None:
+        return _draw(pipes, settings, frame, seed, image, strength, on_step)
+    pipe = pipes.get(True)
+    frame_settings = settings.replace(strength=strength)
+    plan = pipes.prompts.plan(prompt_at(settings, frame, pipes.prompts))
+    first, hires = conditioning_of(pipe, plan, frame_settings, pipes.loaded.family, True)
+    return call_pipeline(pipe, pipes.loaded.family, frame_settings, first, [seed], image,
+                         _callback(frame, on_step), hires=hires, control=control)[0]
 
 
 def video_frames(settings: DiffusionSettings) -> Iterator[Any]:

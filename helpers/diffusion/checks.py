@@ -104,9 +104,6 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
         check_vae(settings.vae, ref)
     check_sampler(settings.sampler)
     init = open_image(settings.init_image, "init_image", cache) if settings.init_image else None
-    from helpers.diffusion.control.run import check_control
-
-    control = check_control(settings, ref, family, cache)
     from helpers.memory import free_memory
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
@@ -120,6 +117,9 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
         init = outpainting_of(settings, init)
     elif init is not None:
         init = init.resize((settings.width, settings.height), _lanczos())
+    from helpers.diffusion.control.run import check_control
+
+    control = check_control(settings, ref, family, cache, log, init, device)
     return Checked(settings, ref, family, device, memory, extras, init, control)
 
 

@@ -107,11 +107,13 @@ def _items(checked: Checked, prompts: EncoderPrompts, loaded: Loaded, run_dir: P
     what the text encoders get)."""
     settings = checked.settings
     if settings.animate:
+        from helpers.diffusion.control.run import frame_control
+
         def load_frame(index: int) -> Any:
             return runs.read_frame(run_dir, index)
 
         return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame,
-                             prompts)
+                             prompts, frame_control(checked, loaded, run_dir))
     from helpers.diffusion.control.run import run_control
 
     pipe = pipeline_for(loaded, settings.sampler, checked.init_image is not None)

@@ -8,8 +8,9 @@ from helpers.download.errors import Failure
 
 _EXAMPLES = {"vqgan": "--vqgan /path/to/model.ckpt", "clip": "--clip /path/to/clip-folder",
              "diffusion": "--model /path/to/model.safetensors",
-             "clipseg": "/path/to/clipseg-folder",
-             "controlnet": "/path/to/controlnet.safetensors"}
+             "clipseg": "--mask-model /path/to/clipseg-folder",
+             "controlnet": "/path/to/controlnet.safetensors",
+             "depth": "--depth-model /path/to/depth-folder"}
 _TEST_FLAGS = {"vqgan": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
                "clip": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
                "diffusion": "--model test-tiny-sd"}

@@ -25,7 +25,8 @@ from helpers.reporting import Log
 from helpers.settings.fields import meta_of
 
 FILE_PROMPTS = ("image_prompts", "control")  # text fields whose pieces are image paths or URLs
-MODEL_FIELDS = ("model", "model_config", "vae", "vqgan", "clip")  # names of models or files
+MODEL_FIELDS = ("model", "model_config", "vae", "vqgan", "clip", "mask_model",
+                "depth_model")  # names of models or files
 REQUIRED_MODELS = ("model", "vqgan", "clip")  # the models that make the picture: never dropped
 NOT_TAKEN = "not taken from the picture (it never sets paths, URLs, the machine or models " \
             "outside the catalogue)"

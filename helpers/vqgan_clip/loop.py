@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from helpers.motion import to_tensor, warp
+from helpers.motion import moved_frame, to_tensor
 from helpers.precision import autocast_dtype
 from helpers.prompts import Prompt, parse_prompts
 from helpers.settings import VQGANClipSettings
@@ -208,7 +208,8 @@ def run(settings: VQGANClipSettings, loaded: Loaded, inputs: Inputs | None = Non
     """Optimise a VQGAN latent towards the prompts; yield a `Step` per iteration.
 
     In a zoom animation, each frame after the first starts from the last frame's image moved
-    by the motion schedules and encoded again, with a fresh optimiser.
+    by the motion schedules (what the motion exposed: the edge pixels stretched, or with
+    motion_border "outpaint" the colours around it) and encoded again, with a fresh optimiser.
     """
     inputs = inputs or Inputs()
     if settings.seed is not None:
@@ -274,7 +275,9 @@ def _frame_start(settings: VQGANClipSettings, loaded: Loaded):
 
     @torch.no_grad()
     def next_frame(latent: Latent, frame: int) -> Latent:
-        moved = warp(decoded(vqgan, latent.z), *(values[frame] for values in motion))
+        moved, _exposed = moved_frame(decoded(vqgan, latent.z),
+                                      tuple(values[frame] for values in motion),
+                                      settings.motion_border)
         z = _encode(vqgan, moved).requires_grad_(True)
         return Latent(z, _optimizer(settings, z))
 

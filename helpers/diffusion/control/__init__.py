@@ -15,8 +15,9 @@ Zhang et al. 2023, "Adding Conditional Control to Text-to-Image Diffusion Models
   their family is not the model's.
 
 A run reaches them through `units` (the `control` setting's syntax and default ControlNets, no
-torch) and `run` (the check stage's units, their loading, the sampler's `RunControl`, the saved
-maps and the infotext keys).
+torch), `depth` (the `depth_model` setting: the depth preprocessor's estimator) and `run` (the
+check stage's units, their loading, the sampler's `RunControl`, a video animation's
+`FrameControl` that maps each input frame, the saved maps and the infotext keys).
 
 The names here (modes, preprocessors, union control types) are plain data, so settings can
 validate against them without importing torch; the classes and functions load lazily.

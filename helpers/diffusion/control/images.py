@@ -95,7 +95,8 @@ def resize(control_map: Map, width: int, height: int) -> Map:
     _, old_h, old_w = control_map.shape
     if (old_h, old_w) == (height, width):
         return control_map
-    colours = len(torch.unique(control_map.reshape(3, -1), dim=1).T)
+    rgb = control_map.round().long()
+    colours = len(torch.unique((rgb[0] * 256 + rgb[1]) * 256 + rgb[2]))  # one number a colour
     binary = colours == 2 and control_map.min() < 16 and control_map.max() > 240
     if 2 < colours < 200:
         out = nearest(control_map, width, height)

@@ -1,13 +1,17 @@
 """The `control` setting: one ControlNet unit per line, parsed without torch.
 
 A line is `TYPE[@MODEL]:IMAGE[:WEIGHT[:START:END]]`: TYPE a preprocessor (`PREPROCESSOR_NAMES`),
-IMAGE a path or URL, WEIGHT the extension's control weight (0..2, default 1), START and END its
-guidance start and end (fractions of the steps, 0 <= START < END <= 1; default 0 and 1). The
+IMAGE a path or URL, or `video` (`VIDEO`: in a video animation, each input frame gives the
+unit its map; a file called so is `./video`), WEIGHT the extension's control weight (0..2,
+default 1), START and END its guidance start and end (fractions of the steps,
+0 <= START < END <= 1; default 0 and 1). The
 numbers are read from the right, so an image URL or path with colons in it stays whole; TYPE
 (and MODEL) end at the first colon. MODEL is a catalogue name, Hub id, diffusers folder or
 single file; without it the unit's ControlNet is the catalogue's for the preprocessor and the
 model's kind, SD 1.x or SDXL (`DEFAULT_CONTROLNETS`); a catalogue test model's is the tiny
-test ControlNet of its kind, whatever the preprocessor.
+test ControlNet of its kind, whatever the preprocessor. The `depth` preprocessor runs the
+`depth_model` setting's estimator; `inpaint` marks the run's mask (`mask` or `mask_prompt`) in
+its image.
 """
 
 from __future__ import annotations
@@ -30,10 +34,8 @@ DEFAULT_CONTROLNETS = {
     "inpaint": ("controlnet-sd15-inpaint", None),
 }
 TEST_CONTROLNETS = ("test-tiny-controlnet", "test-tiny-controlnet-sdxl")  # SD 1.x's, SDXL's
-# Preprocessors the CLI cannot run yet: depth needs its estimator loaded, inpaint the run's mask
-NOT_WIRED = {"depth": "needs a depth estimator, which runs do not load yet; give a depth map "
-                      "with the preprocessor none (none@controlnet-sd15-depth:MAP)",
-             "inpaint": "needs the inpaint mask, which is not wired to ControlNet yet"}
+VIDEO = "video"  # the IMAGE of a unit mapped from each frame of a video animation's input
+NOT_WIRED: dict[str, str] = {}  # preprocessors a run cannot take yet, and why: none now
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 
@@ -66,8 +68,6 @@ def parse_unit(line: str) -> UnitSpec:
     if kind not in PREPROCESSOR_NAMES:
         raise ValueError(f"control: {kind!r} is not a preprocessor; one of "
                          f"{', '.join(PREPROCESSOR_NAMES)} (in {line!r})")
-    if kind in NOT_WIRED:
-        raise ValueError(f"control: the preprocessor {kind} {NOT_WIRED[kind]} (in {line!r})")
     if "@" in head and not model:
         raise ValueError(f"control: {line!r} names no model after @")
     parts = rest.split(":")
