@@ -69,7 +69,7 @@ def fill_exposed(image: torch.Tensor, exposed: torch.Tensor) -> torch.Tensor:
     `image`'s own."""
     if not bool(exposed.any()):
         return image
-    from helpers.diffusion.inpaint import fill
+    from helpers.diffusion.tools.inpaint import fill
 
     filled = to_tensor(fill(to_pil(image), mask_image(exposed)), image.device)
     return torch.where(exposed, filled.to(image.dtype), image)

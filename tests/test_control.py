@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.diffusion.control import (
+from helpers.diffusion.tools.control import (
     BALANCED,
     CONTROL,
     CROP_AND_RESIZE,
@@ -15,7 +15,7 @@ from helpers.diffusion.control import (
     PROMPT,
     RESIZE_AND_FILL,
 )
-from helpers.diffusion.control.unet import (
+from helpers.diffusion.tools.control.unet import (
     ControlledUNet,
     ControlUnit,
     conditional_rows,
@@ -354,7 +354,7 @@ def test_a_union_controlnet_gets_its_control_type(tiny_models, tmp_path):
 
     from diffusers import ControlNetUnionModel, UNet2DConditionModel
 
-    from helpers.diffusion.control.loading import load_controlnet
+    from helpers.diffusion.tools.control.loading import load_controlnet
 
     unet = UNet2DConditionModel.from_pretrained(tiny_models["test-tiny-sdxl"], subfolder="unet")
     torch.manual_seed(0)
@@ -413,7 +413,7 @@ def square(size: int = 64, low: int = 16, high: int = 48) -> torch.Tensor:
 
 
 def test_canny_edges_land_on_the_squares_border():
-    from helpers.diffusion.control.annotators import preprocess
+    from helpers.diffusion.tools.control.annotators import preprocess
 
     edges = preprocess("canny", square(), resolution=64)
     assert edges.shape == (3, 64, 64) and set(edges.unique().tolist()) == {0.0, 255.0}
@@ -430,7 +430,7 @@ def test_canny_edges_land_on_the_squares_border():
 def test_canny_thresholds_are_on_opencvs_0_to_255_scale():
     """A vertical step of d levels has a Sobel gradient of 4 d: an edge when 4 d > 200 (the
     high threshold), none below."""
-    from helpers.diffusion.control.annotators import canny
+    from helpers.diffusion.tools.control.annotators import canny
 
     def step(d: int) -> torch.Tensor:
         image = torch.full((3, 32, 32), 100.0)
@@ -446,8 +446,8 @@ def test_canny_thresholds_are_on_opencvs_0_to_255_scale():
 def test_canny_hysteresis_keeps_the_edges_kornias_loop_keeps(noise):
     import kornia
 
-    from helpers.diffusion.control.annotators import canny
-    from helpers.diffusion.control.images import bicubic
+    from helpers.diffusion.tools.control.annotators import canny
+    from helpers.diffusion.tools.control.images import bicubic
 
     g = torch.Generator().manual_seed(noise)
     image = (bicubic(torch.rand(3, 12, 16, generator=g) * 255, 96, 72)
@@ -464,7 +464,7 @@ def test_canny_hysteresis_keeps_the_edges_kornias_loop_keeps(noise):
 
 
 def test_canny_runs_at_the_preprocessor_resolution_and_the_fit_sizes_it():
-    from helpers.diffusion.control.annotators import control_map, preprocess
+    from helpers.diffusion.tools.control.annotators import control_map, preprocess
 
     assert preprocess("canny", square(), resolution=128).shape == (3, 128, 128)
     wide = torch.zeros(3, 40, 80)
@@ -474,7 +474,7 @@ def test_canny_runs_at_the_preprocessor_resolution_and_the_fit_sizes_it():
 
 
 def test_simple_preprocessors_do_what_the_extensions_do():
-    from helpers.diffusion.control.annotators import preprocess
+    from helpers.diffusion.tools.control.annotators import preprocess
 
     image = torch.randint(0, 256, (3, 32, 48)).float()
     assert torch.equal(preprocess("none", image), image)
@@ -489,7 +489,7 @@ def test_simple_preprocessors_do_what_the_extensions_do():
 
 @pytest.mark.parametrize("name", ["scribble_xdog", "lineart_standard"])
 def test_line_preprocessors_make_a_dark_line_white(name):
-    from helpers.diffusion.control.annotators import preprocess
+    from helpers.diffusion.tools.control.annotators import preprocess
 
     image = torch.full((3, 64, 64), 255.0)
     image[:, :, 30:33] = 0  # a black vertical line on white
@@ -499,7 +499,7 @@ def test_line_preprocessors_make_a_dark_line_white(name):
 
 
 def test_inpaint_hint_marks_the_masked_pixels_minus_one():
-    from helpers.diffusion.control.annotators import inpaint_hint
+    from helpers.diffusion.tools.control.annotators import inpaint_hint
 
     image = torch.full((3, 8, 8), 51.0)
     mask = torch.zeros(3, 8, 8)
@@ -527,7 +527,7 @@ def tiny_depth_estimator(folder):
 
 
 def test_depth_maps_come_from_a_transformers_depth_model(tmp_path):
-    from helpers.diffusion.control.annotators import depth, load_depth_estimator, preprocess
+    from helpers.diffusion.tools.control.annotators import depth, load_depth_estimator, preprocess
 
     tiny_depth_estimator(tmp_path / "dpt")
     estimator = load_depth_estimator(str(tmp_path / "dpt"))
@@ -551,13 +551,13 @@ def gradient(height: int, width: int) -> torch.Tensor:
 
 
 def test_just_resize_stretches_to_the_size():
-    from helpers.diffusion.control.images import fit
+    from helpers.diffusion.tools.control.images import fit
 
     assert fit(gradient(40, 80), 64, 64, JUST_RESIZE).shape == (3, 64, 64)
 
 
 def test_crop_and_resize_scales_to_cover_and_cuts_the_centre():
-    from helpers.diffusion.control.images import fit, resize
+    from helpers.diffusion.tools.control.images import fit, resize
 
     source = gradient(40, 80)  # k = max(64/40, 64/80) = 1.6: 128 x 64, then columns 32..95
     assert torch.equal(fit(source, 64, 64, CROP_AND_RESIZE), resize(source, 128, 64)[:, :,
@@ -567,7 +567,7 @@ def test_crop_and_resize_scales_to_cover_and_cuts_the_centre():
 
 
 def test_resize_and_fill_scales_to_fit_on_the_border_colour():
-    from helpers.diffusion.control.images import fit, resize
+    from helpers.diffusion.tools.control.images import fit, resize
 
     source = torch.full((3, 40, 80), 100.0)
     source[:, 5:35, 5:75] = gradient(30, 70)
@@ -585,7 +585,7 @@ def test_resize_and_fill_scales_to_fit_on_the_border_colour():
 def test_pixel_perfect_resolution_is_the_extensions_formula(size, target, mode):
     """The extension: k = min (Resize and Fill) or max (else) of the two side ratios, times
     the short side, rounded (numpy's round half to even)."""
-    from helpers.diffusion.control.images import pixel_perfect_resolution
+    from helpers.diffusion.tools.control.images import pixel_perfect_resolution
 
     (h, w), (th, tw) = size, target
     pick = min if mode == RESIZE_AND_FILL else max
@@ -594,7 +594,7 @@ def test_pixel_perfect_resolution_is_the_extensions_formula(size, target, mode):
 
 
 def test_the_resampling_follows_the_maps_colours():
-    from helpers.diffusion.control.images import area, resize
+    from helpers.diffusion.tools.control.images import area, resize
 
     edges = torch.zeros(3, 16, 16)
     edges[:, 8] = 255  # a binary map stays binary when enlarged (Otsu)
@@ -617,7 +617,7 @@ def tiny_unet_config(tiny_models, name="test-tiny-sd"):
 
 
 def test_a_controlnet_loads_from_its_folder_and_its_catalogue_name(tiny_models, nets, net):
-    from helpers.diffusion.control.loading import load_controlnet
+    from helpers.diffusion.tools.control.loading import load_controlnet
 
     config = tiny_unet_config(tiny_models)
     for spec in (str(nets["controlnet"]), "test-tiny-controlnet"):
@@ -629,7 +629,7 @@ def test_a_controlnet_loads_from_its_folder_and_its_catalogue_name(tiny_models, 
 def test_a_single_file_controlnet_loads_with_a_local_config(tiny_models, nets, net, tmp_path):
     from safetensors.torch import save_file
 
-    from helpers.diffusion.control.loading import controlnet_config, load_controlnet
+    from helpers.diffusion.tools.control.loading import controlnet_config, load_controlnet
 
     path = tmp_path / "tiny_canny.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
@@ -644,7 +644,7 @@ def test_a_controlnet_of_another_family_is_refused_before_its_weights_load(tiny_
                                                                           monkeypatch):
     import diffusers
 
-    from helpers.diffusion.control.loading import check_family, load_controlnet
+    from helpers.diffusion.tools.control.loading import check_family, load_controlnet
 
     def never(*_args, **_kwargs):
         raise AssertionError("weights loaded")
@@ -662,7 +662,7 @@ def test_a_controlnet_of_another_family_is_refused_before_its_weights_load(tiny_
 
 
 def test_bad_control_specs_name_the_setting(tmp_path):
-    from helpers.diffusion.control.loading import controlnet_config
+    from helpers.diffusion.tools.control.loading import controlnet_config
 
     with pytest.raises(ValueError, match=r"'sd-1\.5' is a diffusion model, not a ControlNet"):
         controlnet_config("sd-1.5")
@@ -719,7 +719,7 @@ def test_a_control_image_of_another_size_than_the_pass_is_a_clear_error(pipe, ne
 
 
 def test_the_hires_pass_forces_soft_injection_for_canny_as_the_extension():
-    from helpers.diffusion.control.unet import hires_unit
+    from helpers.diffusion.tools.control.unet import hires_unit
 
     unit = ControlUnit(None, control_image(), weight=0.5)
     bigger = torch.rand(1, 3, 128, 128)
@@ -732,8 +732,8 @@ def test_the_hires_pass_forces_soft_injection_for_canny_as_the_extension():
 def test_a_control_map_round_trips_to_the_controlnet_input_and_a_picture():
     from PIL import Image
 
-    from helpers.diffusion.control.annotators import control_map
-    from helpers.diffusion.control.images import to_control, to_pil
+    from helpers.diffusion.tools.control.annotators import control_map
+    from helpers.diffusion.tools.control.images import to_control, to_pil
 
     picture = Image.fromarray(square(48).permute(1, 2, 0).numpy().astype(np.uint8))
     found = control_map("invert", picture, 64, 32, mode=JUST_RESIZE)

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from helpers import runs
 from helpers.cli import main
-from helpers.diffusion.control.units import UnitSpec, controlnet_for, parse_control
+from helpers.diffusion.tools.control.units import UnitSpec, controlnet_for, parse_control
 from helpers.metadata.infotext import parse_infotext
 from helpers.settings import DiffusionSettings
 
@@ -193,7 +193,7 @@ def box_mask(path: Path, size: tuple[int, int], box: tuple[int, int, int, int]) 
 
 def test_the_inpaint_preprocessor_marks_the_runs_mask_in_its_image(tiny_models, tmp_path,
                                                                    capsys):
-    from helpers.diffusion import inpaint
+    from helpers.diffusion.tools import inpaint
 
     init = noise_picture(tmp_path / "init.png", (64, 64))
     mask = box_mask(tmp_path / "mask.png", (64, 64), (10, 16, 41, 47))
@@ -215,10 +215,10 @@ def test_the_inpaint_preprocessor_marks_the_runs_mask_in_its_image(tiny_models, 
 
 def test_the_inpaint_hint_reaches_the_controlnet_at_minus_one_and_follows_only_masked(
         tiny_models, tmp_path):
-    from helpers.diffusion import inpaint
     from helpers.diffusion.checks import check_inputs
-    from helpers.diffusion.control.run import check_control, run_control
     from helpers.diffusion.loading import load_models
+    from helpers.diffusion.tools import inpaint
+    from helpers.diffusion.tools.control.run import check_control, run_control
 
     init = noise_picture(tmp_path / "init.png", (96, 80), seed=2)
     mask = box_mask(tmp_path / "mask.png", (96, 80), (40, 30, 59, 49))

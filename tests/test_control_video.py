@@ -69,7 +69,7 @@ def hybrid(tiny_models, video, tmp_path_factory, session_cache) -> Path:
 
 def test_each_frame_saves_the_map_of_its_input_frame(hybrid, video):
     from helpers.diffusion.animate import video_frames
-    from helpers.diffusion.control import control_map, to_pil
+    from helpers.diffusion.tools.control import control_map, to_pil
 
     names = sorted(p.name for p in (hybrid / "control").iterdir())
     assert names == ["000001-0.png", "000002-0.png", "000003-0.png"]  # no fixed 0.png
@@ -152,7 +152,7 @@ def test_a_depth_video_unit_keeps_its_estimator_for_the_frames(tiny_models, vide
     assert unit.per_frame and unit.map is None and unit.estimator is not None
     run_dir = generate(run_settings.replace(frames=1), session_cache)
     from helpers.diffusion.animate import video_frames
-    from helpers.diffusion.control import control_map, to_pil
+    from helpers.diffusion.tools.control import control_map, to_pil
 
     frame = next(iter(video_frames(run_settings)))
     expected = to_pil(control_map("depth", frame, 64, 64, model=unit.estimator))

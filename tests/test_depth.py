@@ -60,8 +60,8 @@ def checked_units(settings: DiffusionSettings, cache: Path) -> list:
 
 
 def test_tiny_depth_is_a_depth_anything_folder_whose_depth_follows_the_image(estimator_folder):
-    from helpers.diffusion.control.annotators import depth
-    from helpers.diffusion.control.depth import load_estimator
+    from helpers.diffusion.tools.control.annotators import depth
+    from helpers.diffusion.tools.control.depth import load_estimator
     from helpers.files import read_json
 
     assert read_json(estimator_folder / "config.json", "config", dict)["model_type"] == \
@@ -91,7 +91,7 @@ def reference_map(folder: Path, picture: Path, resolution: int, width: int, heig
     resize)."""
     from transformers import AutoModelForDepthEstimation
 
-    from helpers.diffusion.control.images import bicubic, fit
+    from helpers.diffusion.tools.control.images import bicubic, fit
 
     try:
         from transformers import AutoImageProcessor
@@ -133,7 +133,7 @@ def test_depth_maps_equal_a_direct_transformers_call_resized_as_the_extension_do
 
 def test_the_estimator_is_let_go_once_the_maps_are_made(tiny_models, estimator_folder, picture,
                                                          tmp_path, session_cache, monkeypatch):
-    from helpers.diffusion.control import depth
+    from helpers.diffusion.tools.control import depth
 
     models, load = [], depth.load_estimator
 

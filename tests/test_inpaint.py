@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 
 from helpers import runs
 from helpers.cli import main
-from helpers.diffusion import inpaint
 from helpers.diffusion.families import FAMILIES
+from helpers.diffusion.tools import inpaint
 from helpers.metadata.infotext import parse_infotext
 from helpers.settings import DiffusionSettings
 
@@ -457,9 +457,9 @@ def test_the_mask_prompt_calls_mask_from_words_with_its_settings(tiny_models, tm
         calls.append((image.size, words, threshold, dilation, cache, model))
         return box_mask(image.size, (0, 0, 20, 20))
 
-    fake = types.ModuleType("helpers.diffusion.mask_words")
+    fake = types.ModuleType("helpers.diffusion.tools.mask_words")
     fake.mask_from_words = mask_from_words
-    monkeypatch.setitem(sys.modules, "helpers.diffusion.mask_words", fake)
+    monkeypatch.setitem(sys.modules, "helpers.diffusion.tools.mask_words", fake)
     run_settings = settings(model="test-tiny-sd", init_image=str(init), mask="",
                             mask_prompt="the sky", mask_threshold=0.3, mask_dilation=6,
                             mask_model="my-clipseg", out=str(tmp_path / "ws"))

@@ -12,7 +12,7 @@ from common import quiet
 from PIL import Image, ImageDraw
 
 from helpers import runs
-from helpers.diffusion import inpaint
+from helpers.diffusion.tools import inpaint
 from helpers.settings import DiffusionSettings
 
 SIZE, SEED = 64, 11

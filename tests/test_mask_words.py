@@ -13,7 +13,7 @@ from PIL import Image
 
 from helpers import testing
 from helpers.catalog import get_model
-from helpers.diffusion.mask_words import (
+from helpers.diffusion.tools.mask_words import (
     MAX_MASK_WORDS,
     check_mask_words,
     dilate,

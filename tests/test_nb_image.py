@@ -294,7 +294,7 @@ def test_the_outpaint_preview_shows_the_grown_canvas_and_its_size(pictures) -> N
 
 def test_preview_mask_finds_the_words_with_the_forms_clipseg_settings(pictures, tmp_path,
                                                                       monkeypatch) -> None:
-    import helpers.diffusion.mask_words as mask_words
+    import helpers.diffusion.tools.mask_words as mask_words
 
     calls = []
 
@@ -338,7 +338,7 @@ def test_preview_mask_runs_the_tiny_clipseg(pictures, session_cache) -> None:
 
 
 def test_each_unit_says_which_controlnet_it_uses_and_why() -> None:
-    from helpers.diffusion.control.units import parse_unit
+    from helpers.diffusion.tools.control.units import parse_unit
 
     canny = parse_unit("canny:a.png")
     assert controlnet_of(canny, "sd-1.5") == ("controlnet-sd15-canny", "the default for canny")

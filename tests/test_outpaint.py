@@ -12,9 +12,9 @@ from PIL import Image
 
 from helpers import runs
 from helpers.cli import main
-from helpers.diffusion.borders import Borders, check_outpaint, parse_outpaint
 from helpers.diffusion.families import FAMILIES
-from helpers.diffusion.outpaint import MASKED_CONTENT, outpaint_canvas, outpainting_of
+from helpers.diffusion.tools.borders import Borders, check_outpaint, parse_outpaint
+from helpers.diffusion.tools.outpaint import MASKED_CONTENT, outpaint_canvas, outpainting_of
 from helpers.metadata.infotext import parse_infotext
 from helpers.settings import DiffusionSettings
 

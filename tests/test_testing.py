@@ -193,7 +193,7 @@ def test_tiny_depth_loads_through_transformers_auto_classes(tmp_path):
     from PIL import Image
     from transformers import AutoModelForDepthEstimation
 
-    from helpers.diffusion.control.annotators import load_depth_estimator
+    from helpers.diffusion.tools.control.annotators import load_depth_estimator
 
     folder = testing.tiny_depth(tmp_path)
     model = AutoModelForDepthEstimation.from_pretrained(folder)

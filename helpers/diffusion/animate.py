@@ -164,8 +164,8 @@ def _noised_encode(vae: Any, mask: Any, seed: int, rng: str) -> Iterator[None]:
     """`vae.encode` wrapped in the block: the latent distribution it returns is the noise
     (`mask`: an L image, 255 = noise) where masked, with no spread there, so both sampler paths'
     img2img (ours takes its mean, diffusers' pipelines a sample) start from that noise."""
-    from helpers.diffusion.inpaint import latent_mask, start_latents
     from helpers.diffusion.sampling.noise import ImageNoise
+    from helpers.diffusion.tools.inpaint import latent_mask, start_latents
 
     encode, own = vae.encode, vae.__dict__.get("encode")
 

@@ -65,7 +65,7 @@ def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> Di
             log(f"{name} {value} rounded down to {changes[name]} (a multiple of "
                 f"{family.multiple})")
     if settings.outpaint.strip():
-        from helpers.diffusion.borders import parse_outpaint
+        from helpers.diffusion.tools.borders import parse_outpaint
 
         borders = parse_outpaint(settings.outpaint)
         rounded = borders.rounded(family.multiple)
@@ -108,16 +108,16 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
 
     memory = plan_memory(settings, family, device.type, free_memory(device), dtype_bytes)
     if init is not None and inpaints(settings):
-        from helpers.diffusion.inpaint import inpainting_of
+        from helpers.diffusion.tools.inpaint import inpainting_of
 
         init = inpainting_of(settings, init, cache, log)
     elif init is not None and settings.outpaint.strip():
-        from helpers.diffusion.outpaint import outpainting_of
+        from helpers.diffusion.tools.outpaint import outpainting_of
 
         init = outpainting_of(settings, init)
     elif init is not None:
         init = init.resize((settings.width, settings.height), _lanczos())
-    from helpers.diffusion.control.run import check_control
+    from helpers.diffusion.tools.control.run import check_control
 
     control = check_control(settings, ref, family, cache, log, init, device)
     return Checked(settings, ref, family, device, memory, extras, init, control)
@@ -375,7 +375,7 @@ def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
         switches["attention_slicing"] = "on"
     width, height = settings.canvas_size()
     args = (family, width, height, settings.batch_size, dtype_bytes)
-    from helpers.diffusion.control.units import parse_control
+    from helpers.diffusion.tools.control.units import parse_control
 
     units = len(parse_control(settings.control))
     masked = inpaints(settings) or bool(settings.outpaint.strip())

@@ -98,7 +98,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            takes_embeddings=False, reports_steps=False, clip_skip=False, vae_override=False,
            extras=False, text_encoders=(TextEncoder("tokenizer", "bert", "bert"),)),
     # The inpainting models (SD 1.5 inpainting, SDXL inpainting 0.1): the same weights' sizes,
-    # run only by the web UI's samplers (helpers.diffusion.inpaint gives their extra channels).
+    # run only by the web UI's samplers (tools.inpaint gives their extra channels).
     Family("sd-inpaint", "SD inpainting", "StableDiffusionInpaintPipeline",
            "StableDiffusionInpaintPipeline", weights_fp16=2.6 * GB, unet_bytes_per_pixel=1200,
            single_files=(("inpainting", "stable-diffusion-v1-5/stable-diffusion-inpainting"),),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers import runs
-from helpers.diffusion.control.units import MAX_UNITS
+from helpers.diffusion.tools.control.units import MAX_UNITS
 from helpers.reporting import Log
 from helpers.settings import DiffusionSettings
 from helpers.settings.picture import picture_values
@@ -106,7 +106,7 @@ def control_params(settings: DiffusionSettings, loaded: Loaded) -> dict[str, Any
     """The ControlNet extension's `ControlNet N` keys, one a unit; none without control."""
     if not settings.control.strip():
         return {}
-    from helpers.diffusion.control.run import infotext_units
+    from helpers.diffusion.tools.control.run import infotext_units
 
     return infotext_units(settings, loaded)
 
@@ -285,7 +285,7 @@ def control_fields(info: dict[str, str]) -> list[dict[str, str]]:
 def _control(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
     """The first ControlNet unit's control mode, resize mode, pixel perfect and preprocessor
     resolution, where they are ours (the extension writes one set a unit; ours hold for all)."""
-    from helpers.diffusion.control import CONTROL_MODES, RESIZE_MODES
+    from helpers.diffusion.tools.control import CONTROL_MODES, RESIZE_MODES
 
     units = control_fields(info)
     if not units:
@@ -380,7 +380,7 @@ def _outpainted_size(info: dict[str, str]) -> dict[str, str]:
     borders (an unreadable `Outpaint` is an error naming the key)."""
     if "Outpaint" not in info:
         return info
-    from helpers.diffusion.borders import parse_outpaint
+    from helpers.diffusion.tools.borders import parse_outpaint
 
     try:
         borders = parse_outpaint(info["Outpaint"])

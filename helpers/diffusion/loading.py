@@ -56,7 +56,7 @@ def load_models(checked: Checked, cache: str | os.PathLike | None = None, log: L
         loaded = load_pipeline(checked.settings, cache, log, checked.ref, checked.device,
                                checked.family)
         if checked.control:
-            from helpers.diffusion.control.run import load_controlnets
+            from helpers.diffusion.tools.control.run import load_controlnets
 
             load_controlnets(loaded, checked.control, cache, log)
     check_loaded(checked.settings, loaded.pipe)

@@ -16,10 +16,10 @@ from helpers.diffusion.conditioning import Encoded, PromptPlan, encode_schedule,
 from helpers.diffusion.families import Family
 from helpers.diffusion.frames import image_seeds
 from helpers.diffusion.guidance import Conditioning, Guidance, composed_unet
-from helpers.diffusion.inpaint import Inpainting, paste_back, split_init
 from helpers.diffusion.loading import Loaded, pipeline_for
 from helpers.diffusion.samplers import get_sampler, runs_on_unet
 from helpers.diffusion.sampling.vae import decode
+from helpers.diffusion.tools.inpaint import Inpainting, paste_back, split_init
 from helpers.settings import DiffusionSettings
 
 # (batch number, step index, steps in all, latents after the step, decode: latents -> images)

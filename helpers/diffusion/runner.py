@@ -49,7 +49,7 @@ def generate(settings: DiffusionSettings | None = None, *,
     if loaded is None:
         loaded = load_models(checked, cache, log, progress)
     elif checked.control:  # a reused pipeline: the ControlNets it lacks
-        from helpers.diffusion.control.run import load_controlnets
+        from helpers.diffusion.tools.control.run import load_controlnets
 
         load_controlnets(loaded, checked.control, cache, log)
     if resume is None:
@@ -59,7 +59,7 @@ def generate(settings: DiffusionSettings | None = None, *,
         runs.write_run_settings(run_dir, settings.to_json())
     done = {int(p.stem) for p in runs.list_frames(run_dir)}
     if checked.control:
-        from helpers.diffusion.control.run import save_maps
+        from helpers.diffusion.tools.control.run import save_maps
 
         save_maps(run_dir, checked.control)
     log(f"run folder: {run_dir}")
@@ -107,14 +107,14 @@ def _items(checked: Checked, prompts: EncoderPrompts, loaded: Loaded, run_dir: P
     what the text encoders get)."""
     settings = checked.settings
     if settings.animate:
-        from helpers.diffusion.control.run import frame_control
+        from helpers.diffusion.tools.control.run import frame_control
 
         def load_frame(index: int) -> Any:
             return runs.read_frame(run_dir, index)
 
         return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame,
                              prompts, frame_control(checked, loaded, run_dir))
-    from helpers.diffusion.control.run import run_control
+    from helpers.diffusion.tools.control.run import run_control
 
     pipe = pipeline_for(loaded, settings.sampler, checked.init_image is not None)
     made = run(settings, loaded, checked.init_image, on_step, pipe, skip=done,

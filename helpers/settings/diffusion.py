@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from helpers.diffusion.control import (
+from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, get_sampler, split_name
+from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
+from helpers.diffusion.tools.control import (
     CONTROL_MODES,
     CROP_AND_RESIZE,
     DEFAULT_RESOLUTION,
     RESIZE_MODES,
 )
-from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, get_sampler, split_name
-from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
 from helpers.precision import PRECISIONS
 from helpers.settings.base import (
     MAX_FRAMES,
@@ -232,7 +232,7 @@ class DiffusionSettings(RunSettings):
 
     def canvas_size(self) -> tuple[int, int]:
         """(width, height) of the images made: the size, grown by the outpaint borders."""
-        from helpers.diffusion.borders import parse_outpaint
+        from helpers.diffusion.tools.borders import parse_outpaint
 
         return parse_outpaint(self.outpaint).grown(self.width, self.height)
 
@@ -315,7 +315,7 @@ def _check_inpaint(settings: DiffusionSettings) -> None:
 def _check_outpaint(settings: DiffusionSettings) -> None:
     """What outpainting needs: its borders, an init image, no mask (the border is the mask),
     the inpaint options it uses at their defaults, a web-UI sampler, no animation."""
-    from helpers.diffusion.borders import check_outpaint
+    from helpers.diffusion.tools.borders import check_outpaint
 
     check_outpaint(settings.outpaint)  # its errors name the setting
     width, height = settings.canvas_size()
@@ -348,7 +348,7 @@ def _check_outpaint(settings: DiffusionSettings) -> None:
 def _check_control(settings: DiffusionSettings) -> None:
     """The control units' syntax and numbers, what their images and preprocessors need, and a
     web-UI sampler."""
-    from helpers.diffusion.control.units import VIDEO, parse_control
+    from helpers.diffusion.tools.control.units import VIDEO, parse_control
 
     units = parse_control(settings.control)  # its errors name the setting
     if settings.animate and settings.animate != "video":

@@ -24,9 +24,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from helpers.diffusion.control import PREPROCESSOR_NAMES
-from helpers.diffusion.control import units as unit_syntax
-from helpers.diffusion.control.units import (
+from helpers.diffusion.tools.control import PREPROCESSOR_NAMES
+from helpers.diffusion.tools.control import units as unit_syntax
+from helpers.diffusion.tools.control.units import (
     DEFAULT_CONTROLNETS,
     TEST_CONTROLNETS,
     UnitSpec,
@@ -42,7 +42,7 @@ from helpers.widgets.preview import error_html, hint_html
 
 NEED_A_MODEL = ("depth", "inpaint")  # preprocessors whose maps the preview does not draw:
 #                                       the depth estimator's, the run's mask
-VIDEO = getattr(unit_syntax, "VIDEO", None)  # the IMAGE of a unit mapped from each video frame
+VIDEO = unit_syntax.VIDEO  # the IMAGE of a unit mapped from each video frame
 CHOSEN = "chosen in notebook 2"
 MAP_PX = 128  # a control map's preview, longest side
 THUMB_PX = 96
@@ -166,7 +166,7 @@ def map_png(spec: UnitSpec, width: int, height: int, resize: str, pixel_perfect:
 @functools.lru_cache(maxsize=16)
 def _map_png(path: str, _mtime: int, _size: int, preprocessor: str, width: int, height: int,
              resize: str, pixel_perfect: bool, resolution: int) -> bytes:
-    from helpers.diffusion.control import control_map, to_pil
+    from helpers.diffusion.tools.control import control_map, to_pil
     from helpers.inputs import read_rgb
 
     image = read_rgb(path, "control")

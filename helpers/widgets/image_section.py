@@ -125,7 +125,7 @@ def mask_overlay(init: Any, mask: Any, invert: bool = False, blur: int = 0,
     (the blur scaled with the image)."""
     from PIL import Image
 
-    from helpers.diffusion.inpaint import binary_mask, prepared_mask
+    from helpers.diffusion.tools.inpaint import binary_mask, prepared_mask
 
     base = init.convert("RGB")
     base.thumbnail((px, px))
@@ -153,7 +153,7 @@ def outpaint_preview(init: Any, width: int, height: int, outpaint: str, fill: st
     (`outpaint.outpaint_canvas`), drawn small and scaled up."""
     from PIL import Image
 
-    from helpers.diffusion.outpaint import Borders, outpaint_canvas, parse_outpaint
+    from helpers.diffusion.tools.outpaint import Borders, outpaint_canvas, parse_outpaint
 
     width, height, multiple = run_size(width, height, model)
     borders = parse_outpaint(outpaint).rounded(multiple)
@@ -213,7 +213,7 @@ def read_picture(spec: str, field: str) -> Any:
 @functools.lru_cache(maxsize=8)
 def _read(path: str, mtime_ns: int, size: int, field: str) -> Any:
     if field == "mask":
-        from helpers.diffusion.inpaint import read_mask
+        from helpers.diffusion.tools.inpaint import read_mask
 
         return read_mask(path)
     from helpers.inputs import read_rgb
@@ -503,7 +503,7 @@ class ImageSection:
     def preview_words(self) -> bool:
         """Find the mask words in the init image with CLIPSeg and show the mask (the button's
         callback; it may download the mask model); whether a mask is shown."""
-        from helpers.diffusion.mask_words import mask_from_words
+        from helpers.diffusion.tools.mask_words import mask_from_words
         from helpers.inputs import open_image
 
         values = {**self.current(), **self.raw()}

@@ -5,11 +5,11 @@ The pipeline gives the UNet, the VAE and its image processor; the sampling is ou
 latent distribution); the hires fix makes the image at the run's size, upscales its latents
 or its pixels by the web UI's hires upscaler (`upscale`), and refines it with an img2img pass
 of its own steps and strength, with fresh noise from the same seeds, as the web UI does.
-Inpainting (`helpers.diffusion.inpaint`) gives the job its latent mask and start latents, and an
-inpainting model its mask and masked-image latents beside the latents. ControlNet units
-(`helpers.diffusion.control`) wrap the UNet of each pass (`ControlledUNet`), the hires pass's
-with its maps fitted to the hires size; the sampler's step reports tell the wrapper the progress
-its units' guidance start and end are fractions of.
+Inpainting (`helpers.diffusion.tools.inpaint`) gives the job its latent mask and start
+latents, and an inpainting model its mask and masked-image latents beside the latents.
+ControlNet units (`helpers.diffusion.tools.control`) wrap the UNet of each pass
+(`ControlledUNet`), the hires pass's with its maps fitted to the hires size; the sampler's step
+reports tell the wrapper the progress its units' guidance start and end are fractions of.
 """
 
 from __future__ import annotations
@@ -20,15 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from helpers.diffusion.control import ControlledUNet, conditional_rows
 from helpers.diffusion.guidance import Conditioning, Guidance
-from helpers.diffusion.inpaint import Inpainting, image_conditioning, latent_mask, start_latents
 from helpers.diffusion.samplers import get_sampler
 from helpers.diffusion.sampling.denoiser import Denoiser
 from helpers.diffusion.sampling.noise import ImageNoise
 from helpers.diffusion.sampling.run import Job, sample, sdxl_time_ids
 from helpers.diffusion.sampling.upscale import upscale_for_hires
 from helpers.diffusion.sampling.vae import decode, encode_latents
+from helpers.diffusion.tools.control import ControlledUNet, conditional_rows
+from helpers.diffusion.tools.inpaint import (
+    Inpainting,
+    image_conditioning,
+    latent_mask,
+    start_latents,
+)
 
 if TYPE_CHECKING:
     from helpers.diffusion.families import Family

@@ -4,7 +4,7 @@ txt2img starts from each image's first draw times the first sigma; img2img (and 
 fix's second pass) keeps the last int(strength x steps) + 1 sigmas of a schedule of `steps` and
 starts from the image's latents plus noise at the first of them, as the web UI does. Inpainting
 adds a latent mask: the sampler's model is wrapped so that every denoised prediction keeps the
-start latents outside it, and the result is blended once more (`helpers.diffusion.inpaint`).
+start latents outside it, and the result is blended once more (`helpers.diffusion.tools.inpaint`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 import torch
 
 from helpers.diffusion.guidance import Guidance
-from helpers.diffusion.inpaint import blend, masked_model
 from helpers.diffusion.samplers import get_sampler, schedule_of
 from helpers.diffusion.sampling.denoiser import Denoiser
 from helpers.diffusion.sampling.noise import ImageNoise, brownian
 from helpers.diffusion.sampling.samplers import FUNCTIONS
 from helpers.diffusion.sampling.schedules import sigmas_for
+from helpers.diffusion.tools.inpaint import blend, masked_model
 
 
 @dataclass

@@ -79,7 +79,7 @@ def _checked_folder(folder: Path, name: str) -> Path:
 def load_estimator(name: str, cache: Any = None, log: Log = print, device: Any = "cpu",
                    dtype: Any = None) -> tuple[Any, Any]:
     """The (model, image processor) of the `depth_model` setting, frozen, on `device`."""
-    from helpers.diffusion.control.annotators import load_depth_estimator
+    from helpers.diffusion.tools.control.annotators import load_depth_estimator
 
     folder = depth_folder(name, cache, log)
     try:

@@ -26,7 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.diffusion.control import CROP_AND_RESIZE, JUST_RESIZE, RESIZE_AND_FILL, RESIZE_MODES
+from helpers.diffusion.tools.control import (
+    CROP_AND_RESIZE,
+    JUST_RESIZE,
+    RESIZE_AND_FILL,
+    RESIZE_MODES,
+)
 
 Map = torch.Tensor  # (3, H, W) float32, 0..255 integers
 

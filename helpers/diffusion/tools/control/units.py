@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from helpers.diffusion.control import PREPROCESSOR_NAMES, UNION_TYPES
+from helpers.diffusion.tools.control import PREPROCESSOR_NAMES, UNION_TYPES
 
 MAX_UNITS = 4  # the web UI's ControlNet extension shows 3 units by default; more are slow
 # The catalogue's ControlNet of each preprocessor: (SD 1.x's, SDXL's); None: none to pick
@@ -35,7 +35,6 @@ DEFAULT_CONTROLNETS = {
 }
 TEST_CONTROLNETS = ("test-tiny-controlnet", "test-tiny-controlnet-sdxl")  # SD 1.x's, SDXL's
 VIDEO = "video"  # the IMAGE of a unit mapped from each frame of a video animation's input
-NOT_WIRED: dict[str, str] = {}  # preprocessors a run cannot take yet, and why: none now
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from helpers.diffusion.control import CROP_AND_RESIZE, DEFAULT_RESOLUTION
-from helpers.diffusion.control.images import (
+from helpers.diffusion.tools.control import CROP_AND_RESIZE, DEFAULT_RESOLUTION
+from helpers.diffusion.tools.control.images import (
     Map,
     area,
     bicubic,

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from helpers.diffusion.control import BALANCED, CONTROL, CONTROL_MODES, PROMPT
+from helpers.diffusion.tools.control import BALANCED, CONTROL, CONTROL_MODES, PROMPT
 
 Residuals = list[torch.Tensor]  # the down-block residuals, then the middle block's
 SOFT_BASE = 0.825  # the extension's soft-injection ratio between neighbouring residuals

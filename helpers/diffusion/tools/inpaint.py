@@ -285,7 +285,7 @@ def inpainting_of(settings: DiffusionSettings, init: Image.Image,
     """The settings' mask (a file, or words through CLIPSeg) over the init image (its own
     size), prepared; `ValueError` naming the setting for a bad mask."""
     if settings.mask_prompt.strip():
-        from helpers.diffusion.mask_words import mask_from_words
+        from helpers.diffusion.tools.mask_words import mask_from_words
 
         mask = mask_from_words(init, settings.mask_prompt, settings.mask_threshold,
                                settings.mask_dilation, cache, log, settings.mask_model)

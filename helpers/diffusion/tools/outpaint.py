@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from helpers.diffusion.borders import Borders, parse_outpaint
+from helpers.diffusion.tools.borders import Borders, parse_outpaint
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from helpers.diffusion.inpaint import Inpainting
+    from helpers.diffusion.tools.inpaint import Inpainting
     from helpers.settings import DiffusionSettings
 
 # outpaint_fill -> the inpaint masked content that starts the border
@@ -53,7 +53,7 @@ def outpaint_canvas(image: Image.Image, borders: Borders, fill: str = "fill",
     pads = ((borders.up, borders.down), (borders.left, borders.right), (0, 0))
     if fill in NUMPY_PADS:
         return Image.fromarray(np.pad(picture, pads, mode=NUMPY_PADS[fill])), mask
-    from helpers.diffusion.inpaint import fill as fill_from_around
+    from helpers.diffusion.tools.inpaint import fill as fill_from_around
 
     canvas = Image.fromarray(np.pad(picture, pads))
     border = Image.new("L", canvas.size, 255)
@@ -68,7 +68,7 @@ def outpainting_of(settings: DiffusionSettings, init: Image.Image) -> Inpainting
     the whole picture."""
     from PIL import Image
 
-    from helpers.diffusion.inpaint import prepared_mask, whole_picture
+    from helpers.diffusion.tools.inpaint import prepared_mask, whole_picture
 
     picture = init.convert("RGB").resize((settings.width, settings.height),
                                          Image.Resampling.LANCZOS)

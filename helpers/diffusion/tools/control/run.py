@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from helpers.diffusion.control.units import (
+from helpers.diffusion.tools.control.units import (
     VIDEO,
     UnitSpec,
     controlnet_for,
@@ -106,7 +106,7 @@ class _Inputs:
     def estimator(self) -> Any:
         if self._estimator is None:
             from helpers.device import pick_device
-            from helpers.diffusion.control.depth import load_estimator
+            from helpers.diffusion.tools.control.depth import load_estimator
             from helpers.precision import weights_dtype
 
             if self.device is None:
@@ -117,7 +117,7 @@ class _Inputs:
         return self._estimator
 
     def inpainting(self) -> Any:
-        from helpers.diffusion.inpaint import Inpainting, inpainting_of
+        from helpers.diffusion.tools.inpaint import Inpainting, inpainting_of
 
         if not isinstance(self.init, Inpainting):
             from helpers.inputs import open_image
@@ -129,7 +129,7 @@ class _Inputs:
     def done(self) -> None:
         """Let the estimator go (a `video` depth unit keeps its own reference)."""
         if self._estimator is not None:
-            from helpers.diffusion.control.depth import release
+            from helpers.diffusion.tools.control.depth import release
 
             self._estimator = None
             release(self.device)
@@ -137,7 +137,7 @@ class _Inputs:
 
 def _check_unit(settings: Any, spec: UnitSpec, name: str, inputs: _Inputs) -> CheckedUnit:
     """One unit: its image read, preprocessed and fitted (a `video` unit: nothing yet)."""
-    from helpers.diffusion.control import annotators, images
+    from helpers.diffusion.tools.control import annotators, images
     from helpers.inputs import open_image
 
     resolution = settings.control_resolution
@@ -158,7 +158,7 @@ def maps(settings: Any, preprocessor: str, source: Any, estimator: Any = None
          ) -> tuple[Any, Any, int]:
     """(the preprocessed map, it fitted to the run's size, the resolution it ran at) of an
     image (a map), as the settings ask (`annotators.control_map`, both maps kept)."""
-    from helpers.diffusion.control import annotators, images
+    from helpers.diffusion.tools.control import annotators, images
 
     width, height = settings.canvas_size()
     resolution = settings.control_resolution
@@ -176,8 +176,8 @@ def inpaint_pieces(source: Any, inpainting: Any, settings: Any) -> tuple[Any, An
     (the extension's crop of its input there)."""
     from PIL import Image
 
-    from helpers.diffusion.control import images
-    from helpers.diffusion.inpaint import resize_and_fill
+    from helpers.diffusion.tools.control import images
+    from helpers.diffusion.tools.inpaint import resize_and_fill
 
     width, height = settings.canvas_size()
     mask = images.from_pil(inpainting.mask)
@@ -214,7 +214,7 @@ def _check_family(name: str, unet: dict[str, Any] | None, family: Any, cache) ->
     """A ControlNet of another family than the model's is refused from its config; without the
     UNet's config (a Hub or single-file model not yet loaded) only SDXL against not SDXL, the
     rest when it loads."""
-    from helpers.diffusion.control.loading import check_family, controlnet_config, kind_of
+    from helpers.diffusion.tools.control.loading import check_family, controlnet_config, kind_of
 
     config = controlnet_config(name, cache)
     if not config:  # a pickle: checked when it loads
@@ -230,7 +230,7 @@ def _check_family(name: str, unet: dict[str, Any] | None, family: Any, cache) ->
 def load_controlnets(loaded: Any, units: list[CheckedUnit], cache, log: Log = print) -> None:
     """Load the units' ControlNets the loaded model lacks, in its UNet's dtype (`run_control`
     moves them to the run's device)."""
-    from helpers.diffusion.control.loading import load_controlnet
+    from helpers.diffusion.tools.control.loading import load_controlnet
 
     unet = loaded.pipe.unet
     for unit in units:
@@ -250,7 +250,7 @@ class RunControl:
 
     def at(self, width: int, height: int) -> tuple[Any, ...]:
         """The units at another size (the hires pass): each map fitted to it."""
-        from helpers.diffusion.control import hires_unit, images
+        from helpers.diffusion.tools.control import hires_unit, images
 
         return tuple(hires_unit(unit, images.to_control(_fitted(d, p, width, height,
                                                                 self.resize)), p)
@@ -260,7 +260,7 @@ class RunControl:
 
 def _fitted(detected: Any, preprocessor: str, width: int, height: int, mode: str) -> Any:
     """A detected map fitted to a size (an inpaint unit's image and mask each, then marked)."""
-    from helpers.diffusion.control import annotators, images
+    from helpers.diffusion.tools.control import annotators, images
 
     if preprocessor == "inpaint":
         image, mask = (images.fit(x, width, height, mode) for x in detected)
@@ -274,7 +274,7 @@ def run_control(settings: Any, units: list[CheckedUnit], loaded: Any,
     latents are, with model CPU offload too)."""
     if not units:
         return None
-    from helpers.diffusion.control import ControlUnit, images
+    from helpers.diffusion.tools.control import ControlUnit, images
 
     made = []
     for unit in units:
@@ -305,7 +305,7 @@ class FrameControl:
 
     def at(self, frame: int, image: Any) -> RunControl:
         """The units of frame `frame` (1-based) whose input frame is the PIL `image`."""
-        from helpers.diffusion.control import images
+        from helpers.diffusion.tools.control import images
 
         units = list(self.units)
         for i, unit in enumerate(units):
@@ -352,7 +352,7 @@ def save_maps(run_dir: Path, units: list[CheckedUnit]) -> None:
 def _save_png(path: Path, made: Any) -> Path:
     import io
 
-    from helpers.diffusion.control import images
+    from helpers.diffusion.tools.control import images
     from helpers.files import atomic_write_bytes
 
     data = io.BytesIO()
@@ -365,7 +365,7 @@ def infotext_units(settings: Any, loaded: Any) -> dict[str, str]:
     module: the extension's name for it; the model: our name for it, without the extension's
     hash)."""
     from helpers.catalog import find_model
-    from helpers.diffusion.control.annotators import PREPROCESSORS
+    from helpers.diffusion.tools.control.annotators import PREPROCESSORS
 
     ref = loaded.ref
     model = find_model(ref.spec) if ref.kind == "catalogue" else None
