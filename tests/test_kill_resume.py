@@ -60,7 +60,7 @@ def stop_when_paused(process: subprocess.Popen, sig: int) -> tuple[int, str]:
     line = process.stdout.readline()
     assert line.strip() == "PAUSED", (line, process.stderr.read())
     process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=300)  # a loaded 2-core machine: minutes
     return process.returncode, err
 
 
