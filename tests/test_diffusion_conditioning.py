@@ -58,13 +58,6 @@ def test_stop_values_and_prompts_without_a_positive_piece_are_errors():
         negative_pieces("blurry:-2")
 
 
-def test_only_several_pieces_in_composable_mode_need_the_wrapped_unet():
-    assert not plan_prompts("a cat", "blurry").composed
-    assert plan_prompts("a cat | a dog").composed
-    assert plan_prompts("a cat", "blurry | text").composed
-    assert not plan_prompts("a cat | a dog", mode="blend").composed
-
-
 # --- encoding ---------------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from helpers.diffusion.prompt_syntax import (
     BREAK_SEGMENT,
-    PromptPlan,
     check_piece,
     chunk_tokens,
     negative_pieces,
@@ -103,7 +102,6 @@ def test_without_and_a_trailing_weight_stays_ours():
 def test_and_parts_of_weight_zero_are_left_out():
     plan = plan_prompts("a cat AND a dog:0")
     assert plan.positive == (("a cat", 1.0),) and plan.parts == ((1, 1.0),)
-    assert not plan.composed
     with pytest.raises(ValueError, match="every AND part of 'a:0 AND b:0' has weight 0"):
         positive_pieces("a:0 AND b:0")
 
@@ -195,18 +193,6 @@ def test_settings_name_the_field_of_bad_syntax():
         DiffusionSettings(prompt="(a:1.2.3)")
     with pytest.raises(ValueError, match=r"^negative_prompt: piece 2 'b' has weight 0"):
         DiffusionSettings(prompt="a cat", negative_prompt="[a|b] | b:0")
-
-
-@pytest.mark.parametrize(("plan", "composed"), [
-    (PromptPlan((("a", 1.0),), ()), False),
-    (PromptPlan((("a", 1.0),), (("b", 1.0),)), False),
-    (PromptPlan((("a", 2.0),), (), parts=((1, 2.0),)), True),  # weights not summing to 1
-    (PromptPlan((("a", 0.5), ("b", 0.5)), (), "blend"), False),
-    (PromptPlan((("a", 1.0), ("b", 0.5)), (), "blend", ((1, 1.0), (1, 0.5))), True),
-    (PromptPlan((("a", 0.5), ("b", 0.5)), (), "blend", ((2, 1.0),)), False),
-])
-def test_the_unet_is_wrapped_when_and_parts_need_it(plan, composed):
-    assert plan.composed is composed
 
 
 # --- chunks ---------------------------------------------------------------------------------

@@ -134,7 +134,8 @@ def test_with_test_models_every_engine_switch_offers_the_tiny_models(tmp_path, m
     ws.write("model.json", {"engine": "diffusion", "model": "sd-1.5", "vqgan": "wikiart_16384"})
     form = notebook.model_form(ws, start, test_models=True)
     tiny = {"vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"},
-            "diffusion": {"model": "test-tiny-sd", "vae": "", "model_config": "", "controlnets": []}}
+            "diffusion": {"model": "test-tiny-sd", "vae": "", "model_config": "",
+                          "controlnets": []}}
     for engine in [start, *(e for e in notebook.ENGINES if e != start), start]:
         form.engine.value = engine  # as the dropdown does
         assert form.values() == {"engine": engine, **tiny[engine]}

@@ -351,13 +351,6 @@ class PromptPlan:
     mode: str = "composable"  # "composable" or "blend" (blend mixes the pieces of an AND part)
     parts: tuple[Part, ...] = ()  # AND parts in order, over `positive`; () = one, of weight 1
 
-    @property
-    def composed(self) -> bool:
-        """Whether the UNet must be wrapped (several predictions, or weights not summing to 1)."""
-        if self.mode == "blend":
-            return len(self.parts) > 1 or any(w != 1 for _, w in self.parts)
-        return len(self.positive) > 1 or len(self.negative) > 1 or self.positive[0][1] != 1
-
 
 def plan_prompts(prompt: str, negative_prompt: str = "", mode: str = "composable") -> PromptPlan:
     """Split a prompt and negative prompt into the pieces to encode."""
