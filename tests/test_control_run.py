@@ -70,6 +70,35 @@ def test_control_is_never_taken_from_a_picture():
     assert "control" not in fields and "control_mode" in fields
 
 
+def test_units_with_their_own_modes_read_back_with_the_first_units_and_a_line(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    from helpers.diffusion.image_info import settings_from_image
+
+    unit = ('"Module: canny, Model: control_v11p_sd15_canny, Weight: 1, Resize Mode: {}, '
+            'Processor Res: 512, Guidance Start: 0, Guidance End: 1, Pixel Perfect: False, '
+            'Control Mode: {}"')
+    text = ("a house\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64, ControlNet 0: "
+            + unit.format("Just Resize", "Balanced") + ", ControlNet 1: "
+            + unit.format("Just Resize", "My prompt is more important"))
+    chunk = PngInfo()
+    chunk.add_text("parameters", text)
+    path = tmp_path / "two.png"
+    Image.new("RGB", (64, 64)).save(path, pnginfo=chunk)
+    lines: list[str] = []
+    read = settings_from_image(path, log=lines.append)
+    assert (read.control_mode, read.control_resize) == ("Balanced", "Just Resize")
+    assert ("from_image: two.png: the units' Control Mode differ; the first unit's hold for "
+            "every unit here") in lines
+    same = text.replace("My prompt is more important", "Balanced")
+    chunk = PngInfo()
+    chunk.add_text("parameters", same)
+    Image.new("RGB", (64, 64)).save(path, pnginfo=chunk)
+    lines.clear()
+    settings_from_image(path, log=lines.append)
+    assert not [line for line in lines if "differ" in line]
+
+
 def test_one_and_two_units_steer_save_their_maps_and_read_back(tiny_models, picture, tmp_path,
                                                                capsys):
     plain = make(tmp_path, capsys, "plain")

@@ -50,6 +50,8 @@ MASK_WEIGHT = "Conditional mask weight"  # an inpainting model's; only 1 is made
 DESCRIPTIVE = ("Model hash", "Lora hashes", "TI hashes", "Version", "Animation", "Frame")
 # the ControlNet extension's units (`ControlNet 0`, ...): read by `_control`
 CONTROL_KEYS = tuple(f"ControlNet {i}" for i in range(MAX_UNITS))
+# a unit's modes the extension keeps per unit and our settings once for all (`_control`)
+UNIT_MODES = ("Control Mode", "Resize Mode", "Pixel Perfect", "Processor Res")
 USED_KEYS = frozenset({*NUMBERS, *RULES, *DESCRIPTIVE, *CONTROL_KEYS})
 
 
@@ -313,6 +315,11 @@ def _report_control(info: dict[str, str], source: str, log: Log) -> None:
     if units:
         log(f"from_image: {source}: not taken: control, as the infotext holds no control "
             f"image (give --control TYPE:IMAGE): {', '.join(units)}")
+    fields = control_fields(info)
+    differ = [key for key in UNIT_MODES if len({unit.get(key) for unit in fields}) > 1]
+    if differ:
+        log(f"from_image: {source}: the units' {', '.join(differ)} differ; the first unit's "
+            "hold for every unit here")
 
 
 def _rng(name: str) -> str:
