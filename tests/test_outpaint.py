@@ -255,3 +255,16 @@ def test_each_bad_outpaint_is_one_error_line_and_writes_nothing(tiny_models, tmp
                      *flags]) == 2, flags
         assert not out.exists()
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message), flags
+
+
+def test_an_inpaint_controlnet_unit_sees_the_grown_canvas_and_its_border(tiny_models, tmp_path,
+                                                                         capsys):
+    init = tmp_path / "init.png"
+    noise_image(64, 48, 6).save(init)
+    frame = run(tmp_path, capsys, "a", "--model", "test-tiny-sd", "--init-image", str(init),
+                "--outpaint", "left=16", "--control", f"inpaint:{init}")
+    hint = np.asarray(Image.open(frame.parent.parent / "control" / "0.png").convert("RGB"))
+    assert hint.shape == (48, 80, 3)
+    assert (hint[:, :16] == 0).all()  # the border: masked (-1, saved black)
+    picture = np.asarray(Image.open(init).resize((64, 48), Image.Resampling.LANCZOS))
+    assert np.abs(hint[:, 40:].astype(int) - picture[:, 24:]).max() <= 1  # the picture, placed

@@ -359,9 +359,9 @@ def _check_control(settings: DiffusionSettings) -> None:
              "video: only with animate video and init_video (write ./video for a file so "
              "named)")
     if any(u.preprocessor == "inpaint" for u in units) and not (
-            settings.mask or settings.mask_prompt.strip()):
+            settings.mask or settings.mask_prompt.strip() or settings.outpaint.strip()):
         fail("control", settings.control, "the inpaint preprocessor marks the run's inpaint "
-             "mask in its image: give mask or mask_prompt, with init_image")
+             "mask in its image: give mask, mask_prompt or outpaint, with init_image")
     if any(u.preprocessor == "depth" for u in units) and not settings.depth_model.strip():
         fail("depth_model", settings.depth_model, "the depth preprocessor needs a depth "
              "estimator (e.g. depth-anything)")

@@ -171,9 +171,10 @@ def maps(settings: Any, preprocessor: str, source: Any, estimator: Any = None
 
 def inpaint_pieces(source: Any, inpainting: Any, settings: Any) -> tuple[Any, Any]:
     """An inpaint unit's image and mask at the run's size, as the run repaints: the mask is the
-    run's (binary, inverted if asked, blurred; for "only masked" its crop), the image fitted by
-    the resize mode, or for "only masked" resized to the init image and cut as the run cuts it
-    (the extension's crop of its input there)."""
+    run's (binary, inverted if asked, blurred; for "only masked" its crop; an outpaint run's
+    border and seam), the image fitted by the resize mode, or for "only masked" resized to the
+    init image and cut as the run cuts it (the extension's crop of its input there), or for
+    outpaint resized to the size and grown as the init image is."""
     from PIL import Image
 
     from helpers.diffusion.tools.control import images
@@ -181,6 +182,14 @@ def inpaint_pieces(source: Any, inpainting: Any, settings: Any) -> tuple[Any, An
 
     width, height = settings.canvas_size()
     mask = images.from_pil(inpainting.mask)
+    if settings.outpaint.strip():  # placed as the init image is, on the grown canvas
+        from helpers.diffusion.tools.outpaint import outpaint_canvas, parse_outpaint
+
+        picture = images.to_pil(source).resize((settings.width, settings.height),
+                                               Image.Resampling.LANCZOS)
+        canvas, _ = outpaint_canvas(picture, parse_outpaint(settings.outpaint),
+                                    settings.outpaint_fill)
+        return images.from_pil(canvas), mask
     if inpainting.paste_to is None:
         return images.fit(source, width, height, settings.control_resize), mask
     x, y, w, h = inpainting.paste_to
