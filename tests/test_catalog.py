@@ -109,6 +109,7 @@ def test_test_models_are_flagged_and_say_they_make_noise():
     assert sorted(m.name for m in tests) == ["test-tiny-clip", "test-tiny-clipseg",
                                              "test-tiny-controlnet",
                                              "test-tiny-controlnet-sdxl", "test-tiny-depth",
+                                             "test-tiny-esrgan", "test-tiny-esrgan-x2",
                                              "test-tiny-ldm", "test-tiny-sd",
                                              "test-tiny-sd-inpaint", "test-tiny-sdxl",
                                              "test-tiny-sdxl-inpaint", "test-tiny-vqgan"]
@@ -121,7 +122,8 @@ def test_test_models_are_flagged_and_say_they_make_noise():
 def test_every_entry_carries_its_family():
     families = {"vqgan": {"vq", "gumbel", "transformer"}, "clip": {"clip"},
                 "diffusion": {"sd", "sdxl", "ldm", "sd-inpaint", "sdxl-inpaint"},
-                "controlnet": {"sd", "sdxl"}, "clipseg": {"clipseg"}, "depth": {"depth"}}
+                "controlnet": {"sd", "sdxl"}, "clipseg": {"clipseg"}, "depth": {"depth"},
+                "upscaler": {"spandrel"}}
     for model in MODELS:
         assert model.family in families[model.kind], model.name
         assert (model.factor in (8, 16)) == (model.kind == "vqgan"), model.name

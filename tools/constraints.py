@@ -5,8 +5,11 @@ oldest|colab > FILE`, then `PIP_CONSTRAINT=FILE` before the README's test comman
   that no longer works fails CI instead of staying written down untrue.
 - `colab`: the versions Google Colab ships (`.ci/colab.txt`, with its date and source).
 
-torch is the exception in both: pip takes only the CPU build of torch 2.13.0 on CI's machines
-without downloading a CUDA build of several GB, so every environment tests torch 2.13.0.
+torch is the exception in both. `oldest` gets the CPU build of torch 2.13.0, which pip takes on
+CI's machines without downloading a CUDA build of several GB. `colab` gets torch 2.14.1 with
+its torchvision 0.29.1, both on CI's disk (a CUDA build, run on the CPU): Colab ships torch with
+torchvision, and spandrel (the upscalers) imports torchvision, which has no release on the
+index that imports beside the CPU build of 2.13.0.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TORCH = "torch==2.13.0"
+TORCH = {"oldest": ("torch==2.13.0",), "colab": ("torch==2.14.1", "torchvision==0.29.1")}
 BOUND = re.compile(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([^\s,;#]+)")
 
 
@@ -46,8 +49,8 @@ def constraints(kind: str) -> str:
         pins = colab()
     else:
         raise ValueError(f"kind: {kind!r} is not 'oldest' or 'colab'")
-    pins = [p for p in pins if not p.lower().startswith("torch==")] + [TORCH]
-    return "\n".join(pins) + "\n"
+    pins = [p for p in pins if not p.lower().startswith(("torch==", "torchvision=="))]
+    return "\n".join([*pins, *TORCH[kind]]) + "\n"
 
 
 if __name__ == "__main__":
