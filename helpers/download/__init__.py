@@ -24,6 +24,9 @@ bytes is cut off) and a size cap; a failed one leaves no partial file.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.catalog import CLIP_FILES, CLIP_WEIGHTS, Model, ModelFile, Source, get_model
@@ -141,6 +144,73 @@ def fetch_file_from(spec: str | Source | Path, dest_dir: str | os.PathLike,
     forget_other_source(folder, file.name, found.describe(), log)
     return fetch_file(file, folder, file.name, kind, progress=progress, log=log, retries=retries,
                       limits=limits)
+
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class FolderKind:
+    """A kind of transformers model that a setting names (catalogue name, Hub id or folder),
+    and the words of its errors."""
+
+    kind: str  # the catalogue kind
+    field: str  # the setting every error names
+    noun: str  # "CLIPSeg model", "depth estimator"
+    folder_noun: str  # what a folder without config.json is not ("CLIPSeg", ...)
+    example: str  # a catalogue name of the kind
+    files: tuple[str, ...]  # a Hub repo's files to fetch beside the weights
+    weights: tuple[str, ...]  # its weight files, the first found taken
+    unknown: str = ""  # before the catalogue's unknown-name message ("CLIPSeg model: ")
+
+
+def fetch_model_folder(name: str, what: FolderKind, model_types: Collection[str],
+                       cache: str | os.PathLike | None = None, log: Log = print) -> Path:
+    """The local folder of a transformers model whose config.json `model_type` is one of
+    `model_types`: a folder as it is, a catalogue entry of `what.kind` or a Hub id fetched once;
+    `ValueError` or `DownloadError` naming `what.field` when it cannot be."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _checked_folder(path, name, what, model_types)
+    entry = _folder_entry(name, what)
+    try:
+        return _checked_folder(Path(fetch(entry, cache=cache, log=log)), name, what,
+                               model_types)
+    except DownloadError as e:
+        raise DownloadError(f"{what.field}: could not get the {what.noun} {name!r}: {e}",
+                            e.failures) from None
+
+
+def _folder_entry(name: str, what: FolderKind) -> Model:
+    """The catalogue's model of the kind called `name`, or one made for a Hub id."""
+    try:
+        entry = get_model(name)
+    except ValueError as e:
+        if not _HUB_ID.fullmatch(name):
+            raise ValueError(f"{what.field}: {what.unknown}{e}") from None
+        return Model(name, what.kind, "user-supplied Hub repo", "see the repo's model card",
+                     hub_repo=name, allow_patterns=what.files, weights=what.weights)
+    if entry.kind != what.kind:
+        raise ValueError(f"{what.field}: {name!r} is a {entry.kind} model, not a {what.noun} "
+                         f"(e.g. {what.example})")
+    return entry
+
+
+def _checked_folder(folder: Path, name: str, what: FolderKind,
+                    model_types: Collection[str]) -> Path:
+    """`folder` if its config.json's model type is one of `model_types`."""
+    from helpers.files import read_json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{what.field}: {name} has no config.json: not a transformers "
+                         f"{what.folder_noun} folder")
+    kind = read_json(config, f"{what.field}: {config}", dict).get("model_type")
+    if kind not in model_types:
+        listed = f" (one of {', '.join(sorted(model_types))})" if len(model_types) > 1 else ""
+        raise ValueError(f"{what.field}: {name} holds a {kind!r} model, not a "
+                         f"{what.noun}{listed}")
+    return folder
 
 
 def fetch_hub_file(repo: str, filename: str, cache: str | os.PathLike | None = None,

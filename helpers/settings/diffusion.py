@@ -305,11 +305,7 @@ def _check_inpaint(settings: DiffusionSettings) -> None:
         fail(name, value, "inpainting needs the image to repaint: give init_image too")
     if settings.animate:
         fail(name, value, "animations do not inpaint yet; leave the mask out")
-    sampler = get_sampler(settings.sampler)
-    if sampler.kind == "diffusers":
-        fail("sampler", settings.sampler, "inpainting runs on the web UI's k-diffusion "
-             "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
-             "choose Euler a, Euler, DPM++ 2M or another")
+    _check_web_ui_sampler(settings, "inpainting")
 
 
 def _check_outpaint(settings: DiffusionSettings) -> None:
@@ -339,10 +335,7 @@ def _check_outpaint(settings: DiffusionSettings) -> None:
     if settings.animate:
         fail("outpaint", settings.outpaint, "animations do not outpaint frames; their "
              "motion_border can outpaint what the motion exposes")
-    if get_sampler(settings.sampler).kind == "diffusers":
-        fail("sampler", settings.sampler, "outpainting runs on the web UI's k-diffusion "
-             "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
-             "choose Euler a, Euler, DPM++ 2M or another")
+    _check_web_ui_sampler(settings, "outpainting")
 
 
 def _check_control(settings: DiffusionSettings) -> None:
@@ -365,7 +358,12 @@ def _check_control(settings: DiffusionSettings) -> None:
     if any(u.preprocessor == "depth" for u in units) and not settings.depth_model.strip():
         fail("depth_model", settings.depth_model, "the depth preprocessor needs a depth "
              "estimator (e.g. depth-anything)")
+    _check_web_ui_sampler(settings, "ControlNet")
+
+
+def _check_web_ui_sampler(settings: DiffusionSettings, what: str) -> None:
+    """`what` (inpainting, outpainting, ControlNet) needs one of the web UI's samplers."""
     if get_sampler(settings.sampler).kind == "diffusers":
-        fail("sampler", settings.sampler, "ControlNet runs on the web UI's k-diffusion "
-             "samplers for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); "
-             "choose Euler a, Euler, DPM++ 2M or another")
+        fail("sampler", settings.sampler, f"{what} runs on the web UI's k-diffusion samplers "
+             "for now, not on the diffusers schedulers (DDIM, PLMS, UniPC, LCM); choose "
+             "Euler a, Euler, DPM++ 2M or another")

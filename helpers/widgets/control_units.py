@@ -36,7 +36,7 @@ from helpers.diffusion.tools.control.units import (
 )
 from helpers.widgets.compat import set_tooltip
 from helpers.widgets.controls import STYLE, Control, css_class, indented
-from helpers.widgets.image_section import HIDDEN, Live, png
+from helpers.widgets.image_section import HIDDEN, Live, png, preview_button
 from helpers.widgets.models import controlnet_family_of
 from helpers.widgets.preview import error_html, hint_html
 
@@ -208,12 +208,9 @@ class ControlUnits:
         self.note = w.HTML("", layout=indented())
         self.units = w.VBox([], layout=indented())
         self.units.add_class(css_class("control", "units"))
-        self.maps_button = w.Button(description="Preview maps", icon="eye",
-                                    layout=w.Layout(width="auto", margin=indented().margin,
-                                                    align_self="flex-start"))
-        set_tooltip(self.maps_button, "draw each unit's control map at the run's size (loads "
-                    "torch the first time)")
-        self.maps_button.add_class("dreamframe-preview-maps")
+        self.maps_button = preview_button(
+            "Preview maps", "draw each unit's control map at the run's size (loads torch the "
+            "first time)", "dreamframe-preview-maps")
         for widget, part in ((self.kind, "kind"), (self.net, "net"), (self.image, "image"),
                              (self.weight, "weight"), (self.add, "add")):
             widget.add_class(css_class("control", f"unit-{part}"))

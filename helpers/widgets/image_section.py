@@ -221,6 +221,16 @@ def _read(path: str, mtime_ns: int, size: int, field: str) -> Any:
     return read_rgb(path, field)
 
 
+def preview_button(description: str, tooltip: str, css: str) -> w.Button:
+    """A button under a field that draws its preview on a click."""
+    button = w.Button(description=description, icon="eye",
+                      layout=w.Layout(width="auto", margin=indented().margin,
+                                      align_self="flex-start"))
+    set_tooltip(button, tooltip)
+    button.add_class(css)
+    return button
+
+
 def labelled(text: str, widget: w.Widget) -> w.HBox:
     """A widget with a label beside it, as wide as a field's description."""
     label = w.HTML(f'<div style="text-align:right;padding-right:8px">{text}</div>',
@@ -318,12 +328,9 @@ class ImageSection:
         self.mask_preview = Preview("mask")
         self.canvas_preview = Preview("outpaint")
         self.words_preview = Preview("mask-prompt")
-        self.words_button = w.Button(description="Preview mask", icon="eye",
-                                     layout=w.Layout(width="auto", margin=indented().margin,
-                                                     align_self="flex-start"))
-        set_tooltip(self.words_button, "find the words in the init image with CLIPSeg (the "
-                    "mask model, threshold and dilation below) and show the mask")
-        self.words_button.add_class("dreamframe-preview-mask")
+        self.words_button = preview_button(
+            "Preview mask", "find the words in the init image with CLIPSeg (the mask model, "
+            "threshold and dilation below) and show the mask", "dreamframe-preview-mask")
         controls["mask"].add_below(*self.mask_preview.widgets)
         controls["outpaint"].add_below(*self.canvas_preview.widgets)
         controls["mask_prompt"].add_below(self.words_button, *self.words_preview.widgets)

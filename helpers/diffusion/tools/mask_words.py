@@ -9,7 +9,6 @@ dilated. The model is a catalogue name (`clipseg`, `test-tiny-clipseg`), a Hub i
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +19,11 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from helpers.catalog import Model
 
 FIELD = "mask_prompt"  # the setting the words' errors name
 MODEL_FIELD = "mask_model"  # the setting the model's errors name
 MAX_MASK_WORDS = 16  # pieces in one mask prompt: each costs one CLIPSeg pass
 MAX_DILATION = 256  # pixels; far beyond a seam's needs, and the max-pool stays quick
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -89,49 +86,13 @@ def check_mask_options(threshold: float, dilation: int) -> None:
 
 def clipseg_folder(name: str, cache: str | Path | None = None, log: Log = print) -> Path:
     """The local folder of a CLIPSeg model (catalogue name, Hub id or folder), fetched if need
-    be; `ValueError` or `DownloadError` naming `mask_prompt` and the model when it cannot be."""
-    from helpers.download import DownloadError, fetch
+    be; `ValueError` or `DownloadError` naming `mask_model` and the model when it cannot be."""
+    from helpers.catalog import CLIP_FILES, CLIP_WEIGHTS
+    from helpers.download import FolderKind, fetch_model_folder
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return _checked_folder(path, name)
-    entry = _catalogue_entry(name)
-    try:
-        return _checked_folder(Path(fetch(entry, cache=cache, log=log)), name)
-    except DownloadError as e:
-        raise DownloadError(f"{MODEL_FIELD}: could not get the CLIPSeg model {name!r}: {e}",
-                            e.failures) from None
-
-
-def _catalogue_entry(name: str) -> Model:
-    """The catalogue's CLIPSeg called `name`, or one made for a Hub id; else a `ValueError`."""
-    from helpers.catalog import CLIP_FILES, CLIP_WEIGHTS, Model, get_model
-
-    try:
-        entry = get_model(name)
-    except ValueError as e:
-        if not _HUB_ID.fullmatch(name):
-            raise ValueError(f"{MODEL_FIELD}: CLIPSeg model: {e}") from None
-        return Model(name, "clipseg", "user-supplied Hub repo", "see the repo's model card",
-                     hub_repo=name, allow_patterns=CLIP_FILES, weights=CLIP_WEIGHTS)
-    if entry.kind != "clipseg":
-        raise ValueError(f"{MODEL_FIELD}: {name!r} is a {entry.kind} model, not a CLIPSeg "
-                         "model (e.g. clipseg)")
-    return entry
-
-
-def _checked_folder(folder: Path, name: str) -> Path:
-    """`folder` if its config.json is a CLIPSeg one; else a `ValueError` naming `mask_model`."""
-    from helpers.files import read_json
-
-    config = folder / "config.json"
-    if not config.is_file():
-        raise ValueError(f"{MODEL_FIELD}: {name} has no config.json: not a transformers "
-                         "CLIPSeg folder")
-    kind = read_json(config, f"{MODEL_FIELD}: {config}", dict).get("model_type")
-    if kind != "clipseg":
-        raise ValueError(f"{MODEL_FIELD}: {name} holds a {kind!r} model, not a CLIPSeg model")
-    return folder
+    what = FolderKind("clipseg", MODEL_FIELD, "CLIPSeg model", "CLIPSeg", "clipseg",
+                      CLIP_FILES, CLIP_WEIGHTS, unknown="CLIPSeg model: ")
+    return fetch_model_folder(name, what, ("clipseg",), cache, log)
 
 
 def load_segmenter(name: str = "clipseg", cache: str | Path | None = None, log: Log = print,

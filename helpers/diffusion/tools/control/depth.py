@@ -10,70 +10,28 @@ here names the setting.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from helpers.reporting import Log
 
-if TYPE_CHECKING:
-    from helpers.catalog import Model
-
 FIELD = "depth_model"  # the setting every error here names
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def depth_folder(name: str, cache: Any = None, log: Log = print) -> Path:
     """The local folder of a depth estimator (catalogue name, Hub id or folder), fetched if
     need be; `ValueError` or `DownloadError` naming `depth_model` when it cannot be."""
-    from helpers.download import DownloadError, fetch
+    from transformers.models.auto.modeling_auto import MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES
+
+    from helpers.catalog import DEPTH_FILES, DEPTH_WEIGHTS
+    from helpers.download import FolderKind, fetch_model_folder
 
     name = name.strip()
     if not name:
         raise ValueError(f"{FIELD} is empty: name the depth estimator (e.g. depth-anything)")
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return _checked_folder(path, name)
-    entry = _catalogue_entry(name)
-    try:
-        return _checked_folder(Path(fetch(entry, cache=cache, log=log)), name)
-    except DownloadError as e:
-        raise DownloadError(f"{FIELD}: could not get the depth estimator {name!r}: {e}",
-                            e.failures) from None
-
-
-def _catalogue_entry(name: str) -> Model:
-    """The catalogue's depth estimator called `name`, or one made for a Hub id."""
-    from helpers.catalog import DEPTH_FILES, DEPTH_WEIGHTS, Model, get_model
-
-    try:
-        entry = get_model(name)
-    except ValueError as e:
-        if not _HUB_ID.fullmatch(name):
-            raise ValueError(f"{FIELD}: {e}") from None
-        return Model(name, "depth", "user-supplied Hub repo", "see the repo's model card",
-                     hub_repo=name, allow_patterns=DEPTH_FILES, weights=DEPTH_WEIGHTS)
-    if entry.kind != "depth":
-        raise ValueError(f"{FIELD}: {name!r} is a {entry.kind} model, not a depth estimator "
-                         "(e.g. depth-anything)")
-    return entry
-
-
-def _checked_folder(folder: Path, name: str) -> Path:
-    """`folder` if its config.json is one of transformers' depth-estimation models."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES
-
-    from helpers.files import read_json
-
-    config = folder / "config.json"
-    if not config.is_file():
-        raise ValueError(f"{FIELD}: {name} has no config.json: not a transformers depth "
-                         "estimator folder")
-    kind = read_json(config, f"{FIELD}: {config}", dict).get("model_type")
-    if kind not in MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES:
-        raise ValueError(f"{FIELD}: {name} holds a {kind!r} model, not a depth estimator "
-                         f"(one of {', '.join(sorted(MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES))})")
-    return folder
+    what = FolderKind("depth", FIELD, "depth estimator", "depth estimator", "depth-anything",
+                      DEPTH_FILES, DEPTH_WEIGHTS)
+    return fetch_model_folder(name, what, MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES, cache, log)
 
 
 def load_estimator(name: str, cache: Any = None, log: Log = print, device: Any = "cpu",
