@@ -214,15 +214,16 @@ class _Pipes:
 
 
 def _draw(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, image: Any,
-          strength: float, on_step: OnStep | None) -> Any:
-    """One frame: txt2img without an image, else img2img at `strength`, prompt of the frame."""
+          strength: float, on_step: OnStep | None, control: Any = None) -> Any:
+    """One frame: txt2img without an image, else img2img at `strength`, prompt of the frame
+    (`control`: the frame's ControlNet units, a `control.run.RunControl`)."""
     pipe = pipes.get(image is not None)
     frame_settings = settings.replace(strength=strength)
     plan = pipes.prompts.plan(prompt_at(settings, frame, pipes.prompts))
     first, hires = conditioning_of(pipe, plan, frame_settings, pipes.loaded.family,
                                    image is not None)
     return call_pipeline(pipe, pipes.loaded.family, frame_settings, first, [seed], image,
-                         _callback(frame, on_step), hires=hires)[0]
+                         _callback(frame, on_step), hires=hires, control=control)[0]
 
 
 # --- video input -----------------------------------------------------------------------------
@@ -245,24 +246,9 @@ def _video(settings, loaded, _init, on_step, skip, load_frame, prompts,
         if first is not None and settings.color_coherence == "lab":
             source = to_pil(match_colors(to_tensor(source), to_tensor(first)))
         seed = frame_seed(settings, frame)
-        image = _draw_video(pipes, settings, frame, seed, source, strength(frame), on_step,
-                            units)
+        image = _draw(pipes, settings, frame, seed, source, strength(frame), on_step, units)
         first = first or image
         yield Generated(frame + 1, seed, image)
-
-
-def _draw_video(pipes: _Pipes, settings: DiffusionSettings, frame: int, seed: int, image: Any,
-                strength: float, on_step: OnStep | None, control: Any) -> Any:
-    """One video frame: img2img of the input frame at `strength`, prompt of the frame, steered
-    by the frame's ControlNet units (`control.run.RunControl`, or None)."""
-    if control is None:
-        return _draw(pipes, settings, frame, seed, image, strength, on_step)
-    pipe = pipes.get(True)
-    frame_settings = settings.replace(strength=strength)
-    plan = pipes.prompts.plan(prompt_at(settings, frame, pipes.prompts))
-    first, hires = conditioning_of(pipe, plan, frame_settings, pipes.loaded.family, True)
-    return call_pipeline(pipe, pipes.loaded.family, frame_settings, first, [seed], image,
-                         _callback(frame, on_step), hires=hires, control=control)[0]
 
 
 def video_frames(settings: DiffusionSettings) -> Iterator[Any]:
