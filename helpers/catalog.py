@@ -15,7 +15,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg", "depth", "upscaler")
+KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg", "depth", "upscaler", "face",
+         "caption")
 SOURCE_KINDS = ("url", "gdrive", "hub")
 
 
@@ -272,6 +273,11 @@ CLIPS = (
           "transformers format used here).",
           "MIT licence (LAION); trained on LAION-2B, web images under their own licences.",
           605_000_000),
+    _clip("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+          "LAION's ViT-bigG/14 (open_clip, transformers format too): SDXL's second text "
+          "encoder's CLIP, for interrogating SDXL-style prompts; 10 GB in fp32.",
+          "MIT licence (LAION); trained on LAION-2B, web images under their own licences.",
+          10_200_000_000),
 )
 
 # diffusers format: configs, tokenizers and the fp16 safetensors of each component (the fp16
@@ -451,6 +457,33 @@ UPSCALERS = (
               "anime and illustrations; the web UI's R-ESRGAN 4x+ Anime6B.", REAL_ESRGAN_LICENCE,
               "RealESRGAN_x4plus_anime_6B.pth", "v0.2.2.4", 17_938_799,
               "f872d837d3c90ed2e05227bed711af5671a6fd1c9f7d7e91c911a61f155e99da"),
+    # SwinIR (Liang et al. 2021, "SwinIR: Image Restoration Using Swin Transformer",
+    # arXiv:2108.10257): the real-world SwinIR-L that the web UI fetches as "SwinIR 4x"; its
+    # GitHub release, then the LykosAI mirror's copy (saved by the web UI as SwinIR_4x.pth).
+    # Size and sha256 as StabilityMatrix's list and several download manifests state them.
+    Model("SwinIR 4x", "upscaler", "SwinIR-L real-world 4x (Swin Transformer, GAN-trained): 4x "
+          "for photos, slower than Real-ESRGAN; the web UI's SwinIR 4x.",
+          "Apache-2.0 (JingyunLiang/SwinIR, code and released weights)",
+          (ModelFile("003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", (
+              Source("url", "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
+                     "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"),
+              Source("hub", UPSCALER_MIRROR, "SwinIR/SwinIR_4x.pth",
+                     "4f813cc283de5cd66fe253bc05e66ca76bf68c51")), 142_473_939,
+              "99adfa91350a84c99e946c1eb3d8fce34bc28f57d807b09dc8fe40a316328c0a"),),
+          family="spandrel"),
+    # Kim2091's 4x-UltraSharp (an ESRGAN, 23 blocks), as the web UI lists it from its ESRGAN
+    # folder: the author's Hub repo, then a Hub mirror at a fixed commit. Size and sha256 as
+    # many download manifests of both state them, all agreeing.
+    Model("4x-UltraSharp", "upscaler", "Kim2091's 4x-UltraSharp (ESRGAN): sharp 4x for photos, "
+          "renders and compressed pictures. Non-commercial use only (CC BY-NC-SA 4.0).",
+          "CC BY-NC-SA 4.0 (Kim2091's model card): NON-COMMERCIAL use only; credit Kim2091 "
+          "and share adaptations under the same licence",
+          (ModelFile("4x-UltraSharp.pth", (
+              Source("hub", "Kim2091/UltraSharp", "4x-UltraSharp.pth"),
+              Source("hub", "lokCX/4x-Ultrasharp", "4x-UltraSharp.pth",
+                     "1856559b50de25116a7c07261177dd128f1f5664")), 66_961_958,
+              "a5812231fc936b42af08a5edba784195495d303d5b3248c24489ef0c4021fe01"),),
+          family="spandrel"),
 )
 
 _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
@@ -484,10 +517,68 @@ TEST_MODELS = (
     Model("test-tiny-esrgan-x2", "upscaler", f"Tiny Real-ESRGAN 2x (RRDBNet .pth with pixel "
           f"unshuffle, as RealESRGAN_x2plus): a {_NOT_ART}.", _TEST_LICENCE, test=True,
           family="spandrel"),
+    Model("test-tiny-swinir", "upscaler", f"Tiny SwinIR 4x (a .pth as the real-world SwinIR "
+          f"release): a {_NOT_ART}.", _TEST_LICENCE, test=True, family="spandrel"),
+    Model("test-tiny-gfpgan", "face", f"Test GFPGAN (full-size: spandrel fixes GFPGAN's size; "
+          f"a .pth with params_ema as GFPGAN's releases): a {_NOT_ART}.", _TEST_LICENCE,
+          test=True, family="spandrel"),
+    Model("test-tiny-codeformer", "face", f"Tiny CodeFormer (a 1-layer transformer on "
+          f"CodeFormer's full-size VQGAN; .pth with params_ema): a {_NOT_ART}.", _TEST_LICENCE,
+          test=True, family="spandrel"),
+    Model("test-tiny-blip", "caption", f"Tiny BLIP captioner: a {_NOT_ART}.", _TEST_LICENCE,
+          test=True, family="blip"),
 )
 
+# Face restorers (kind "face", loaded by spandrel; helpers.diffusion.tools.faces), the files the
+# web UI downloads. Sizes and sha256s: several independent download scripts agree; the GFPGAN
+# Hub mirror's pinned revision has the same sha256 in a Nix expression.
+_GFPGAN = "https://github.com/TencentARC/GFPGAN/releases/download"
+_CODEFORMER = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth"
+_REACTOR = "https://huggingface.co/datasets/Gourieff/ReActor/resolve/main/models/facerestore_models"
+FACE_RESTORERS: tuple[Model, ...] = (
+    Model("GFPGAN", "face", "GFPGAN v1.4 (Wang et al. 2021, a StyleGAN2 face prior): restores "
+          "faces; the web UI's GFPGAN.",
+          "Apache-2.0 (TencentARC/GFPGAN, code and released weights)",
+          (ModelFile("GFPGANv1.4.pth", (
+              Source("url", f"{_GFPGAN}/v1.3.0/GFPGANv1.4.pth"),
+              Source("hub", "hacksider/deep-live-cam", "GFPGANv1.4.pth",
+                     "9c262a23b944b4dc74fcf3643e56f4fdab6212b5"),
+              Source("url", f"{_REACTOR}/GFPGANv1.4.pth")), 348_632_874,
+              "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"),),
+          family="spandrel"),
+    Model("CodeFormer", "face", "CodeFormer v0.1.0 (Zhou et al. 2022, a codebook lookup "
+          "transformer): restores faces, its weight trading quality for fidelity; the web UI's "
+          "CodeFormer. Non-commercial use only.",
+          "S-Lab License 1.0 (sczhou/CodeFormer, code and weights): NON-COMMERCIAL use only; "
+          "redistribution keeps the licence",
+          (ModelFile("codeformer.pth", (
+              Source("url", _CODEFORMER),
+              Source("url", f"{_REACTOR}/codeformer-v0.1.0.pth")), 376_637_898,
+              "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7"),),
+          family="spandrel"),
+)
+
+# Caption models (kind "caption", for interrogate): BLIP (Li et al. 2022, "BLIP: Bootstrapping
+# Language-Image Pre-training for Unified Vision-Language Understanding and Generation",
+# arXiv:2201.12086), the web UI's interrogator, in transformers format
+# (BlipForConditionalGeneration + BlipProcessor).
+BLIP_FILES = ("config.json", "preprocessor_config.json", "processor_config.json",
+              "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+BLIP_LICENCE = "BSD-3-Clause (the Hub model card of {repo}; salesforce/BLIP's LICENSE.txt)"
+CAPTIONERS: tuple[Model, ...] = tuple(
+    Model(name, "caption", description, BLIP_LICENCE.format(repo=repo), hub_repo=repo,
+          allow_patterns=BLIP_FILES, weights=CLIP_WEIGHTS, approx_size=size, family="blip")
+    for name, repo, description, size in (
+        ("blip-large", "Salesforce/blip-image-captioning-large",
+         "BLIP large (ViT-L) captioner: an image -> a caption, for interrogate (the web UI's "
+         "Interrogate CLIP starts from a BLIP caption), 384 px.", 1_880_000_000),
+        ("blip-base", "Salesforce/blip-image-captioning-base",
+         "BLIP base (ViT-B) captioner: a smaller, faster caption model for interrogate.",
+         990_000_000),
+    ))
+
 MODELS: tuple[Model, ...] = (VQGANS + CLIPS + DIFFUSIONS + CONTROLNETS + CLIPSEGS + DEPTHS
-                             + UPSCALERS + TEST_MODELS)
+                             + UPSCALERS + FACE_RESTORERS + CAPTIONERS + TEST_MODELS)
 
 
 def list_models(kind: str | None = None) -> list[Model]:

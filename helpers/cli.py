@@ -259,7 +259,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     out(upscale_path(args.source, args.upscaler, args.scale, args.tile, args.out,
                      device=args.device, cache=args.cache, log=_log(args),
-                     progress=not args.quiet))
+                     progress=not args.quiet, restore_faces=args.restore_faces,
+                     face_visibility=args.face_visibility,
+                     codeformer_weight=args.codeformer_weight))
     return 0
 
 
@@ -281,9 +283,63 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
                    "fits the free memory)")
     p.add_argument("--out", metavar="DIR", help="write here instead (default: beside the "
                    "picture, or in the run folder)")
+    p.add_argument("--restore-faces", default="", metavar="NAME",
+                   help="then restore faces: GFPGAN or CodeFormer (a catalogue name, or a "
+                   ".pth / .safetensors file); default: none")
+    p.add_argument("--face-visibility", type=float, default=1.0, metavar="X",
+                   help="restore faces: how much of the restored face shows, 0 to 1 "
+                   "(default 1)")
+    p.add_argument("--codeformer-weight", type=float, default=0.5, metavar="X",
+                   help="restore faces, CodeFormer: 0 = the most restoration, 1 = the least "
+                   "(default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     _add_common(p)
     p.set_defaults(handler=cmd_upscale)
+
+
+def cmd_interrogate(args: argparse.Namespace) -> int:
+    """Print a prompt for a picture (its stored prompt, else BLIP + CLIP) as the last line."""
+    from helpers.diffusion.tools.interrogate import describe_image
+
+    out(describe_image(args.image, args.mode, args.caption_model, args.clip_model,
+                       force=args.force, device=args.device, cache=args.cache, log=_log(args),
+                       term_limit=args.terms))
+    return 0
+
+
+def _add_interrogate(sub: argparse._SubParsersAction) -> None:
+    from helpers.diffusion.tools.interrogate import (
+        DEFAULT_CAPTION,
+        DEFAULT_CLIP,
+        MODES,
+        SDXL_CLIP,
+        TERM_LIMIT,
+    )
+
+    p = sub.add_parser("interrogate", help="a prompt for a picture (the web UI's Interrogate "
+                       "CLIP)", description="A picture -> a prompt to paste: its BLIP caption, "
+                       "then (--mode clip) the artist, medium, movement and flavours CLIP finds "
+                       "closest. A picture that carries its prompt (infotext) gives that back.")
+    p.add_argument("image", metavar="IMAGE", help="a picture: path, URL or Google Drive id")
+    p.add_argument("--mode", choices=MODES, default="clip",
+                   help="caption: BLIP's caption only; clip: caption + CLIP's best terms "
+                   "(default: clip)")
+    p.add_argument("--caption-model", default=DEFAULT_CAPTION, metavar="NAME",
+                   help="blip-large, blip-base, a Hub id or a folder (default: "
+                   f"{DEFAULT_CAPTION})")
+    p.add_argument("--clip-model", default=DEFAULT_CLIP, metavar="NAME",
+                   help=f"the CLIP ranking the terms: {DEFAULT_CLIP} for SD 1.x prompts, "
+                   f"{SDXL_CLIP} for SDXL, any catalogue CLIP, Hub id or folder "
+                   f"(default: {DEFAULT_CLIP})")
+    p.add_argument("--force", action="store_true",
+                   help="interrogate even a picture that carries its prompt")
+    p.add_argument("--terms", type=int, default=TERM_LIMIT, metavar="N",
+                   help="CLIP ranks the first N lines of each term list, 0 for all (the "
+                   f"flavours are about 100,000: slow the first time) (default: {TERM_LIMIT}, "
+                   "as the web UI)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    _add_common(p)
+    p.set_defaults(handler=cmd_interrogate)
 
 
 def _log(args: argparse.Namespace) -> Callable[[str], object]:
@@ -326,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_video(sub)
     _add_upscale(sub)
+    _add_interrogate(sub)
 
     p = sub.add_parser("info", help="print the settings stored in images and videos")
     p.add_argument("images", nargs="+", metavar="IMAGE",
@@ -373,7 +430,7 @@ def _stdout_closed() -> int:
 
 
 # The commands that load models: the libraries they import are silenced before they load.
-LOADING = (*ENGINES, "download", "upscale")
+LOADING = (*ENGINES, "download", "upscale", "interrogate")
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -124,8 +124,31 @@ def setup(ws: Workspace, log: Log = print) -> dict[str, Any]:
             "then run this notebook again. The tiny test models (test_models = True) still "
             "run in seconds.")
     log(f"Dreamframe {report['dreamframe']}, Python {report['python']}, torch {report['torch']}")
+    report["image_tools"] = install_image_tools(ws.colab, log)
     ws.write("setup.json", report)
     return report
+
+
+SPANDREL = "spandrel>=0.4"  # the upscaler and face models (it imports torchvision)
+
+
+def install_image_tools(colab: bool, log: Log = print) -> bool:
+    """Make sure spandrel (upscalers, face restoration) imports: on Colab, whose torch comes
+    with its torchvision, pip installs it once; elsewhere say how. Whether it imports now."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("spandrel") is not None:
+        return True
+    if not colab or importlib.util.find_spec("torchvision") is None:
+        log("Upscalers and face restoration need spandrel: pip install spandrel, with the "
+            "torchvision made for your torch (Colab has it; the other tools work without).")
+        return False
+    log(f"installing {SPANDREL} for the upscalers and face restoration")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPANDREL], check=True)
+    importlib.invalidate_caches()
+    return importlib.util.find_spec("spandrel") is not None
 
 
 # --- settings in the workspace ---------------------------------------------------------------
@@ -183,11 +206,18 @@ def _given(given: dict[str, Any]) -> dict[str, Any]:
 def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
                **given: Any) -> Any:
     """Show the model choice for an engine: catalogue dropdowns (size, licence, cached) or a
-    source of your own, and for diffusion the ControlNets (`controlnets`: names, "a, b"); it
-    starts from model.json."""
+    source of your own, for diffusion the ControlNets (`controlnets`: names, "a, b"), and the
+    image tools (`tools`: upscalers, face restorers, caption models); it starts from
+    model.json."""
     from IPython.display import display
 
-    from helpers.widgets.models import CONTROLNETS, ModelForm, checked_controlnets
+    from helpers.widgets.models import (
+        CONTROLNETS,
+        TOOLS,
+        ModelForm,
+        checked_controlnets,
+        checked_tools,
+    )
 
     engine = engine_of(ws, engine)
     given = _given(given)
@@ -196,6 +226,8 @@ def model_form(ws: Workspace, engine: str = "", test_models: bool = False,
         values.update(tiny_models_of(*ENGINES, keep=values))
     if CONTROLNETS in given:  # those of model.json that no longer fit are just not chosen
         values[CONTROLNETS] = checked_controlnets(given[CONTROLNETS], values.get("model", ""))
+    if TOOLS in given:
+        values[TOOLS] = checked_tools(given[TOOLS])
     form = ModelForm(values, cache=ws.models)
     display(form.widget)
     return form
@@ -237,12 +269,13 @@ def download_models(choice: dict[str, Any], ws: Workspace, log: Log, progress: b
     against the model's family), then fetch the catalogue ones."""
     from helpers.catalog import get_model
     from helpers.download import fetch_all
-    from helpers.widgets.models import CONTROLNETS, checked_controlnets
+    from helpers.widgets.models import CONTROLNETS, TOOLS, checked_controlnets, checked_tools
 
     module = get_engine(engine_of(ws, choice.get("engine", ""))).module()
     models = module.catalogue_models(choice, ws.models)
     controlnets = checked_controlnets(choice.get(CONTROLNETS, ()), choice.get("model", ""))
-    models += [get_model(name) for name in controlnets]
+    tools = checked_tools(choice.get(TOOLS, ()))
+    models += [get_model(name) for name in (*controlnets, *tools)]
     fetch_all(models, ws.models, progress=progress, log=log)
 
 
@@ -304,8 +337,21 @@ def parameters_form(ws: Workspace, engine: str = "", test_models: bool = False,
     controlnets = f", ControlNets: {', '.join(chosen)}" if chosen else ""
     display(HTML(f"<b>{engine}</b> with {html.escape(named or 'the default models')}"
                  f"{html.escape(controlnets)} <i>(change them in notebook 2)</i>"))
-    display(form.widget, _save_button(lambda: save_parameters(ws, form)))
+    form.describe = _describe_button(ws, form, values, test_models)
+    display(form.widget, form.describe, _save_button(lambda: save_parameters(ws, form)))
     return form
+
+
+def _describe_button(ws: Workspace, form: Any, values: dict[str, Any],
+                     test_models: bool) -> Any:
+    """"Describe an image": a picture's prompt (its stored one, else BLIP + CLIP's terms)
+    into the form's prompt; the test models' tiny captioner and CLIP with test_models."""
+    from helpers.widgets.describe import describe_button
+
+    options: dict[str, Any] = {"cache": ws.models, "device": values.get("device", "auto")}
+    if test_models:
+        options.update(caption_model="test-tiny-blip", clip_model="test-tiny-clip")
+    return describe_button(form.controls["prompt"].widget, options)
 
 
 def _save_button(save: Any) -> Any:
@@ -459,6 +505,20 @@ def _show_error(error: Exception, log: Log) -> None:
     log(f"error: {error}")
 
 
+def upscale_frames(ws: Workspace, run_dir: str | Path, scale: float, upscaler: str = "",
+                   test_models: bool = False, log: Log = print, quiet: bool = False) -> Path:
+    """Upscale every frame of a run into its `upscaled-x<scale>-<upscaler>/` folder (frames
+    done before are kept); the upscaler's default is R-ESRGAN 4x+ (the tiny one with
+    `test_models`)."""
+    from helpers.diffusion.tools.upscale import upscale_path
+
+    name = upscaler.strip() or ("test-tiny-esrgan" if test_models else "R-ESRGAN 4x+")
+    with reporting.quiet(imports=False):
+        voice = reporting.voice(log, quiet)
+        return upscale_path(run_dir, name, float(scale), cache=ws.models, log=voice["log"],
+                            progress=voice["progress"])
+
+
 # --- 5. video --------------------------------------------------------------------------------
 
 
@@ -483,9 +543,12 @@ def video_form(ws: Workspace, run: str = "", **given: Any) -> Any:
     return form
 
 
-def make_video(ws: Workspace, form: Any, log: Log = print, quiet: bool = False) -> Path | None:
-    """Assemble the picked run's frames, show the video here, offer it for download on Colab;
-    `quiet`: no bar and no messages but errors."""
+def make_video(ws: Workspace, form: Any, log: Log = print, quiet: bool = False,
+               upscale: float = 0, upscaler: str = "", test_models: bool = False
+               ) -> Path | None:
+    """Assemble the picked run's frames (upscaled first by `upscale` with `upscaler`, into a
+    folder beside them), show the video here, offer it for download on Colab; `quiet`: no bar
+    and no messages but errors."""
     from IPython.display import display
 
     from helpers.video import assemble, offer_download, show_video
@@ -495,8 +558,11 @@ def make_video(ws: Workspace, form: Any, log: Log = print, quiet: bool = False) 
         if not run_dir:
             raise ValueError(f"run: the workspace {ws.root} has no run yet; make one in "
                              "notebook 4")
+        settings = form.settings()  # checked before any frame is upscaled
+        if upscale and upscale != 1:
+            run_dir = upscale_frames(ws, run_dir, upscale, upscaler, test_models, log, quiet)
         with reporting.quiet(imports=False):  # a video needs neither diffusers nor transformers
-            path = assemble(run_dir, form.settings(), **reporting.voice(log, quiet))
+            path = assemble(run_dir, settings, **reporting.voice(log, quiet))
     except (ValueError, OSError, RuntimeError) as e:
         _show_error(e, log)
         return None

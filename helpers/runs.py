@@ -311,8 +311,20 @@ def format_image_info(path: Path) -> str:
     """What `python -m helpers info IMAGE.png` prints: infotext, blank line, settings JSON
     (videos: `helpers.video.metadata.format_video_info`)."""
     parameters, settings = read_image_info(path, shortened=True)
+    post = _postprocessing(path)
+    if post:  # what the upscale command (the web UI's extras tab) did to the picture
+        parameters = f"{parameters or ''}\n{post}".strip()
     return info_text(parameters, settings, "No generation parameters in this image.",
                      "No Dreamframe metadata in this image (no settings beside the infotext).")
+
+
+def _postprocessing(path: Path) -> str:
+    """The picture's `postprocessing` text chunk (the web UI's extras infotext), or ""."""
+    from helpers.inputs import opened
+
+    with opened(path, "image") as image:
+        text = image.info.get("postprocessing")
+    return text.strip() if isinstance(text, str) else ""
 
 
 def info_text(head: str | None, settings: dict[str, Any] | None, no_head: str,

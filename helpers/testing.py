@@ -351,6 +351,47 @@ def tiny_depth(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+_BLIP_WORDS = ("a", "an", "the", "of", "on", "in", "with", "and", "photo", "painting", "cat",
+               "dog", "red", "blue", "sky", "tree", "house", "person", "field", "sea", "night")
+
+
+def tiny_blip(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight BLIP captioner folder (model + processor); makes noise, not captions.
+
+    Laid out as Salesforce/blip-image-captioning-large: a `BlipForConditionalGeneration` (text
+    and vision width 32, 2 layers, 32 px images, patch 8) and a `BlipProcessor` whose BERT
+    WordPiece tokenizer has a tiny vocabulary written here (specials, `[DEC]` as the start
+    token as in BLIP, letters, `##` letters and a few words), saved with `save_pretrained`.
+    """
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    try:
+        from transformers import BlipImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x
+        from transformers import BlipImageProcessor as Processor
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", ",", ".", *letters,
+             *(f"##{c}" for c in letters), *_BLIP_WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, bos_token="[DEC]",
+                              model_max_length=64)
+    text = {"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64,
+            "bos_token_id": vocab.index("[DEC]"), "pad_token_id": 0,
+            "sep_token_id": vocab.index("[SEP]"), "eos_token_id": vocab.index("[SEP]")}
+    vision = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 37,
+              "num_hidden_layers": 2, "num_attention_heads": 4}
+    with _seeded(seed):
+        model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision,
+                                                        projection_dim=PROJECTION_DIM))
+    model.save_pretrained(folder, safe_serialization=True)
+    processor = Processor(size={"height": 32, "width": 32}, resample=3)  # bicubic, as BLIP's
+    BlipProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 def _controlnet_from(unet, folder: str | os.PathLike) -> Path:
     """A ControlNet copied from a tiny UNet (as real ones start from their model's), its zero
     convolutions given small random weights so that it changes the residuals, and its map
@@ -447,6 +488,67 @@ def tiny_esrgan_x2(folder: str | os.PathLike, seed: int = 0) -> Path:
     return _tiny_esrgan(folder, seed, 12)
 
 
+def tiny_swinir(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight 4x SwinIR laid out as the real-world SwinIR-L release (spandrel's
+    class: "nearest+conv" upsampler, "3conv" residual, window 8) but tiny (16 features, two
+    layers of two blocks), as a .pth with `params_ema`; makes noise, not art. Returns it.
+
+    Its attention weights are drawn at 1/sqrt(fan-in) (not SwinIR's 0.02) so the windows
+    matter, and its last conv is scaled up so the output is not a flat grey."""
+    import torch
+    from spandrel.architectures.SwinIR import SwinIR
+
+    with _seeded(seed):
+        model = SwinIR(img_size=32, in_chans=3, embed_dim=16, depths=[2, 2], num_heads=[2, 2],
+                       window_size=8, mlp_ratio=2.0, upscale=4, img_range=1.0,
+                       upsampler="nearest+conv", resi_connection="3conv")
+        with torch.no_grad():
+            for layer in model.modules():
+                if isinstance(layer, torch.nn.Linear):
+                    layer.weight.normal_(0, layer.in_features ** -0.5)
+            model.conv_last.weight.mul_(16)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.pth"
+    torch.save({"params_ema": model.state_dict()}, path)  # as SwinIR's real-world releases
+    return path
+
+
+def _save_params_ema(state: dict, path: Path) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": state}, path)  # as GFPGAN's and CodeFormer's releases
+    return path
+
+
+def tiny_gfpgan(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight GFPGAN v1.4 (spandrel's GFPGANv1Clean, full size: spandrel builds GFPGAN
+    at 512 whatever the weights say) as GFPGANv1.4.pth with `params_ema`; makes noise, not art.
+
+    About 350 MB, 87M parameters; one 512x512 face takes seconds on a CPU.
+    """
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    with _seeded(seed):  # the hyperparameters spandrel loads GFPGAN with
+        model = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2,
+                       decoder_load_path=None, fix_decoder=False, num_mlp=8,
+                       input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    return _save_params_ema(model.state_dict(), Path(folder) / "GFPGANv1.4.pth")
+
+
+def tiny_codeformer(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight CodeFormer (spandrel_extra_arches' class) as codeformer.pth with
+    `params_ema`; makes noise, not art. Its transformer is small (1 layer, 64 features, 64
+    codes); its VQGAN encoder and generator are CodeFormer's full-size ones (fixed there)."""
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    with _seeded(seed):
+        model = CodeFormer(dim_embd=64, n_head=8, n_layers=1, codebook_size=64,
+                           latent_size=256, connect_list=["32", "64", "128", "256"])
+    return _save_params_ema(model.state_dict(), Path(folder) / "codeformer.pth")
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-vqgan": tiny_vqgan,
     "test-tiny-clip": tiny_clip,
@@ -461,6 +563,10 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-depth": tiny_depth,
     "test-tiny-esrgan": tiny_esrgan,
     "test-tiny-esrgan-x2": tiny_esrgan_x2,
+    "test-tiny-swinir": tiny_swinir,
+    "test-tiny-gfpgan": tiny_gfpgan,
+    "test-tiny-codeformer": tiny_codeformer,
+    "test-tiny-blip": tiny_blip,
 }
 
 

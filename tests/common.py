@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import socket
 from typing import TYPE_CHECKING
 
+import pytest
 from PIL import Image
 
 from helpers.runs import list_frames
@@ -116,3 +118,29 @@ def huge_png(path, width: int = 10_000, height: int = 10_000, text: dict | None 
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + texts
                      + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
+
+
+def _spandrel_imports() -> bool:
+    try:
+        import spandrel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAS_SPANDREL = importlib.util.find_spec("spandrel") is not None and _spandrel_imports()
+needs_spandrel = pytest.mark.skipif(
+    not HAS_SPANDREL, reason="spandrel cannot import here (it needs torchvision matching torch)")
+
+
+def spandrel_direct(path, image) -> np.ndarray:
+    """spandrel's own loader and model call on a PIL picture, as 8-bit pixels."""
+    import numpy as np
+    import torch
+    from spandrel import ModelLoader
+
+    model = ModelLoader().load_from_file(path).eval()
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        y = model(x)[0].clamp(0, 1)
+    return (y * 255).round().byte().permute(1, 2, 0).numpy()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from common import needs_spandrel
 
 ROOT = Path(__file__).resolve().parents[1]
 RATIO = r"\d+\.\d+x"
@@ -66,3 +67,13 @@ def test_video_benchmark_smoke_run_ends_with_its_time_ratio_line():
 def test_vqgan_clip_benchmark_smoke_run_does_the_same_work_in_both_arms(tiny_models):
     losses, _ = assert_ends_with(smoke("vqgan_clip"), LAST_LINES["vqgan_clip"])
     assert losses[1] == losses[2]  # the plain loop computes what ours does, on the CPU
+
+
+@needs_spandrel
+def test_upscale_benchmark_smoke_run_ends_with_its_time_ratio_line():
+    lines = smoke("upscale")
+    assert_ends_with(lines, [rf"ours / spandrel: {RATIO} in time \(target <= 1\.05: "
+                             r"(met|NOT met)\)"])
+    peaks = [line for line in lines if line.startswith("peak ")]
+    assert len(peaks) == 3, lines  # every arm's peak memory, beside the planner's estimate
+    assert any(line.startswith("planner's estimate: ") for line in lines), lines

@@ -9,10 +9,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from common import needs_spandrel, spandrel_direct
 from PIL import Image
 
 from helpers.diffusion.image_info import USED_KEYS, infotext_params, settings_from_image
-from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, upscale_for_hires, upscale_image
+from helpers.diffusion.sampling.upscale import (
+    HIRES_UPSCALERS,
+    model_upscaler_names,
+    upscale_for_hires,
+    upscale_image,
+)
 from helpers.metadata import exif
 from helpers.metadata.infotext import format_infotext
 from helpers.settings import DiffusionSettings
@@ -83,12 +89,32 @@ def test_lanczos_and_nearest_take_the_web_uis_steps_where_the_scale_is_uneven() 
         image.resize((64, 40), LANCZOS).tobytes()
 
 
-def test_model_upscalers_are_refused_as_not_available_yet() -> None:
-    pipe = SimpleNamespace(vae_scale_factor=8)
-    with pytest.raises(ValueError, match=r"'R-ESRGAN 4x\+' is not one of .*not available yet"):
-        upscale_for_hires(pipe, _latents(), 64, 64, "R-ESRGAN 4x+")
-    with pytest.raises(ValueError, match=r"^hires_upscaler: 'SwinIR 4x' .*not available yet"):
-        DiffusionSettings(prompt="x", hires_upscaler="SwinIR 4x")
+@needs_spandrel
+def test_a_model_upscaler_is_its_passes_then_lanczos_of_the_decoded_image(tiny_pipe,
+                                                                            session_cache):
+    from helpers.diffusion.sampling.vae import decode, encode_latents
+    from helpers.diffusion.tools.upscalers import load_for_run
+    from helpers.download import fetch
+
+    path = fetch("test-tiny-esrgan", cache=session_cache, progress=False)
+    load_for_run("test-tiny-esrgan", "cpu", session_cache)
+    latents = _latents(4, 4)  # 32x32 pictures, 4x by the model, Lanczos down to 48x48
+    ours = upscale_for_hires(tiny_pipe, latents, 48, 48, "test-tiny-esrgan")
+    expected = torch.cat([
+        encode_latents(tiny_pipe, Image.fromarray(spandrel_direct(path, image))
+                       .resize((48, 48), LANCZOS)) for image in decode(tiny_pipe, latents)])
+    assert ours.shape == (2, 4, 6, 6) and torch.equal(ours, expected)
+
+
+def test_model_upscalers_are_spelt_as_the_catalogue_spells_them() -> None:
+    for given in ("r-esrgan 4x+", "RealESRGAN_x4plus", " R-ESRGAN 4X+ "):
+        assert DiffusionSettings(prompt="x", hires_upscaler=given).hires_upscaler == \
+            "R-ESRGAN 4x+"
+    assert DiffusionSettings(prompt="x", hires_upscaler="models/4x_foo.pth").hires_upscaler \
+        == "models/4x_foo.pth"
+    with pytest.raises(ValueError, match=r"^hires_upscaler: 'SwinIR 9x' is not one of .*"
+                       r"R-ESRGAN 4x\+.*\.safetensors file"):
+        DiffusionSettings(prompt="x", hires_upscaler="SwinIR 9x")
 
 
 # --- the setting ----------------------------------------------------------------------------
@@ -111,12 +137,13 @@ def test_the_cli_and_the_forms_offer_every_name(monkeypatch) -> None:
     from helpers.settings import meta_of
 
     field = next(f for f in dataclasses.fields(DiffusionSettings) if f.name == "hires_upscaler")
-    assert meta_of(field).choices == HIRES_UPSCALERS == (*WEB_UI_LATENT, "None", "Lanczos",
-                                                         "Nearest")
+    assert (*WEB_UI_LATENT, "None", "Lanczos", "Nearest") == HIRES_UPSCALERS
+    assert meta_of(field).choices == (*HIRES_UPSCALERS, *model_upscaler_names())
+    assert "R-ESRGAN 4x+" in meta_of(field).choices and meta_of(field).open_choices
     monkeypatch.setenv("COLUMNS", "10000")  # the help on one line each
     parser = argparse.ArgumentParser()
     add_settings_flags(parser, DiffusionSettings)
-    assert f"one of: {', '.join(HIRES_UPSCALERS)}; default Latent" in parser.format_help()
+    assert f"one of: {', '.join(meta_of(field).choices)}; default Latent" in parser.format_help()
     given = parser.parse_args(["--hires-upscaler", "latent (nearest-exact)"]).hires_upscaler
     assert DiffusionSettings(prompt="x", hires_upscaler=given).hires_upscaler == \
         "Latent (nearest-exact)"
@@ -147,8 +174,8 @@ def test_every_name_is_written_as_the_web_ui_writes_it_and_read_back(tmp_path, n
 
 
 def test_an_unknown_upscaler_in_an_infotext_is_an_error_naming_it(tmp_path) -> None:
-    text = "a cat\nSteps: 20, Size: 64x64, Hires upscale: 2, Hires upscaler: 4x-UltraSharp"
-    with pytest.raises(ValueError, match=r"^from_image: Hires upscaler '4x-UltraSharp' is not "
+    text = "a cat\nSteps: 20, Size: 64x64, Hires upscale: 2, Hires upscaler: 4x-Foolhardy"
+    with pytest.raises(ValueError, match=r"^from_image: Hires upscaler '4x-Foolhardy' is not "
                        r"one of .*give --hires-upscaler"):
         settings_from_image(_save(tmp_path, text), log=print)
 
@@ -196,3 +223,42 @@ def test_a_first_pass_we_cannot_make_is_an_error_naming_it(tmp_path, size, first
     with pytest.raises(ValueError, match=f"^from_image: {message} .*give --hires-scale"):
         _old(tmp_path, size, first)
     assert _old(tmp_path, size, first, hires_scale=1.5).hires_scale == 1.5
+
+
+# --- a hires run with a model upscaler ------------------------------------------------------
+
+
+def _hires_cli(tmp_path: Path, upscaler: str) -> list[str]:
+    from common import TINY_SD_CLI
+
+    return [*TINY_SD_CLI, "--hires-scale", "1.5", "--hires-upscaler", upscaler,
+            "--out", str(tmp_path / "runs"), "--quiet"]
+
+
+@needs_spandrel
+def test_a_hires_run_with_a_model_upscaler_writes_and_reads_back_its_name(tmp_path, capsys,
+                                                                          session_cache):
+    from helpers.cli import main
+    from helpers.runs import list_frames
+
+    assert main([*_hires_cli(tmp_path, "TEST-TINY-ESRGAN"), "--cache",
+                 str(session_cache)]) == 0
+    (frame,) = list_frames(Path(capsys.readouterr().out.split()[-1]))
+    with Image.open(frame) as made:
+        assert made.size == (96, 96)
+    s = settings_from_image(frame, log=print)
+    assert (s.hires_upscaler, s.hires_scale) == ("test-tiny-esrgan", 1.5)
+
+
+@pytest.mark.parametrize("upscaler", ["missing.pth", "NOT_A_MODEL"])
+def test_a_bad_model_upscaler_is_one_error_naming_hires_upscaler_before_any_run(
+        tmp_path, capsys, session_cache, upscaler) -> None:
+    from helpers.cli import main
+
+    if upscaler == "NOT_A_MODEL":
+        upscaler = str(tmp_path / "not.safetensors")
+        Path(upscaler).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    assert main([*_hires_cli(tmp_path, upscaler), "--cache", str(session_cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: hires_upscaler: "), err
+    assert not (tmp_path / "runs").exists()

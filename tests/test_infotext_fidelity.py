@@ -157,7 +157,7 @@ def test_unknown_model_is_an_error_naming_it_unless_overridden(tmp_path) -> None
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("Hires upscaler", "R-ESRGAN 4x+", "Hires upscaler 'R-ESRGAN 4x+'"),
+    ("Hires upscaler", "4x-Foolhardy", "Hires upscaler '4x-Foolhardy'"),
     ("RNG", "Quantum", "RNG 'Quantum'"),
     ("Steps", "many", "Steps 'many' is not a number"),
 ])

@@ -111,3 +111,48 @@ def test_what_a_picture_may_set_is_named_by_the_settings_metadata():
     never = names(VQGANClipSettings) - set(picture_fields(VQGANClipSettings))
     assert never == {"out", "init_image", "image_prompts", "device", "precision",
                      "checkpointing"}
+
+
+def test_upscaler_and_face_model_files_are_left_out_and_named(tmp_path):
+    from helpers.diffusion.image_info import settings_from_image
+
+    evil = {"hires_scale": 2, "hires_upscaler": "https://example.org/x.pth",
+            "restore_faces": "/tmp/face.pth", "sd_upscale_upscaler": "../up.safetensors"}
+    png = crafted(tmp_path / "found.png", **evil_diffusion(
+        tmp_path, "", out="workspace", device="auto", precision="auto", **evil))
+    lines: list[str] = []
+    settings = settings_from_image(png, log=lines.append)
+    assert (settings.hires_upscaler, settings.restore_faces, settings.sd_upscale_upscaler) == \
+        ("Latent", "", "Lanczos")
+    assert set(lines[0].split(": ")[-1].split(", ")) == {"hires_upscaler", "restore_faces",
+                                                         "sd_upscale_upscaler"}
+    good = {"hires_scale": 2, "hires_upscaler": "R-ESRGAN 4x+", "restore_faces": "CodeFormer",
+            "sd_upscale_upscaler": "Nearest"}
+    png = crafted(tmp_path / "good.png", **evil_diffusion(
+        tmp_path, "", out="workspace", device="auto", precision="auto", **good))
+    settings = settings_from_image(png, log=print)
+    assert (settings.hires_upscaler, settings.restore_faces, settings.sd_upscale_upscaler) == \
+        ("R-ESRGAN 4x+", "CodeFormer", "Nearest")
+
+
+@pytest.mark.parametrize(("key", "value", "read"), [
+    ("Hires upscaler", "r-esrgan 4x+", "R-ESRGAN 4x+"),
+    ("Hires upscaler", "/tmp/evil.pth", None),
+    ("Hires upscaler", "https://example.org/evil.safetensors", None),
+    ("Face restoration", "codeformer", "CodeFormer"),
+    ("Face restoration", "/tmp/face.pth", None),
+])
+def test_an_infotext_names_catalogue_upscalers_and_face_models_only(tmp_path, key, value,
+                                                                    read):
+    from helpers.diffusion.image_info import settings_from_image
+    from helpers.metadata import exif
+
+    text = f"a cat\nSteps: 20, Seed: 3, Size: 64x64, Model: test-tiny-sd, Hires upscale: 2, " \
+           f"{key}: {value}"
+    png = exif.save_with_info(tmp_path / "webui.png", Image.new("RGB", (8, 8)), text)
+    field = "hires_upscaler" if key == "Hires upscaler" else "restore_faces"
+    if read is None:
+        with pytest.raises(ValueError, match=f"^from_image: {key} .*give --"):
+            settings_from_image(png, log=print)
+    else:
+        assert getattr(settings_from_image(png, log=print), field) == read

@@ -5,7 +5,6 @@ run folders. Tests that run spandrel skip where it cannot import (it imports tor
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from common import HAS_SPANDREL, needs_spandrel, spandrel_direct
 from PIL import Image
 
 from helpers.catalog import get_model, list_models
@@ -21,19 +21,6 @@ from helpers.diffusion.tools import upscale
 from helpers.diffusion.tools.upscale import plan_tile, upscale_by, upscale_image
 
 LANCZOS, NEAREST = Image.Resampling.LANCZOS, Image.Resampling.NEAREST
-
-
-def _spandrel_imports() -> bool:
-    try:
-        import spandrel  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-HAS_SPANDREL = importlib.util.find_spec("spandrel") is not None and _spandrel_imports()
-needs_spandrel = pytest.mark.skipif(
-    not HAS_SPANDREL, reason="spandrel cannot import here (it needs torchvision matching torch)")
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +40,6 @@ def _load(path: Path):
     from helpers.diffusion.tools.upscalers import load_upscaler
 
     return load_upscaler(str(path), "cpu")
-
-
-def _spandrel_direct(path: Path, image: Image.Image) -> np.ndarray:
-    """spandrel's own loader and model call on the picture, as 8-bit pixels."""
-    from spandrel import ModelLoader
-
-    model = ModelLoader().load_from_file(path).eval()
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    y = model(x)[0].clamp(0, 1)
-    return (y * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 # --- the tiny models and the catalogue (no spandrel needed) ---------------------------------
@@ -110,7 +87,7 @@ def test_untiled_upscale_is_spandrels_model_called_directly(tiny, name, suffix):
     path = tiny[name].with_suffix(suffix)
     image = _picture()
     ours = np.asarray(upscale_image(_load(path).model, image, tile=0))
-    assert np.array_equal(ours, _spandrel_direct(path, image))
+    assert np.array_equal(ours, spandrel_direct(path, image))
 
 
 def _seams(length: int, tile: int, overlap: int, scale: int) -> np.ndarray:
@@ -199,6 +176,20 @@ def test_the_tile_comes_from_the_free_memory(tiny):
         plan_tile(model, size, free=1e15, ram=1e8)
 
 
+def test_a_4x_upscale_of_a_2048_picture_is_planned_to_fit_a_16_gb_gpu() -> None:
+    from types import SimpleNamespace
+
+    gb = 1024**3
+    for dtype in (torch.float16, torch.float32):
+        gpu = SimpleNamespace(dtype=dtype, device=torch.device("cuda"), scale=4)
+        tile = plan_tile(gpu, (2048, 2048), free=16 * gb, ram=12 * gb)
+        assert 0 < tile < 2048, dtype  # tiled: the whole picture would not fit
+        assert upscale.tile_bytes(tile * tile, 4, dtype == torch.float16) <= 0.9 * 16 * gb
+        assert tile >= 256, dtype  # not needlessly small: few tiles, little overlap work
+    cpu = SimpleNamespace(dtype=torch.float32, device=torch.device("cpu"), scale=4)
+    assert plan_tile(cpu, (2048, 2048), free=20 * gb, ram=20 * gb) > 0  # the result in RAM
+
+
 # --- the upscale command ---------------------------------------------------------------------
 
 
@@ -283,3 +274,24 @@ def test_without_spandrel_a_model_upscaler_is_one_error_saying_what_to_install(t
                  "--device", "cpu"]) == 2
     assert "error: upscaler: model upscalers need spandrel" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_an_upscaled_picture_keeps_its_infotext_and_says_how_it_was_upscaled(tmp_path,
+                                                                             capsys):
+    from helpers.diffusion.tools.upscale import read_postprocess
+    from helpers.metadata import exif
+
+    picture = exif.save_with_info(tmp_path / "a.png", _picture(24, 16),
+                                  "a cat\nSteps: 20, Seed: 7, Size: 24x16")
+    assert read_postprocess(picture) == {}
+    assert main(["upscale", str(picture), "--upscaler", "lanczos", "--scale", "2.5"]) == 0
+    made = Path(capsys.readouterr().out.split()[-1])
+    assert read_postprocess(made) == {"Postprocess upscale by": "2.5",
+                                      "Postprocess upscaler": "Lanczos"}
+    with Image.open(made) as image:
+        assert image.info["parameters"] == "a cat\nSteps: 20, Seed: 7, Size: 24x16"
+        assert image.info["postprocessing"] == \
+            "Postprocess upscale by: 2.5, Postprocess upscaler: Lanczos"
+    assert main(["info", str(made)]) == 0
+    shown = capsys.readouterr().out
+    assert "Size: 24x16\nPostprocess upscale by: 2.5, Postprocess upscaler: Lanczos" in shown

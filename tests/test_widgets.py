@@ -120,9 +120,10 @@ def test_sections_follow_the_group_order() -> None:
     *basic, accordion, _, message = form.widget.children
     assert message is form.message
     assert headings(basic) == ["Prompt", "Image", "Control", "Model", "Sampling", "Hires",
-                               "Run", "Animation"]
+                               "Postprocess", "Run", "Animation"]
     assert headings(accordion.children[0].children) == [
-        "Prompt", "Image", "Control", "Model", "Sampling", "Run", "Animation", "Output", "Device"]
+        "Prompt", "Image", "Control", "Model", "Sampling", "Postprocess", "Run", "Animation",
+        "Output", "Device"]
     video = SettingsForm(VideoSettings)
     assert headings(video.widget.children[:-3]) == ["Timing", "Encoding", "Output"]
 

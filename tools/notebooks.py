@@ -53,7 +53,9 @@ Pick the **engine** that paints your pictures and the **models** it uses:
 Each model shows its download size, its licence, and whether you have it already. Downloads land
 in your workspace (on Drive), so you fetch each model only once. For diffusion, the
 `-inpainting` models repaint masked parts best, and the **ControlNets** you pick here steer
-pictures by edges, lines or depth in notebook 3.""",
+pictures by edges, lines or depth in notebook 3. The **image tools** are optional: upscalers
+make pictures and videos bigger and sharper, face restorers (GFPGAN, CodeFormer) fix faces,
+and a caption model describes a picture for you ("Describe an image" in notebook 3).""",
     "3_parameters": """# 3 · Describe your picture
 
 Write your **prompt** and set the parameters. Weighted prompts mix ideas:
@@ -79,7 +81,11 @@ set `resume = "latest"` and `more` (the iterations, images or frames to add)."""
 
 Turn the frames of a run into a video: choose the speed (frames per second), the format,
 smoothing between frames, ping-pong (forwards then backwards), and a soundtrack if you like.
-The newest run is picked for you. The video plays here and is saved beside the frames.""",
+The newest run is picked for you. The video plays here and is saved beside the frames.
+
+To make the video bigger and sharper, set `upscale` (2 or 4) below: every frame is upscaled
+first (Real-ESRGAN by default) into a folder beside the run's frames, never over them, and a
+stopped upscale continues where it stopped.""",
 }
 
 # the `quiet` line of the notebooks that load, fetch or encode
@@ -95,6 +101,7 @@ clip = ""             # VQGAN+CLIP: CLIP models, "name:1 | name:0.5"
 model = ""            # diffusion: a catalogue name, Hub id, folder or .safetensors file
 vae = ""              # diffusion: another VAE (empty: the model's own)
 controlnets = ""      # diffusion: ControlNets to download for notebook 3, "name, name"
+tools = ""            # upscalers, face restorers, caption models to download, "name, name"
 ''' + QUIET,
     "3_parameters": '''\
 upload = False        # True on Colab: Colab's upload button, for images of 1 MB or more
@@ -122,6 +129,9 @@ smooth = ""           # "blend" or "motion" up to target_fps; empty: none
 target_fps = None
 pingpong = None       # True: forwards, then backwards
 audio = ""            # a soundtrack file
+upscale = 0           # 2 or 4: upscale every frame first (0: the frames as they are)
+upscaler = ""         # with upscale: "R-ESRGAN 4x+" (empty), "R-ESRGAN 4x+ Anime6B",
+                      # "Lanczos", or a .pth / .safetensors file
 ''' + QUIET,
 }
 
@@ -129,7 +139,7 @@ ACTIONS = {
     "1_setup": ["notebook.setup(ws);"],
     "2_model_choice": [
         "choice = notebook.model_form(ws, engine, test_models, vqgan=vqgan, clip=clip, "
-        "model=model, vae=vae, controlnets=controlnets)",
+        "model=model, vae=vae, controlnets=controlnets, tools=tools)",
         "## Download\nThe next cell checks your choice, downloads what is missing (with a "
         "progress bar) and saves it for the other notebooks.",
         "notebook.save_models(ws, choice, quiet=quiet);",
@@ -147,7 +157,8 @@ ACTIONS = {
     "5_video": [
         "form = notebook.video_form(ws, run, fps=fps, format=format, smooth=smooth, "
         "target_fps=target_fps, pingpong=pingpong, audio=audio)",
-        "video = notebook.make_video(ws, form, quiet=quiet)",
+        "video = notebook.make_video(ws, form, quiet=quiet, upscale=upscale, "
+        "upscaler=upscaler, test_models=test_models)",
     ],
 }
 

@@ -50,8 +50,10 @@ class Checked:
     device: Any
     memory: dict[str, bool]
     extras: list[Extra]  # the LoRAs and textual-inversion embeddings the prompts use
-    init_image: Any = None  # PIL image resized to the run's size; inpaint.Inpainting; or None
+    init_image: Any = None  # PIL image resized to the run's size; inpaint.Inpainting;
+    #                         sd_upscale.Upscaling (enlarged, to be tiled); or None
     control: list = field(default_factory=list)  # control.run.CheckedUnit, one per unit
+    faces: Any = None  # tools.faces.FaceRestorer with restore_faces, loaded; else None
 
 
 def prepare(settings: DiffusionSettings, family: Family, log: Log = print) -> DiffusionSettings:
@@ -115,12 +117,23 @@ def check_inputs(settings: DiffusionSettings, cache: str | os.PathLike | None = 
         from helpers.diffusion.tools.outpaint import outpainting_of
 
         init = outpainting_of(settings, init)
+    elif init is not None and settings.sd_upscale > 1:  # enlarged, not resized: tiles of the size
+        from helpers.diffusion.tools.sd_upscale import upscaling_of
+
+        init = upscaling_of(settings, init, device, cache, log=log)
     elif init is not None:
         init = init.resize((settings.width, settings.height), _lanczos())
     from helpers.diffusion.tools.control.run import check_control
 
     control = check_control(settings, ref, family, cache, log, init, device)
-    return Checked(settings, ref, family, device, memory, extras, init, control)
+    check_hires_upscaler(settings, device, cache, log)
+    faces = None
+    if settings.restore_faces:
+        from helpers.diffusion.tools.faces import load_face_restorer
+
+        faces = load_face_restorer(settings.restore_faces, device, cache, log)
+        settings = settings.replace(restore_faces=faces.name)  # the catalogue's spelling
+    return Checked(settings, ref, family, device, memory, extras, init, control, faces)
 
 
 def inpaints(settings: DiffusionSettings) -> bool:
@@ -157,6 +170,23 @@ def check_model_config(spec: str, model: str, ref: ModelRef) -> None:
                          "that holds model_index.json) or a Hub id")
     elif not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
         raise ValueError(f"model_config: {spec!r} is not an existing folder, or a Hub id")
+
+
+def check_hires_upscaler(settings: DiffusionSettings, device: Any,
+                         cache: str | os.PathLike | None, log: Log) -> None:
+    """Load the hires fix's model upscaler, if it has one, before the diffusion model (so a
+    bad file fails first); errors name `hires_upscaler`."""
+    from helpers.diffusion.sampling.upscale import is_model_upscaler
+
+    if settings.hires_scale <= 1 or settings.init_image or \
+            not is_model_upscaler(settings.hires_upscaler):
+        return
+    from helpers.diffusion.tools.upscalers import FIELD, load_for_run
+
+    try:
+        load_for_run(settings.hires_upscaler, device, cache, log)
+    except ValueError as e:
+        raise ValueError(f"hires_{e}" if str(e).startswith(f"{FIELD}: ") else str(e)) from None
 
 
 def check_sampler(name: str) -> None:

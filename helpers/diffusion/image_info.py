@@ -1,7 +1,8 @@
 """What each diffusion image carries: the web UI's infotext, written and read back.
 
 Writing (`infotext_params`, `save_image`) follows the web UI 1.9+: `Sampler` holds the base name
-and `Schedule type` the schedule the sampler ran; the hires keys appear only when hires is on;
+and `Schedule type` the schedule the sampler ran; the hires keys appear only when hires is on,
+the SD upscale keys (and our `SD upscale factor`; `Size` is then the tile size) only when it is;
 the inpaint keys (Mask blur, Mask mode, Inpaint area, Masked area padding, Masked content, an
 inpainting model's Conditional mask weight) where the web UI writes them; LoRA and
 textual-inversion hashes as its Lora and TI hashes; ControlNet units as its ControlNet extension
@@ -36,12 +37,16 @@ RNG_SOURCES = {"cpu": "CPU", "nv": "NV"}  # "gpu" is the web UI's default: no RN
 NUMBERS = {"Steps": ("steps", int), "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
            "Size-1": ("width", int), "Size-2": ("height", int), "Clip skip": ("clip_skip", int),
            "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
-           "Mask blur": ("mask_blur", int), "Masked area padding": ("inpaint_padding", int)}
+           "Mask blur": ("mask_blur", int), "Masked area padding": ("inpaint_padding", int),
+           "SD upscale factor": ("sd_upscale", float),
+           "SD upscale overlap": ("sd_upscale_overlap", int),
+           "Face visibility": ("face_visibility", float),
+           "CodeFormer weight": ("codeformer_weight", float)}
 # keys read by their own rule in `_from_infotext`
 RULES = ("Prompt", "Negative prompt", "Size", "Sampler", "Schedule type", "Model",
          "Denoising strength", "RNG", "Hires upscaler", "Hires resize", "First pass size",
          "Prompt mode", "Mask mode", "Masked content", "Inpaint area", "Conditional mask weight",
-         "Outpaint", "Outpaint fill")
+         "Outpaint", "Outpaint fill", "SD upscale upscaler", "Face restoration")
 # the web UI's inpaint radio buttons: infotext value -> our setting's value
 MASK_MODES = {"Inpaint masked": False, "Inpaint not masked": True}
 INPAINT_AREAS = {"Whole picture": "whole picture", "Only masked": "only masked"}
@@ -104,6 +109,28 @@ def inpaint_params(settings: DiffusionSettings) -> dict[str, Any]:
             else settings.masked_content}
 
 
+def sd_upscale_params(settings: DiffusionSettings) -> dict[str, Any]:
+    """The web UI's SD upscale keys and our `SD upscale factor` (the web UI writes none; `Size`
+    is the tile size), only when SD upscale is on."""
+    if settings.sd_upscale <= 1:
+        return {}
+    return {"SD upscale overlap": settings.sd_upscale_overlap,
+            "SD upscale upscaler": settings.sd_upscale_upscaler,
+            "SD upscale factor": f"{settings.sd_upscale:g}"}
+
+
+def face_params(settings: DiffusionSettings) -> dict[str, Any]:
+    """`Face restoration` (the model, as the web UI writes it) and, where not the default, our
+    `Face visibility` and the extras tab's `CodeFormer weight`; none when it is off."""
+    if not settings.restore_faces:
+        return {}
+    codeformer = "codeformer" in settings.restore_faces.casefold()
+    return {"Face restoration": settings.restore_faces,
+            "Face visibility": None if settings.face_visibility == 1
+            else f"{settings.face_visibility:g}",
+            "CodeFormer weight": f"{settings.codeformer_weight:g}" if codeformer else None}
+
+
 def control_params(settings: DiffusionSettings, loaded: Loaded) -> dict[str, Any]:
     """The ControlNet extension's `ControlNet N` keys, one a unit; none without control."""
     if not settings.control.strip():
@@ -135,7 +162,7 @@ def infotext_params(settings: DiffusionSettings, seed: int, loaded: Loaded,
         "Clip skip": settings.clip_skip if settings.clip_skip > 1 else None,
         "RNG": RNG_SOURCES.get(settings.rng),
         **inpaint_params(settings), **control_params(settings, loaded), **hires_params(settings),
-        **hashes,
+        **sd_upscale_params(settings), **face_params(settings), **hashes,
         "Prompt mode": settings.prompt_mode, "Animation": settings.animate or None,
     }
 
@@ -225,6 +252,9 @@ def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str,
     values.update(_hires(info, overrides))
     values.update(_inpaint(info, overrides))
     values.update(_outpaint(info, overrides))
+    values.update(_sd_upscale(info, overrides))
+    if "Face restoration" in info and "restore_faces" not in overrides:
+        values["restore_faces"] = _face_restorer(info["Face restoration"])
     values.update(_control(info, overrides))
     if "Denoising strength" in info:
         hires = overrides.get("hires_scale", values.get("hires_scale", 1)) > 1
@@ -236,6 +266,25 @@ def _from_infotext(info: dict[str, str], overrides: dict[str, Any]) -> dict[str,
     if info.get("Prompt mode") in DiffusionSettings.PROMPT_MODES:
         values["prompt_mode"] = info["Prompt mode"]
     return values
+
+
+def catalogued(name: str, built_in: tuple[str, ...] = ()) -> bool:
+    """Whether `name` is one of `built_in` or a catalogue model (not a file or URL)."""
+    from helpers.catalog import find_model
+
+    return name in built_in or find_model(name) is not None
+
+
+def _face_restorer(name: str) -> str:
+    """`Face restoration` (the web UI writes GFPGAN or CodeFormer): a catalogue face model,
+    in the catalogue's spelling, whatever the case."""
+    from helpers.catalog import list_models
+
+    found = {m.name.casefold(): m.name for m in list_models("face")}.get(name.casefold())
+    if found is None:
+        raise ValueError(f"from_image: Face restoration {name!r} is not a face model we have; "
+                         "give --restore-faces")
+    return found
 
 
 def _inpaint(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +320,26 @@ def _outpaint(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]
                                              OUTPAINT_FILLS, casefold=True)
         except ValueError as e:
             raise ValueError(f"from_image: {e}; give --outpaint-fill") from None
+    return values
+
+
+def _sd_upscale(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`SD upscale upscaler`, taken when it is a PIL or catalogue upscaler (a picture never
+    names a file or URL); the web UI's SD upscale keys without our factor ask for it."""
+    from helpers.diffusion.tools.upscalers import catalogue_upscaler, pil_upscaler
+
+    values: dict[str, Any] = {}
+    name = info.get("SD upscale upscaler")
+    if name is not None and "sd_upscale_upscaler" not in overrides:
+        found = pil_upscaler(name) or getattr(catalogue_upscaler(name), "name", None)
+        if found is None:
+            raise ValueError(f"from_image: SD upscale upscaler {name!r} is not one we have; "
+                             "give --sd-upscale-upscaler")
+        values["sd_upscale_upscaler"] = found
+    web_ui = name is not None or "SD upscale overlap" in info
+    if web_ui and "SD upscale factor" not in info and "sd_upscale" not in overrides:
+        raise ValueError("from_image: the image was SD upscaled, and its infotext holds no "
+                         "SD upscale factor (the web UI writes none); give --sd-upscale")
     return values
 
 
@@ -367,15 +436,18 @@ def _model(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _hires(info: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
     """Hires upscaler (the web UI's name, any case), and a Hires resize read as its scale."""
-    from helpers.diffusion.sampling.upscale import hires_upscaler
+    from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
 
     values: dict[str, Any] = {}
     upscaler = info.get("Hires upscaler")
     if upscaler is not None and "hires_upscaler" not in overrides:
         try:
-            values["hires_upscaler"] = hires_upscaler(upscaler)
+            name = hires_upscaler(upscaler)
+            if not catalogued(name, HIRES_UPSCALERS):  # a picture never names a file or URL
+                raise ValueError(f"{upscaler!r} is not one of ours or the catalogue's")
         except ValueError as e:
             raise ValueError(f"from_image: Hires upscaler {e}; give --hires-upscaler") from None
+        values["hires_upscaler"] = name
     if "Hires upscale" not in info and "Hires resize-1" in info and \
             "hires_scale" not in overrides:
         values["hires_scale"] = _resize_scale(info)

@@ -44,7 +44,8 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
     inpaint when it is an `inpaint.Inpainting`); batches whose images (1-based indices) are all
     in `skip` are not made. `plan`: what the text encoders get (`extras.applied` makes it),
     else the settings' prompts as written; `control`: the ControlNet units
-    (`control.run.RunControl`)."""
+    (`control.run.RunControl`). SD upscale (`tools.sd_upscale`) calls `call_pipeline` per
+    tile."""
     init_image, inpaint = split_init(init_image)
     pipe = pipe if pipe is not None else pipeline_for(loaded, settings.sampler,
                                                       init_image is not None)
@@ -62,6 +63,40 @@ def run(settings: DiffusionSettings, loaded: Loaded, init_image: Any = None,
                                callback, hires=hires, inpaint=inpaint, control=control)
         for k, image in enumerate(images):
             yield Generated(indices[k], batch_seeds[k], image)
+
+
+def sd_upscale(settings: DiffusionSettings, loaded: Loaded, upscaling: Any,
+               on_step: OnStep | None = None, pipe: Any = None,
+               skip: set[int] | frozenset[int] = frozenset(), plan: Any = None,
+               control: Any = None) -> Iterator[Generated]:
+    """The run's pictures (1-based indices not in `skip`), each the enlarged init image
+    img2img'd tile by tile on one pipeline (tile k with the picture's seed + k) and joined."""
+    from helpers.diffusion.tools.sd_upscale import (
+        join_tiles,
+        split_tiles,
+        tile_control,
+        tile_report,
+    )
+
+    seeds = image_seeds(settings)
+    todo = [i for i in range(1, len(seeds) + 1) if i not in skip]
+    if not todo:
+        return
+    pipe = pipe if pipe is not None else pipeline_for(loaded, settings.sampler, True)
+    plan = plan or plan_prompts(settings.prompt, settings.negative_prompt, settings.prompt_mode)
+    conditioning, _ = conditioning_of(pipe, plan, settings, loaded.family, True)
+    grid = split_tiles(upscaling.image, settings.width, settings.height,
+                       settings.sd_upscale_overlap)
+    tiles = grid.tiles()
+    for index in todo:
+        seed, batch = seeds[index - 1], (index - 1) // settings.batch_size
+        made = []
+        for k, tile in enumerate(tiles):
+            report = tile_report(on_step, batch, k, len(tiles)) if on_step else None
+            made += call_pipeline(pipe, loaded.family, settings, conditioning, [seed + k],
+                                  tile.image, report, control=tile_control(settings, control,
+                                                                           tile.image))
+        yield Generated(index, seed, join_tiles(grid.with_images(made)))
 
 
 def conditioning_of(pipe, plan: PromptPlan, settings: DiffusionSettings, family: Family,

@@ -86,6 +86,8 @@ def _loop(checked: Checked, loaded: Loaded, run_dir: Path, done: set[int], progr
         with applied(loaded.pipe, settings, log, checked.extras) as prompts, \
                 memory_options(loaded.pipe, checked.memory, checked.device):
             for item in _items(checked, prompts, loaded, run_dir, on_step, done):
+                if checked.faces is not None:
+                    item = _restored(item, checked.faces, settings)
                 path = save_image(run_dir, item, settings, loaded, hashes)
                 saved += 1
                 if by_image:
@@ -114,13 +116,26 @@ def _items(checked: Checked, prompts: EncoderPrompts, loaded: Loaded, run_dir: P
 
         return run_animation(settings, loaded, checked.init_image, on_step, done, load_frame,
                              prompts, frame_control(checked, loaded, run_dir))
+    from helpers.diffusion.loop import sd_upscale
     from helpers.diffusion.tools.control.run import run_control
+    from helpers.diffusion.tools.sd_upscale import Upscaling
 
     pipe = pipeline_for(loaded, settings.sampler, checked.init_image is not None)
-    made = run(settings, loaded, checked.init_image, on_step, pipe, skip=done,
-               plan=prompts.plan(),
-               control=run_control(settings, checked.control, loaded, checked.device))
+    control = run_control(settings, checked.control, loaded, checked.device)
+    make = sd_upscale if isinstance(checked.init_image, Upscaling) else run  # tile by tile
+    made = make(settings, loaded, checked.init_image, on_step, pipe, skip=done,
+                plan=prompts.plan(), control=control)
     return (item for item in made if item.index not in done)
+
+
+def _restored(item: Any, restorer: Any, settings: DiffusionSettings) -> Any:
+    """The image (or frame) with its faces restored, as the web UI's Restore faces does."""
+    from dataclasses import replace
+
+    from helpers.diffusion.tools.faces import restore_faces
+
+    return replace(item, image=restore_faces(restorer, item.image, settings.face_visibility,
+                                             settings.codeformer_weight))
 
 
 def _units(settings: DiffusionSettings) -> int | None:

@@ -10,10 +10,16 @@ _EXAMPLES = {"vqgan": "--vqgan /path/to/model.ckpt", "clip": "--clip /path/to/cl
              "diffusion": "--model /path/to/model.safetensors",
              "clipseg": "--mask-model /path/to/clipseg-folder",
              "controlnet": "/path/to/controlnet.safetensors",
-             "depth": "--depth-model /path/to/depth-folder"}
+             "depth": "--depth-model /path/to/depth-folder",
+             "upscaler": "--upscaler /path/to/RealESRGAN_x4plus.pth",
+             "face": "--restore-faces /path/to/GFPGANv1.4.pth",
+             "caption": "--caption-model /path/to/blip-folder"}
 _TEST_FLAGS = {"vqgan": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
                "clip": "--vqgan test-tiny-vqgan --clip test-tiny-clip",
-               "diffusion": "--model test-tiny-sd"}
+               "diffusion": "--model test-tiny-sd",
+               "upscaler": "--upscaler test-tiny-esrgan",
+               "face": "--restore-faces test-tiny-gfpgan",
+               "caption": "--caption-model test-tiny-blip"}
 
 
 def human(size: int | None) -> str:

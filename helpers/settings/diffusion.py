@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from helpers.diffusion.samplers import SAMPLER_NAMES, SCHEDULE_NAMES, get_sampler, split_name
-from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS, hires_upscaler
+from helpers.diffusion.sampling.upscale import (
+    HIRES_UPSCALERS,
+    hires_upscaler,
+    model_upscaler_names,
+)
 from helpers.diffusion.tools.control import (
     CONTROL_MODES,
     CROP_AND_RESIZE,
@@ -81,13 +85,26 @@ class DiffusionSettings(RunSettings):
                                  "then refine it with img2img; 1 = off", min=1, max=4,
                                  metavar="X", group="hires")
     hires_upscaler: str = setting("Latent", "hires fix: the web UI's upscaler: a Latent mode "
-                                  "resizes the latents; None (one Lanczos resize), Lanczos or "
-                                  "Nearest resize the decoded image", choices=HIRES_UPSCALERS,
-                                  casefold=True, metavar="NAME", group="hires")
+                                  "resizes the latents; None (one Lanczos resize), Lanczos, "
+                                  "Nearest or a model upscaler (R-ESRGAN 4x+, ..., or a .pth / "
+                                  ".safetensors file) resize the decoded image",
+                                  choices=(*HIRES_UPSCALERS, *model_upscaler_names()),
+                                  open_choices=True, casefold=True, metavar="NAME",
+                                  group="hires")
     hires_steps: int = setting(0, "hires fix: steps of the img2img pass; 0 = the same as steps",
                                min=0, max=MAX_STEPS, metavar="N", group="hires")
     hires_strength: float = setting(0.7, "hires fix: denoising strength of the img2img pass",
                                     min=0, min_open=True, max=1, metavar="X", group="hires")
+    restore_faces: str = setting("", "restore faces in every image made: GFPGAN or CodeFormer "
+                                 "(a catalogue name, or a .pth / .safetensors file); empty = "
+                                 "off", metavar="NAME|PATH", group="postprocess")
+    face_visibility: float = setting(1.0, "restore faces: how much of the restored face shows "
+                                     "(the web UI's GFPGAN / CodeFormer visibility)", min=0,
+                                     max=1, metavar="X", advanced=True, group="postprocess")
+    codeformer_weight: float = setting(0.5, "restore faces, CodeFormer: 0 = the most "
+                                       "restoration, 1 = the least (the web UI's CodeFormer "
+                                       "weight)", min=0, max=1, metavar="X", advanced=True,
+                                       group="postprocess")
     init_image: str = setting("", "img2img: the start image (path or URL), resized to the size",
                               metavar="PATH|URL", text="path", group="image")
     strength: float = setting(0.75, "img2img denoising strength; 1 = keep nothing of the image",
@@ -127,6 +144,16 @@ class DiffusionSettings(RunSettings):
                                  "colours around it), latent noise, mirror (the picture "
                                  "reflected), stretch (its edge pixels drawn out)",
                                  choices=OUTPAINT_FILLS, casefold=True, group="image")
+    sd_upscale: float = setting(1.0, "SD upscale (the web UI's img2img script): enlarge the "
+                                "init image by this factor, then img2img it in tiles of the "
+                                "size; 1 = off", min=1, max=4, metavar="X", group="image")
+    sd_upscale_overlap: int = setting(64, "SD upscale: pixels the tiles overlap, blended "
+                                      "linearly (less than the size's shorter side)", min=0,
+                                      max=2048, unit="px", metavar="N", group="image")
+    sd_upscale_upscaler: str = setting("Lanczos", "SD upscale: what enlarges the init image: "
+                                       "Lanczos, Nearest, a catalogue upscaler (R-ESRGAN 4x+), "
+                                       "or a .pth / .safetensors file", metavar="NAME|PATH",
+                                       group="image")
     control: str = setting("", "ControlNet units, one a line (the CLI flag: one per use): "
                            "TYPE[@MODEL]:IMAGE[:WEIGHT[:START:END]], TYPE a preprocessor "
                            "(canny, none, invert, threshold, scribble_xdog, lineart_standard, "
@@ -222,10 +249,10 @@ class DiffusionSettings(RunSettings):
             sampler, schedule = split_name(self.sampler, self.schedule)
             object.__setattr__(self, "sampler", sampler)
             object.__setattr__(self, "schedule", schedule)
-        upscaler = self.hires_upscaler  # a model upscaler is refused as not available yet
+        upscaler = self.hires_upscaler  # spelt as the web UI (or the catalogue) spells it
         if isinstance(upscaler, str) and len(upscaler) <= MAX_TEXT_CHARS:  # longer: too long
             try:
-                hires_upscaler(upscaler)
+                object.__setattr__(self, "hires_upscaler", hires_upscaler(upscaler))
             except ValueError as e:
                 raise ValueError(f"hires_upscaler: {e}") from None
         super().__post_init__()
@@ -264,6 +291,8 @@ class DiffusionSettings(RunSettings):
             _check_outpaint(self)
         if self.control.strip():
             _check_control(self)
+        if self.sd_upscale > 1:
+            _check_sd_upscale(self)
 
 
 def _check_animation(settings: DiffusionSettings) -> None:
@@ -359,6 +388,30 @@ def _check_control(settings: DiffusionSettings) -> None:
         fail("depth_model", settings.depth_model, "the depth preprocessor needs a depth "
              "estimator (e.g. depth-anything)")
     _check_web_ui_sampler(settings, "ControlNet")
+
+
+def _check_sd_upscale(settings: DiffusionSettings) -> None:
+    """What SD upscale needs: an init image, tiles that overlap by less than a side, an
+    upscaler, and none of the modes that make another picture (inpaint, outpaint, animation,
+    the hires fix)."""
+    if not settings.init_image:
+        fail("sd_upscale", settings.sd_upscale, "SD upscale enlarges the init image: give "
+             "init_image too")
+    others = {"mask": (settings.mask, "inpaint"), "mask_prompt": (settings.mask_prompt.strip(),
+              "inpaint"), "outpaint": (settings.outpaint.strip(), "outpaint"),
+              "animate": (settings.animate, "animate"),
+              "hires_scale": (settings.hires_scale > 1, "use the hires fix")}
+    for name, (used, what) in others.items():
+        if used:
+            fail(name, getattr(settings, name), f"not with sd_upscale: {what} and SD upscale "
+                 "in two runs")
+    side = min(settings.width, settings.height)
+    if settings.sd_upscale_overlap >= side:
+        fail("sd_upscale_overlap", settings.sd_upscale_overlap, f"the tiles are the size, "
+             f"{settings.width}x{settings.height}: they overlap by less than {side} pixels")
+    if not settings.sd_upscale_upscaler.strip():
+        fail("sd_upscale_upscaler", settings.sd_upscale_upscaler, "must not be empty (Lanczos, "
+             "Nearest, a catalogue upscaler or a file)")
 
 
 def _check_web_ui_sampler(settings: DiffusionSettings, what: str) -> None:

@@ -38,6 +38,8 @@ class Meta:
     metavar: str | None = None  # the CLI's placeholder for the value
     text: str = "line"  # str fields: "line", "lines" (multi-line), "long" (a prompt) or "path"
     casefold: bool = False  # choices match whatever the case; the stored value is the canonical
+    open_choices: bool = False  # choices are suggestions: another value goes to the class's own
+    #                             check (the hires upscaler: a model file or catalogue name too)
     nargs: int | None = None  # tuple fields with a fixed number of values on the CLI
     group: str = ""  # the form section it belongs to
     max_chars: int | None = None  # str fields: the longest value; None = by `text` (char_limit)
@@ -98,6 +100,9 @@ def check_value(name: str, value: Any, meta: Meta) -> Any:
     if isinstance(value, tuple):
         return tuple(check_value(name, v, meta) for v in value) if meta.choices else value
     if meta.choices is not None and isinstance(value, str):
+        if meta.open_choices:
+            found = {c.casefold(): c for c in meta.choices}.get(value.casefold())
+            return found if found is not None and meta.casefold else value
         return choose(name, value, meta.choices, meta.casefold)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         _check_range(name, value, meta)

@@ -26,7 +26,10 @@ from helpers.settings.fields import meta_of
 
 FILE_PROMPTS = ("image_prompts", "control")  # text fields whose pieces are image paths or URLs
 MODEL_FIELDS = ("model", "model_config", "vae", "vqgan", "clip", "mask_model",
-                "depth_model")  # names of models or files
+                "depth_model", "hires_upscaler", "sd_upscale_upscaler",
+                "restore_faces")  # names of models or files
+# the upscalers that are no model: taken as they are (a Latent mode, None, Lanczos, Nearest)
+BUILT_IN = ("hires_upscaler", "sd_upscale_upscaler")
 REQUIRED_MODELS = ("model", "vqgan", "clip")  # the models that make the picture: never dropped
 NOT_TAKEN = "not taken from the picture (it never sets paths, URLs, the machine or models " \
             "outside the catalogue)"
@@ -81,6 +84,8 @@ def _catalogued(name: str, value: Any) -> bool:
 
     if not isinstance(value, str):
         return False
+    if name in BUILT_IN and value in _built_in(name):
+        return True
     if name == "clip":
         try:
             names = [name for name, _weight in parse_clip_spec(value)]
@@ -89,6 +94,17 @@ def _catalogued(name: str, value: Any) -> bool:
     else:
         names = [value] if value.strip() else []
     return all(find_model(n) is not None for n in names)
+
+
+def _built_in(name: str) -> tuple[str, ...]:
+    """The upscaler names of a field that are no model file."""
+    if name == "hires_upscaler":
+        from helpers.diffusion.sampling.upscale import HIRES_UPSCALERS
+
+        return HIRES_UPSCALERS
+    from helpers.diffusion.tools.upscalers import PIL_UPSCALERS
+
+    return PIL_UPSCALERS
 
 
 def _default(field: dataclasses.Field) -> Any:

@@ -1,10 +1,10 @@
 """One control per settings field: its value widget, the row shown, and value conversion.
 
 The widget is chosen from the field's annotation and metadata, as `helpers.cli` chooses a
-flag's type: choices -> Dropdown (SelectMultiple for a tuple), bool -> Checkbox, numbers ->
-IntText / FloatText (bounded when the range is small), the seed -> IntText with -1 = random
-and a "random" button, text -> Text, or a Textarea that grows with its text (prompts, schedules),
-a tuple of numbers -> Text "W H".
+flag's type: choices -> Dropdown (SelectMultiple for a tuple, a Combobox for open choices),
+bool -> Checkbox, numbers -> IntText / FloatText (bounded when the range is small), the seed ->
+IntText with -1 = random and a "random" button, text -> Text, or a Textarea that grows with its
+text (prompts, schedules), a tuple of numbers -> Text "W H".
 `get()` reads the widget as the settings value; `set()` shows a settings value; both raise
 `ValueError` naming the field for what they cannot take.
 """
@@ -145,6 +145,20 @@ class ChoiceControl(Control):
         if not isinstance(value, str):
             self.fail(value, "expected one of the choices")
         self.widget.value = choose(self.name, value, self.meta.choices or (), self.meta.casefold)
+
+
+class SuggestControl(Control):
+    """A Combobox for open choices: the choices listed, any other text typed (a file, a name)."""
+
+    def __init__(self, name: str, meta: Meta):
+        widget = w.Combobox(options=list(meta.choices or ()), ensure_option=False,
+                            description=label(name, meta), style=STYLE, layout=wide())
+        super().__init__(name, meta, widget)
+
+    def set(self, value: Any) -> None:
+        if not isinstance(value, str):
+            self.fail(value, "expected text")
+        self.widget.value = value
 
 
 class MultiChoiceControl(Control):
@@ -305,7 +319,7 @@ def make_control(name: str, annotation: Any, meta: Meta) -> Control:
         item = typing.get_args(base)[0]
         return MultiChoiceControl(name, meta) if meta.choices else SequenceControl(name, meta, item)
     if meta.choices:
-        return ChoiceControl(name, meta)
+        return SuggestControl(name, meta) if meta.open_choices else ChoiceControl(name, meta)
     if base is bool:
         return BoolControl(name, meta)
     if base in (int, float):

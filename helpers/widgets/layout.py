@@ -14,8 +14,8 @@ import ipywidgets as w
 from helpers.widgets.compat import folded_accordion, set_tooltip
 from helpers.widgets.controls import STYLE, Control
 
-GROUP_ORDER = ("prompt", "image", "control", "model", "sampling", "hires", "run", "animation",
-               "guidance",
+GROUP_ORDER = ("prompt", "image", "control", "model", "sampling", "hires", "postprocess", "run",
+               "animation", "guidance",
                # the video form's groups, before "output" as its fields are used
                "timing", "encoding", "frames",
                "output", "device")

@@ -6,6 +6,8 @@ source of your own (a path, an URL, a Google Drive id or a Hugging Face Hub id).
 with ControlNet units (diffusion) also gets a list of the catalogue's ControlNets of the
 model's family (`controlnets`): the ones chosen are downloaded with the model, saved in
 model.json, and are notebook 3's defaults for its units (`helpers.widgets.control_units`).
+Every engine also offers the image tools (`tools`): upscalers, face restorers and caption
+models, downloaded with the models.
 Below, a table of the catalogue: what each model is for, size, licence and whether it is in
 the workspace's cache already.
 """
@@ -26,6 +28,8 @@ FIELDS = {name: engine.model_fields for name, engine in ENGINES.items()}
 CONTROL_ENGINES = tuple(name for name, engine in ENGINES.items()
                         if "control" in {f.name for f in dataclasses.fields(engine.settings)})
 CONTROLNETS = "controlnets"  # model.json's list of the ControlNets chosen
+TOOLS = "tools"  # model.json's list of the image tools chosen (upscalers, faces, captions)
+TOOL_KINDS = ("upscaler", "face", "caption")  # the catalogue kinds of the image tools
 KINDS = {"vqgan": "vqgan", "clip": "clip", "model": "diffusion"}
 HELP = {"vqgan": "VQGAN: a catalogue name, or your .ckpt (its .yaml beside it), URL or Drive id",
         "clip": 'CLIP: catalogue names or Hub ids with weights, "name:1 | name:0.5"',
@@ -56,6 +60,15 @@ class ModelForm:
                     "units (Ctrl or Shift + click: several; the model's family only)")
         self.controlnets.add_class("dreamframe-controlnets")
         self._offer(names_of(values.get(CONTROLNETS, ())))  # those that fit the model
+        offered = tool_options()
+        self.tools = w.SelectMultiple(options=offered, rows=6, layout=w.Layout(width="80%"),
+                                      description="image tools")
+        set_tooltip(self.tools, "upscalers (hires fix, upscale, videos), face restorers and "
+                    "caption models (Describe an image) to download now (Ctrl or Shift + "
+                    "click: several)")
+        self.tools.value = tuple(n for n in names_of(values.get(TOOLS, ()))
+                                 if n in {name for _label, name in offered})
+        self.tools.add_class("dreamframe-tools")
         self.table = w.HTML()
         self.message = w.HTML()
         self.box = w.VBox()
@@ -92,8 +105,10 @@ class ModelForm:
     def _show(self) -> None:
         names = FIELDS[self.engine.value]
         control = self.engine.value in CONTROL_ENGINES
-        self.box.children = [*(self.fields[n] for n in names), *([self.controlnets] * control)]
-        kinds = [KINDS[n] for n in names if n in KINDS] + ["controlnet"] * control
+        self.box.children = [*(self.fields[n] for n in names), *([self.controlnets] * control),
+                             self.tools]
+        kinds = [KINDS[n] for n in names if n in KINDS] + ["controlnet"] * control + \
+            list(TOOL_KINDS)
         self.table.value = catalogue_table(kinds, self.cache)
 
     def values(self) -> dict[str, Any]:
@@ -104,6 +119,7 @@ class ModelForm:
                                                        for n in FIELDS[engine]}}
         if engine in CONTROL_ENGINES:
             values[CONTROLNETS] = list(self.controlnets.value)
+        values[TOOLS] = list(self.tools.value)
         return values
 
 
@@ -182,13 +198,40 @@ def checked_controlnets(names: str | Iterable[str], model: str) -> tuple[str, ..
     return names
 
 
+def tool_options() -> list[tuple[str, str]]:
+    """(label, name) of the catalogue's image tools: upscalers, face restorers, captioners."""
+    return [(f"{m.name} ({TOOL_TITLES[m.kind]})", m.name)
+            for kind in TOOL_KINDS for m in _catalogue(kind)]
+
+
+TOOL_TITLES = {"upscaler": "upscaler", "face": "restores faces", "caption": "describes images"}
+
+
+def checked_tools(names: str | Iterable[str]) -> tuple[str, ...]:
+    """Image tool names (a list, or text "a, b") checked against the catalogue; `ValueError`
+    naming `tools`."""
+    from helpers.catalog import find_model
+
+    names = names_of(names)
+    for name in names:
+        entry = find_model(name)
+        if entry is None or entry.kind not in TOOL_KINDS:
+            known = ", ".join(n for _label, n in tool_options()
+                              if not n.startswith("test-"))
+            raise ValueError(f"tools: {name!r} is not a catalogue upscaler, face restorer or "
+                             f"caption model; one of {known}")
+    return names
+
+
 def used_for(model: Any) -> str:
     """What a catalogue model is for, in the table."""
     if model.kind == "controlnet":
         return f"steers {family_title(model.family)} models"
     if model.kind == "diffusion" and _inpainting(model.family):
         return "inpainting and outpainting (a mask and an init image)"
-    return {"diffusion": "txt2img, img2img, inpainting"}.get(model.kind, "")
+    return {"diffusion": "txt2img, img2img, inpainting", "upscaler": "upscale, hires fix",
+            "face": "restore faces", "caption": "describe an image (interrogate)"
+            }.get(model.kind, "")
 
 
 def _inpainting(family: str) -> bool:

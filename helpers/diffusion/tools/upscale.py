@@ -36,6 +36,7 @@ INPUT_BYTES = 4096
 OUTPUT_BYTES = 1024
 ACCUMULATOR_BYTES = 16  # per output pixel: the blended sum (3 x fp32) and its weight, in RAM
 MAX_SCALE = 8.0  # the web UI's extras tab allows 1 to 8
+POSTPROCESSING = "postprocessing"  # the web UI's PNG text chunk of what its extras tab did
 
 
 def tile_bytes(tile_pixels: int, scale: int, half: bool) -> float:
@@ -120,7 +121,8 @@ def _tiled(model: Any, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor
     req, scale = model.size_requirements, model.scale
     height, width = x.shape[-2:]
     x = _pad(x, *req.get_padding(width, height))
-    step = req.multiple_of
+    step = _alignment(model)
+    x = _pad(x, -x.shape[-1] % step, -x.shape[-2] % step)
     tile = max(tile // step * step, req.minimum, step)
     overlap = min(-(-overlap // step) * step, tile - step)
     total = torch.zeros((x.shape[1], x.shape[-2] * scale, x.shape[-1] * scale))
@@ -135,6 +137,17 @@ def _tiled(model: Any, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor
             total[where] += out * w
             weights[where] += w
     return (total / weights)[None, :, :height * scale, :width * scale]
+
+
+def _alignment(model: Any) -> int:
+    """Where tiles may start: a multiple of the model's size requirement and of its attention
+    window (SwinIR, HAT: windows are anchored at the input's corner, so a tile starting off
+    the window grid would attend over other windows than the whole picture does)."""
+    import math
+
+    window = getattr(model.model, "window_size", 1)
+    window = window if isinstance(window, int) and window > 0 else 1
+    return math.lcm(model.size_requirements.multiple_of, window)
 
 
 def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -206,15 +219,21 @@ def upscale_by(upscaler: Upscaler, image: Image.Image, scale: float,
 def upscale_path(source: str | os.PathLike, upscaler: str, scale: float,
                  tile: int | None = None, out: str | os.PathLike | None = None, *,
                  device: str = "auto", cache: str | os.PathLike | None = None,
-                 log: Log = no_log, progress: bool = False) -> Path:
+                 log: Log = no_log, progress: bool = False, restore_faces: str = "",
+                 face_visibility: float = 1.0, codeformer_weight: float = 0.5) -> Path:
     """Upscale a picture into a new file beside it (or in `out`), or every frame of a run
     folder into its `upscaled-x<scale>-<upscaler>/` folder (or `out`), one frame at a time,
-    skipping frames done before; return the file or folder. Bad input fails before
-    anything is written, naming the setting."""
+    skipping frames done before; return the file or folder. With `restore_faces` (a face
+    model), faces are restored after the upscale, as the web UI's extras tab does. Bad input
+    fails before anything is written, naming the setting."""
     from helpers.files import writable_folder
     from helpers.inputs import read_rgb
 
     check_scale(scale)
+    for name, value in (("face_visibility", face_visibility),
+                        ("codeformer_weight", codeformer_weight)):
+        if restore_faces and not 0 <= value <= 1:
+            raise ValueError(f"{name}: {value:g} is out of range; give 0 to 1")
     if tile is not None and tile < 0:
         raise ValueError(f"tile: {tile} is negative; give 0 (no tiles) or a side in pixels")
     source = Path(source).expanduser()
@@ -224,10 +243,18 @@ def upscale_path(source: str | os.PathLike, upscaler: str, scale: float,
     if folder is not None:
         writable_folder(folder, "out")
     model = load_upscaler(upscaler, device, cache, log, progress)
+    post = _Postprocess(model, scale, tile)
+    if restore_faces:
+        from helpers.diffusion.tools.faces import load_face_restorer
+
+        post.faces = load_face_restorer(restore_faces, model.model.device if model.is_model
+                                        else device, cache, log, progress)
+        post.weights = (face_visibility, codeformer_weight)
+    done = {POSTPROCESSING: post.line()}
     if image is not None:
-        result = upscale_by(model, image, scale, tile)
+        result = post(image)
         return _write_new(folder or source.parent, f"{source.stem}-x{scale:g}", result,
-                          _texts(source))
+                          {**_texts(source), **done})
     dest = folder or source / f"upscaled-x{scale:g}-{_slug(model.name)}"
     todo = [f for f in frames if not (dest / f.name).exists()]
     for frame in todo:  # every frame readable before the first is written
@@ -238,10 +265,64 @@ def upscale_path(source: str | os.PathLike, upscaler: str, scale: float,
     with progress_bar(len(frames), "upscale", progress, initial=len(frames) - len(todo)) \
             as bar:
         for frame in todo:
-            result = upscale_by(model, read_rgb(frame, "frame"), scale, tile)
-            atomic_write_bytes(dest / frame.name, _png(result, _texts(frame)))
+            result = post(read_rgb(frame, "frame"))
+            atomic_write_bytes(dest / frame.name, _png(result, {**_texts(frame), **done}))
             bar.update(1)
     return dest
+
+
+class _Postprocess:
+    """The extras tab's steps on one picture: the upscale, then the faces restored."""
+
+    def __init__(self, upscaler: Upscaler, scale: float, tile: int | None):
+        self.upscaler, self.scale, self.tile = upscaler, scale, tile
+        self.faces: Any = None  # a tools.faces.FaceRestorer
+        self.weights = (1.0, 0.5)  # (visibility, CodeFormer weight)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        image = upscale_by(self.upscaler, image, self.scale, self.tile)
+        if self.faces is None:
+            return image
+        from helpers.diffusion.tools.faces import restore_faces
+
+        return restore_faces(self.faces, image, *self.weights)
+
+    def line(self) -> str:
+        """The `postprocessing` chunk's text of these steps."""
+        faces = None
+        if self.faces is not None:
+            faces = (self.faces.architecture, *self.weights)
+        return postprocess_line(self.upscaler.name, self.scale, faces)
+
+
+def postprocess_line(upscaler: str, scale: float,
+                     faces: tuple[str, float, float] | None = None) -> str:
+    """The web UI's extras infotext: `Postprocess upscale by: 4, Postprocess upscaler:
+    R-ESRGAN 4x+`, and with `faces` (architecture, visibility, CodeFormer weight) `GFPGAN
+    visibility: 1` or `CodeFormer visibility: 1, CodeFormer weight: 0.5`; stored in the
+    picture's `postprocessing` PNG text chunk."""
+    from helpers.metadata.infotext import format_infotext
+
+    params: dict[str, str] = {"Postprocess upscale by": f"{scale:g}",
+                              "Postprocess upscaler": upscaler}
+    if faces is not None:
+        architecture, visibility, weight = faces
+        codeformer = architecture.casefold() == "codeformer"
+        params[f"{'CodeFormer' if codeformer else 'GFPGAN'} visibility"] = f"{visibility:g}"
+        if codeformer:
+            params["CodeFormer weight"] = f"{weight:g}"
+    return format_infotext("", params=params)
+
+
+def read_postprocess(path: str | os.PathLike) -> dict[str, str]:
+    """The `postprocessing` chunk of a picture as `{key: value}` (empty when it has none)."""
+    from helpers.metadata.infotext import parse_infotext
+
+    text = _texts(Path(path)).get(POSTPROCESSING, "")
+    if not text.strip():
+        return {}
+    return {k: v for k, v in parse_infotext(text).items()
+            if k not in ("Prompt", "Negative prompt")}
 
 
 def _run_frames(folder: Path) -> list[Path]:
@@ -301,5 +382,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", Path(name).stem.lower()).strip("-") or "upscaler"
 
 
-__all__ = ["MAX_SCALE", "OVERLAP", "TILES", "check_scale", "plan_tile", "tile_bytes",
-           "to_image", "to_tensor", "upscale_by", "upscale_image", "upscale_path"]
+__all__ = ["MAX_SCALE", "OVERLAP", "POSTPROCESSING", "TILES", "check_scale", "plan_tile",
+           "postprocess_line", "read_postprocess", "tile_bytes", "to_image", "to_tensor",
+           "upscale_by", "upscale_image", "upscale_path"]

@@ -45,10 +45,15 @@ def pil_upscaler(name: str) -> str | None:
 
 def catalogue_upscaler(name: str) -> Any:
     """The catalogue upscaler called `name` (any case, or its file's stem), or None."""
+    return catalogue_entry("upscaler", name)
+
+
+def catalogue_entry(kind: str, name: str) -> Any:
+    """The catalogue model of `kind` called `name` (any case, or its file's stem), or None."""
     from helpers.catalog import list_models
 
     wanted = name.strip().casefold()
-    for model in list_models("upscaler"):
+    for model in list_models(kind):
         stems = {Path(f.name).stem.casefold() for f in model.files}
         if wanted == model.name.casefold() or wanted in stems:
             return model
@@ -59,24 +64,36 @@ def upscaler_file(name: str, cache: str | os.PathLike | None = None, log: Log = 
                   progress: bool = False) -> Path:
     """The weights file of a model upscaler: a catalogue entry fetched into the cache, a
     local file, or a URL / Hub file fetched once into `<cache>/upscalers/`."""
+    return weights_file(name, "upscaler", FIELD, _known(), cache, log, progress)
+
+
+FOLDERS = {"upscaler": "upscalers", "face": "faces"}  # a kind's files from URLs, in the cache
+
+
+def weights_file(name: str, kind: str, field: str, known: str,
+                 cache: str | os.PathLike | None = None, log: Log = no_log,
+                 progress: bool = False) -> Path:
+    """The single weights file a setting names: the catalogue entry of `kind` fetched into
+    the cache, a local file, or a URL / Hub file fetched once into the kind's cache folder;
+    errors name `field` (`known`: the names it takes, for the message)."""
     from helpers.download import DownloadError, cache_dir, fetch, fetch_file_from
 
-    model = catalogue_upscaler(name)
+    model = catalogue_entry(kind, name)
     try:
         if model is not None:
             found = fetch(model, cache=cache, progress=progress, log=log)
             return found if found.is_file() else found / model.files[0].name
-        path = fetch_file_from(name, cache_dir(cache) / "upscalers", cache=cache,
-                               kind=FIELD, progress=progress, log=log)
+        path = fetch_file_from(name, cache_dir(cache) / FOLDERS[kind], cache=cache,
+                               kind=kind, progress=progress, log=log)
     except FileNotFoundError:
-        raise ValueError(f"{FIELD}: file not found: {name!r}") from None
+        raise ValueError(f"{field}: file not found: {name!r}") from None
     except ValueError:
-        raise ValueError(f"{FIELD}: {name!r} is not {_known()}, an existing file, a URL "
+        raise ValueError(f"{field}: {name!r} is not {known}, an existing file, a URL "
                          "or a Hub file") from None
     except DownloadError as e:
-        raise DownloadError(f"{FIELD}: {e}", e.failures) from None
+        raise DownloadError(f"{field}: {e}", e.failures) from None
     if not path.is_file():
-        raise ValueError(f"{FIELD}: {path} is a folder; give the model's .pth or "
+        raise ValueError(f"{field}: {path} is a folder; give the model's .pth or "
                          ".safetensors file")
     return path
 
@@ -88,9 +105,9 @@ def _known() -> str:
     return f"one of {', '.join([*PIL_UPSCALERS, *names])}"
 
 
-def read_weights(path: str | os.PathLike) -> dict:
+def read_weights(path: str | os.PathLike, field: str = FIELD) -> dict:
     """A model file's tensors, without running pickle code, unwrapped as spandrel expects
-    (`params_ema`, `state_dict`, a `module.` prefix, ...)."""
+    (`params_ema`, `state_dict`, a `module.` prefix, ...); errors name `field`."""
     from spandrel import canonicalize_state_dict
 
     path = Path(path)
@@ -100,16 +117,16 @@ def read_weights(path: str | os.PathLike) -> dict:
         try:
             state = load_file(path)
         except Exception as e:  # safetensors raises its own error types for a bad header
-            raise ValueError(f"{FIELD}: cannot read {path} as safetensors ({e})") from None
+            raise ValueError(f"{field}: cannot read {path} as safetensors ({e})") from None
     else:
         from helpers.safeload import load_state_dict
 
         try:
             state = load_state_dict(path, depth=0)
         except ValueError as e:
-            raise ValueError(f"{FIELD}: {e}") from None
+            raise ValueError(f"{field}: {e}") from None
     if not state:
-        raise ValueError(f"{FIELD}: {path} holds no weights (no state dict in it)")
+        raise ValueError(f"{field}: {path} holds no weights (no state dict in it)")
     return canonicalize_state_dict(state)
 
 
@@ -175,6 +192,45 @@ def load_upscaler(name: str, device: Any = "cpu", cache: str | os.PathLike | Non
     return Upscaler(model.name if model else name, descriptor.scale, descriptor)
 
 
-__all__ = ["FIELD", "PIL_UPSCALERS", "Upscaler", "catalogue_upscaler", "load_upscaler",
-           "pil_upscaler", "read_weights", "require_spandrel", "spandrel_model",
-           "upscaler_file"]
+# The model upscaler of the run in progress (the hires fix's), loaded once by the check stage
+# with the run's cache folder: {name: Upscaler}; one at a time.
+_FOR_RUN: dict[str, Upscaler] = {}
+
+
+def load_for_run(name: str, device: Any, cache: str | os.PathLike | None = None,
+                 log: Log = no_log, progress: bool = False) -> Upscaler:
+    """Load the model upscaler `name` for a run (before the diffusion model, so a bad file
+    fails first) and keep it for `run_upscaler`; the one kept before is dropped."""
+    _FOR_RUN.clear()
+    _FOR_RUN[name] = load_upscaler(name, device, cache, log, progress)
+    return _FOR_RUN[name]
+
+
+def run_upscaler(name: str, device: Any) -> Upscaler:
+    """The run's model upscaler `name` (loaded by `load_for_run`), moved to `device`; loaded
+    from the default cache when no run loaded it."""
+    import torch
+
+    upscaler = _FOR_RUN.get(name) or load_for_run(name, device)
+    if upscaler.model.device != torch.device(device):
+        upscaler = load_for_run(name, device)
+    return upscaler
+
+
+__all__ = [
+    "FIELD",
+    "FOLDERS",
+    "PIL_UPSCALERS",
+    "Upscaler",
+    "catalogue_entry",
+    "catalogue_upscaler",
+    "load_for_run",
+    "load_upscaler",
+    "pil_upscaler",
+    "read_weights",
+    "require_spandrel",
+    "run_upscaler",
+    "spandrel_model",
+    "upscaler_file",
+    "weights_file",
+]
