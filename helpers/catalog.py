@@ -74,7 +74,8 @@ class Model:
     #                   a taming transformer), "clip", diffusion "sd" / "sdxl" / "ldm"; for a
     #                   ControlNet, the family of the models it steers; "clipseg"; "depth"
     #                   (a transformers depth estimator); "spandrel" (an upscaler spandrel
-    #                   loads: ESRGAN, Real-ESRGAN, SwinIR, ...)
+    #                   loads: ESRGAN, Real-ESRGAN, SwinIR, ...), "sd-x4" / "sd-latent-x2"
+    #                   (Stable Diffusion's upscalers, which diffusers' pipelines run)
     factor: int | None = None  # VQGANs: image pixels per latent token along a side (16 or 8)
 
     @property
@@ -448,6 +449,13 @@ def _upscaler(name: str, description: str, licence: str, file: str, release: str
                  family="spandrel")
 
 
+_DIFFUSERS_UPSCALER_FILES = ("model_index.json", "scheduler/scheduler_config.json",
+                             "low_res_scheduler/scheduler_config.json", "tokenizer/*",
+                             "text_encoder/config.json", "text_encoder/model.safetensors",
+                             "unet/config.json", "vae/config.json",
+                             "vae/diffusion_pytorch_model.safetensors")
+_UPSCALER_UNET = ("unet/diffusion_pytorch_model.safetensors",)
+
 UPSCALERS = (
     _upscaler("R-ESRGAN 4x+", "Real-ESRGAN x4plus (RRDBNet, 23 blocks): 4x for photos and "
               "most pictures; the web UI's R-ESRGAN 4x+.", REAL_ESRGAN_LICENCE,
@@ -484,6 +492,20 @@ UPSCALERS = (
                      "1856559b50de25116a7c07261177dd128f1f5664")), 66_961_958,
               "a5812231fc936b42af08a5edba784195495d303d5b3248c24489ef0c4021fe01"),),
           family="spandrel"),
+    # Stable Diffusion's diffusion upscalers, run by diffusers' pipelines
+    # (helpers.diffusion.tools.diffusion_upscalers): the fp32 .safetensors of each component
+    # (both repos have no fp16 files; fp16 on CUDA is a cast), no pickles.
+    Model("SD x4 upscaler", "upscaler", "Stable Diffusion x4 upscaler (text-guided latent "
+          "diffusion, 4x, noise level 0-350; Rombach, Esser et al. 2022): slow, many GB of "
+          "memory for large pictures; best on pictures up to 512 px.", OPENRAIL_PP,
+          hub_repo="stabilityai/stable-diffusion-x4-upscaler",
+          allow_patterns=_DIFFUSERS_UPSCALER_FILES, weights=_UPSCALER_UNET,
+          approx_size=3_470_000_000, family="sd-x4"),
+    Model("SD latent x2 upscaler", "upscaler", "Stable Diffusion x2 latent upscaler (Katherine "
+          "Crowson with Stability AI, k-diffusion): 2x in SD's latent space, through its own "
+          "SD VAE.", OPENRAIL_PP, hub_repo="stabilityai/sd-x2-latent-upscaler",
+          allow_patterns=_DIFFUSERS_UPSCALER_FILES, weights=_UPSCALER_UNET,
+          approx_size=2_320_000_000, family="sd-latent-x2"),
 )
 
 _TEST_LICENCE = "MIT (built locally by Dreamframe with random weights; nothing is downloaded)"
@@ -519,6 +541,12 @@ TEST_MODELS = (
           family="spandrel"),
     Model("test-tiny-swinir", "upscaler", f"Tiny SwinIR 4x (a .pth as the real-world SwinIR "
           f"release): a {_NOT_ART}.", _TEST_LICENCE, test=True, family="spandrel"),
+    Model("test-tiny-sd-x4-upscaler", "upscaler", f"Tiny SD x4 upscaler (diffusers layout: "
+          f"7-channel UNet, 3-level VAE): a {_NOT_ART}.", _TEST_LICENCE, test=True,
+          family="sd-x4"),
+    Model("test-tiny-sd-latent-upscaler", "upscaler", f"Tiny SD latent x2 upscaler (diffusers "
+          f"layout, K-block UNet): a {_NOT_ART}.", _TEST_LICENCE, test=True,
+          family="sd-latent-x2"),
     Model("test-tiny-gfpgan", "face", f"Test GFPGAN (full-size: spandrel fixes GFPGAN's size; "
           f"a .pth with params_ema as GFPGAN's releases): a {_NOT_ART}.", _TEST_LICENCE,
           test=True, family="spandrel"),

@@ -176,6 +176,85 @@ def tiny_sd(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
+def tiny_sd_x4_upscaler(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight SD x4 upscaler folder (diffusers layout); makes noise, not art.
+
+    Laid out as stabilityai/stable-diffusion-x4-upscaler: a UNet taking 7 channels (4 latents +
+    the 3-channel noised low-res picture) with a class embedding for the noise level, a
+    3-level VAE (factor 4, scaling factor 0.08333), the tiny CLIP text encoder, DDIM
+    (v-prediction) and the DDPM low_res_scheduler with the real model's values."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 32, 64), layers_per_block=1, sample_size=32, in_channels=7,
+            out_channels=4, down_block_types=("DownBlock2D", *("CrossAttnDownBlock2D",) * 2),
+            up_block_types=(*("CrossAttnUpBlock2D",) * 2, "UpBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, use_linear_projection=True,
+            num_class_embeds=1000)
+        vae = AutoencoderKL(block_out_channels=(32, 32, 64), layers_per_block=1,
+                            latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, sample_size=128,
+                            scaling_factor=0.08333)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(tokenizer)))
+    betas = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "scaled_linear"}
+    scheduler = DDIMScheduler(**betas, clip_sample=False, prediction_type="v_prediction",
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        low_res_scheduler=DDPMScheduler(**betas, clip_sample=True), scheduler=scheduler,
+        max_noise_level=350)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_sd_latent_upscaler(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weight SD latent x2 upscaler folder (diffusers layout); makes noise, not art.
+
+    Laid out as stabilityai/sd-x2-latent-upscaler: k-diffusion's UNet variant (K blocks,
+    Fourier time embedding, 1x1 in / out convs, 8 channels in: latents + the low-res latents;
+    5 out, the last one unused), conditioned on the tiny CLIP's pooled output beside the
+    noise level (time_cond_proj_dim = 128 + its width), the tiny SD's 4-level VAE, Euler
+    predicting the sample with SD's values."""
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionLatentUpscalePipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer = _write_tokenizer(folder / "tokenizer")
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            act_fn="gelu", attention_head_dim=8, norm_num_groups=None,
+            block_out_channels=(32, 32, 64, 64), layers_per_block=1, sample_size=16,
+            time_cond_proj_dim=128 + TEXT_HIDDEN, conv_in_kernel=1, conv_out_kernel=1,
+            cross_attention_dim=TEXT_HIDDEN, in_channels=8, out_channels=5,
+            down_block_types=("KDownBlock2D", *("KCrossAttnDownBlock2D",) * 3),
+            up_block_types=(*("KCrossAttnUpBlock2D",) * 3, "KUpBlock2D"), mid_block_type=None,
+            only_cross_attention=False, resnet_time_scale_shift="scale_shift",
+            time_embedding_type="fourier", timestep_post_act="gelu")
+        vae = _tiny_vae()
+        text_encoder = CLIPTextModel(CLIPTextConfig(**_text_config(tokenizer)))
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in _sd_scheduler_values().items()
+                                          if k != "steps_offset"}, prediction_type="sample")
+    StableDiffusionLatentUpscalePipeline(vae=vae, text_encoder=text_encoder,
+                                         tokenizer=tokenizer, unet=unet,
+                                         scheduler=scheduler).save_pretrained(
+        folder, safe_serialization=True)
+    return folder
+
+
 def _tiny_sdxl_unet(**changes):
     """The tiny SDXL's UNet: SDXL's size micro-conditioning, linear projections."""
     return _tiny_unet(2 * TEXT_HIDDEN, attention_head_dim=(2, 4), use_linear_projection=True,
@@ -564,6 +643,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "test-tiny-esrgan": tiny_esrgan,
     "test-tiny-esrgan-x2": tiny_esrgan_x2,
     "test-tiny-swinir": tiny_swinir,
+    "test-tiny-sd-x4-upscaler": tiny_sd_x4_upscaler,
+    "test-tiny-sd-latent-upscaler": tiny_sd_latent_upscaler,
     "test-tiny-gfpgan": tiny_gfpgan,
     "test-tiny-codeformer": tiny_codeformer,
     "test-tiny-blip": tiny_blip,

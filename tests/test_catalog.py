@@ -120,7 +120,8 @@ def test_every_entry_carries_its_family():
     families = {"vqgan": {"vq", "gumbel", "transformer"}, "clip": {"clip"},
                 "diffusion": {"sd", "sdxl", "ldm", "sd-inpaint", "sdxl-inpaint"},
                 "controlnet": {"sd", "sdxl"}, "clipseg": {"clipseg"}, "depth": {"depth"},
-                "upscaler": {"spandrel"}, "face": {"spandrel"}, "caption": {"blip"}}
+                "upscaler": {"spandrel", "sd-x4", "sd-latent-x2"}, "face": {"spandrel"},
+                "caption": {"blip"}}
     for model in MODELS:
         assert model.family in families[model.kind], model.name
         assert (model.factor in (8, 16)) == (model.kind == "vqgan"), model.name

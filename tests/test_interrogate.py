@@ -252,7 +252,7 @@ def _tiny_cli(image: Path, cache: Path, *more: str) -> list[str]:
 
 def test_the_cli_prints_the_prompt_as_its_last_line(folders, picture_file, picture,
                                                     session_cache, capsys, monkeypatch):
-    monkeypatch.setattr(it, "load_terms", lambda category: SMALL[category])
+    monkeypatch.setattr(it, "load_terms", lambda category, limit=0: SMALL[category])
     assert main(_tiny_cli(picture_file, session_cache)) == 0
     out = capsys.readouterr().out.splitlines()
     expected = it.interrogate(picture, "clip", "test-tiny-blip", "test-tiny-clip",

@@ -133,9 +133,9 @@ def test_with_test_models_every_engine_switch_offers_the_tiny_models(tmp_path, m
     ws = make(tmp_path)
     ws.write("model.json", {"engine": "diffusion", "model": "sd-1.5", "vqgan": "wikiart_16384"})
     form = notebook.model_form(ws, start, test_models=True)
-    tiny = {"vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip"},
+    tiny = {"vqgan-clip": {"vqgan": "test-tiny-vqgan", "clip": "test-tiny-clip", "tools": []},
             "diffusion": {"model": "test-tiny-sd", "vae": "", "model_config": "",
-                          "controlnets": []}}
+                          "controlnets": [], "tools": []}}
     for engine in [start, *(e for e in notebook.ENGINES if e != start), start]:
         form.engine.value = engine  # as the dropdown does
         assert form.values() == {"engine": engine, **tiny[engine]}

@@ -102,6 +102,8 @@ def upscale_image(model: Any, image: Image.Image, tile: int | None = None,
                   overlap: int = OVERLAP) -> Image.Image:
     """`image` upscaled by a spandrel model at its own scale; `tile` input pixels a side
     (None: planned, 0: the whole picture at once), tiles sharing `overlap` pixels."""
+    if hasattr(model, "upscale_picture"):  # a diffusers upscaler (SD x4 / latent x2): whole
+        return model.upscale_picture(image)
     import torch
 
     if tile is None:

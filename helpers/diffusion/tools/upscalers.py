@@ -177,6 +177,11 @@ def load_upscaler(name: str, device: Any = "cpu", cache: str | os.PathLike | Non
         return Upscaler(pil, 1, pil_filter=pil.upper())
     if not name.strip():
         raise ValueError(f"{FIELD}: empty; give {_known()}, a file, a URL or a Hub file")
+    from helpers.diffusion.tools.diffusion_upscalers import diffusion_upscaler
+
+    found = diffusion_upscaler(name, device, cache, log, progress)
+    if found is not None:  # Stable Diffusion's x4 / latent x2 upscalers: diffusers runs them
+        return found
     require_spandrel()
     path = upscaler_file(name, cache, log, progress)
     descriptor = spandrel_model(read_weights(path), path)
