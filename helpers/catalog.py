@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 KINDS = ("vqgan", "clip", "diffusion", "controlnet", "clipseg", "depth", "upscaler", "face",
          "caption")
@@ -619,6 +620,17 @@ def list_models(kind: str | None = None) -> list[Model]:
 def find_model(name: str) -> Model | None:
     """The catalogue model called `name`, or None."""
     return next((m for m in MODELS if m.name == name), None)
+
+
+def find_named(kind: str, name: str) -> Model | None:
+    """The catalogue model of `kind` called `name` in any case, or by its file's stem
+    ("RealESRGAN_x4plus" for "R-ESRGAN 4x+"), or None."""
+    wanted = name.strip().casefold()
+    for model in list_models(kind):
+        stems = {Path(f.name).stem.casefold() for f in model.files}
+        if wanted == model.name.casefold() or wanted in stems:
+            return model
+    return None
 
 
 def unknown_model(name: str) -> ValueError:

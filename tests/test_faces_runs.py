@@ -105,3 +105,20 @@ def test_a_run_with_a_face_model_that_cannot_load_writes_nothing(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: restore_faces: "), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_memory_plan_counts_the_face_restorer_beside_the_model():
+    from helpers.diffusion.checks import estimate_bytes, plan_memory
+    from helpers.diffusion.families import FAMILIES
+    from helpers.settings import DiffusionSettings
+
+    sd = FAMILIES["sd"]
+    plain, faces = (estimate_bytes(sd, 512, 512, 1, 2, {}, faces=f) for f in (False, True))
+    assert 0.4e9 <= faces - plain <= 1.5e9
+    off = {"attention_slicing": "off", "vae_slicing": "off", "vae_tiling": "off",
+           "cpu_offload": "off"}
+    run = DiffusionSettings(prompt="a", model="sd-1.5", width=512, height=512, **off)
+    free = plain / 0.9 + 1e6  # just enough for the run alone
+    assert plan_memory(run, sd, "cuda", free) == {k: False for k in off}
+    with pytest.raises(ValueError, match="width/height: 512x512"):
+        plan_memory(run.replace(restore_faces="GFPGAN"), sd, "cuda", free)

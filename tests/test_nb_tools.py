@@ -110,3 +110,16 @@ def test_notebook_3_describes_an_image_into_the_prompt(tmp_path, displayed,
     form.describe.button.click()  # the tiny captioner (random words, but words)
     made = form.controls["prompt"].widget.value
     assert made != "a lighthouse at dusk" and "error" not in form.describe.status.value
+
+
+@pytest.mark.slow
+def test_notebook_2_downloads_the_tools_headless(tiny_models, tmp_path) -> None:
+    import json
+
+    from test_notebooks import execute, printed
+
+    ws = tmp_path / "ws"
+    made = execute("2_model_choice", ws, engine="diffusion", tools="test-tiny-esrgan")
+    assert "tools = test-tiny-esrgan" in printed(made)
+    assert json.loads((ws / "model.json").read_text())["tools"] == ["test-tiny-esrgan"]
+    assert (ws / "models" / "test-tiny-esrgan").is_dir()

@@ -172,7 +172,7 @@ def test_the_tile_comes_from_the_free_memory(tiny):
     assert 0 < tile < 2048 and upscale.tile_bytes(tile * tile, 4, False) <= 0.9 * 8e9
     with pytest.raises(ValueError, match=r"^tile: "):
         plan_tile(model, size, free=1e6, ram=1e15)
-    with pytest.raises(ValueError, match=r"^tile: .*result needs"):
+    with pytest.raises(ValueError, match=r"^scale: .*result needs"):
         plan_tile(model, size, free=1e15, ram=1e8)
 
 

@@ -36,6 +36,9 @@ INPAINT_BYTES_PER_PIXEL = (4 + 1 + 5 + 4) * 4 / 64
 # half's, and the units run one after another
 CONTROLNET_FP16 = (0.72e9, 2.5e9)
 CONTROLNET_ACTIVATIONS = 0.5
+# a face restorer (GFPGAN, CodeFormer: fp32 weights of 350-380 MB) kept on the device, and one
+# 512x512 face pass (about 0.75 GB measured on the CPU; tools.faces.face_pass_bytes)
+FACE_RESTORER_BYTES = (400e6, float(1 << 30))
 MEMORY_OPTIONS = ("vae_slicing", "vae_tiling", "attention_slicing", "cpu_offload")
 VAE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -361,9 +364,10 @@ def _lanczos() -> Any:
 
 
 def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_bytes: int,
-                   options: dict[str, bool], inpaint: bool = False, control: int = 0) -> float:
+                   options: dict[str, bool], inpaint: bool = False, control: int = 0,
+                   faces: bool = False) -> float:
     """Rough peak memory of a run with the given memory options (`inpaint`: with a mask;
-    `control`: its ControlNet units)."""
+    `control`: its ControlNet units; `faces`: a face restorer beside the model)."""
     scale = dtype_bytes / 2
     weights = family.weights_fp16 * scale
     if options.get("cpu_offload"):
@@ -381,7 +385,9 @@ def estimate_bytes(family: Family, width: int, height: int, batch: int, dtype_by
     # a time before sampling and need no more than a decode of one
     decoded = 1 if options.get("vae_slicing") else batch
     vae = min(pixels, VAE_TILE_PIXELS) if options.get("vae_tiling") else pixels
-    return weights + held + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale)
+    face_weights, face_pass = FACE_RESTORER_BYTES if faces else (0, 0)  # after the decode
+    return weights + face_weights + held + max(unet, decoded * vae * VAE_BYTES_PER_PIXEL * scale,
+                                               face_pass)
 
 
 def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
@@ -411,7 +417,8 @@ def plan_memory(settings: DiffusionSettings, family: Family, device_type: str,
     masked = inpaints(settings) or bool(settings.outpaint.strip())
     what = (f"outpaint: {settings.outpaint} grows the canvas to {width}x{height}"
             if settings.outpaint.strip() else f"width/height: {width}x{height}")
-    chosen = memory.plan(lambda options: estimate_bytes(*args, options, masked, units),
+    faces = bool(settings.restore_faces)
+    chosen = memory.plan(lambda options: estimate_bytes(*args, options, masked, units, faces),
                          switches, order, free, f"{what} with batch size {settings.batch_size}",
                          device_type)
     return {"cpu_offload": False, **chosen}

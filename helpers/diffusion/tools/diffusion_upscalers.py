@@ -99,9 +99,9 @@ def check_options(upscaler: DiffusionUpscaler) -> None:
 def diffusion_family(name: str) -> str | None:
     """The diffusers upscaler family (`PIPELINES`) of the upscaler `name`: its catalogue
     entry's, or a local diffusers folder's whose model_index.json names one; else None."""
-    from helpers.diffusion.tools.upscalers import catalogue_upscaler
+    from helpers.catalog import find_named
 
-    model = catalogue_upscaler(name)
+    model = find_named("upscaler", name)
     if model is not None:
         return model.family if model.family in PIPELINES else None
     return _folder_family(Path(name.strip()).expanduser())
@@ -118,20 +118,6 @@ def _folder_family(folder: Path) -> str | None:
     return next((f for f, cls in PIPELINES.items() if cls == name), None)
 
 
-def diffusion_upscaler(name: str, device: Any = "cpu", cache: str | os.PathLike | None = None,
-                       log: Log = no_log, progress: bool = False) -> Any:
-    """The `tools.upscalers.Upscaler` of the diffusers upscaler `name` (its model a
-    `DiffusionUpscaler`), loaded; None when `name` is no diffusers upscaler."""
-    from helpers.diffusion.tools.upscalers import Upscaler, catalogue_upscaler
-
-    family = diffusion_family(name)
-    if family is None:
-        return None
-    model = load_diffusion_upscaler(name, family, device, cache, log, progress)
-    entry = catalogue_upscaler(name)
-    return Upscaler(entry.name if entry else name, model.scale, model)
-
-
 def load_diffusion_upscaler(name: str, family: str, device: Any = "cpu",
                             cache: str | os.PathLike | None = None, log: Log = no_log,
                             progress: bool = False) -> DiffusionUpscaler:
@@ -139,13 +125,13 @@ def load_diffusion_upscaler(name: str, family: str, device: Any = "cpu",
     or a local folder) on `device` ("auto" picks one), fp16 on a GPU, fp32 on the CPU."""
     import torch
 
+    from helpers.catalog import find_named
     from helpers.device import pick_device
-    from helpers.diffusion.tools.upscalers import catalogue_upscaler
     from helpers.download import DownloadError, fetch
     from helpers.precision import weights_dtype
 
     device = pick_device(device, log) if isinstance(device, str) else torch.device(device)
-    model = catalogue_upscaler(name)
+    model = find_named("upscaler", name)
     try:
         folder = fetch(model, cache=cache, progress=progress, log=log) if model else \
             Path(name.strip()).expanduser()
@@ -177,5 +163,5 @@ def _from_folder(folder: Path, family: str, dtype: Any) -> Any:
 
 
 __all__ = ["NOISE_LEVEL", "PIPELINES", "SCALES", "SEED", "STEPS", "DiffusionUpscaler",
-           "check_options", "diffusion_family", "diffusion_upscaler",
+           "check_options", "diffusion_family",
            "load_diffusion_upscaler"]

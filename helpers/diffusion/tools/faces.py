@@ -65,9 +65,9 @@ class FaceRestorer:
 
 def catalogue_face_restorer(name: str) -> Any:
     """The catalogue face restorer called `name` (any case, or its file's stem), or None."""
-    from helpers.diffusion.tools.upscalers import catalogue_entry
+    from helpers.catalog import find_named
 
-    return catalogue_entry("face", name)
+    return find_named("face", name)
 
 
 def _known() -> str:

@@ -47,7 +47,8 @@ def tile_bytes(tile_pixels: int, scale: int, half: bool) -> float:
 def plan_tile(model: Any, size: tuple[int, int], free: float | None = None,
               ram: float | None = None) -> int:
     """The tile side for a `size` (width, height) picture: 0 (untiled) when the whole picture
-    fits, else the largest of `TILES` that does; `ValueError` naming `tile` when none does."""
+    fits, else the largest of `TILES` that does; `ValueError` naming `tile` when none does,
+    `scale` when the result cannot be held in RAM."""
     from helpers.memory import GB, HEADROOM, available_ram, free_memory
 
     half = model.dtype.is_floating_point and model.dtype.itemsize == 2
@@ -60,7 +61,7 @@ def plan_tile(model: Any, size: tuple[int, int], free: float | None = None,
     budget = None if free is None else HEADROOM * free - (
         out_bytes if model.device.type == "cpu" else 0)
     if ram is not None and out_bytes > HEADROOM * ram:
-        raise ValueError(f"tile: the {width * model.scale}x{height * model.scale} result "
+        raise ValueError(f"scale: the {width * model.scale}x{height * model.scale} result "
                          f"needs about {out_bytes / GB:.1f} GB of memory, {ram / GB:.1f} GB "
                          "is free; upscale a smaller picture or by less")
     if budget is None or tile_bytes(width * height, model.scale, half) <= budget:

@@ -45,19 +45,9 @@ def pil_upscaler(name: str) -> str | None:
 
 def catalogue_upscaler(name: str) -> Any:
     """The catalogue upscaler called `name` (any case, or its file's stem), or None."""
-    return catalogue_entry("upscaler", name)
+    from helpers.catalog import find_named
 
-
-def catalogue_entry(kind: str, name: str) -> Any:
-    """The catalogue model of `kind` called `name` (any case, or its file's stem), or None."""
-    from helpers.catalog import list_models
-
-    wanted = name.strip().casefold()
-    for model in list_models(kind):
-        stems = {Path(f.name).stem.casefold() for f in model.files}
-        if wanted == model.name.casefold() or wanted in stems:
-            return model
-    return None
+    return find_named("upscaler", name)
 
 
 def upscaler_file(name: str, cache: str | os.PathLike | None = None, log: Log = no_log,
@@ -76,9 +66,10 @@ def weights_file(name: str, kind: str, field: str, known: str,
     """The single weights file a setting names: the catalogue entry of `kind` fetched into
     the cache, a local file, or a URL / Hub file fetched once into the kind's cache folder;
     errors name `field` (`known`: the names it takes, for the message)."""
+    from helpers.catalog import find_named
     from helpers.download import DownloadError, cache_dir, fetch, fetch_file_from
 
-    model = catalogue_entry(kind, name)
+    model = find_named(kind, name)
     try:
         if model is not None:
             found = fetch(model, cache=cache, progress=progress, log=log)
@@ -177,11 +168,16 @@ def load_upscaler(name: str, device: Any = "cpu", cache: str | os.PathLike | Non
         return Upscaler(pil, 1, pil_filter=pil.upper())
     if not name.strip():
         raise ValueError(f"{FIELD}: empty; give {_known()}, a file, a URL or a Hub file")
-    from helpers.diffusion.tools.diffusion_upscalers import diffusion_upscaler
+    from helpers.diffusion.tools.diffusion_upscalers import (
+        diffusion_family,
+        load_diffusion_upscaler,
+    )
 
-    found = diffusion_upscaler(name, device, cache, log, progress)
-    if found is not None:  # Stable Diffusion's x4 / latent x2 upscalers: diffusers runs them
-        return found
+    family = diffusion_family(name)
+    if family is not None:  # Stable Diffusion's x4 / latent x2 upscalers: diffusers runs them
+        model = load_diffusion_upscaler(name, family, device, cache, log, progress)
+        entry = catalogue_upscaler(name)
+        return Upscaler(entry.name if entry else name, model.scale, model)
     require_spandrel()
     path = upscaler_file(name, cache, log, progress)
     descriptor = spandrel_model(read_weights(path), path)
@@ -227,7 +223,6 @@ __all__ = [
     "FOLDERS",
     "PIL_UPSCALERS",
     "Upscaler",
-    "catalogue_entry",
     "catalogue_upscaler",
     "load_for_run",
     "load_upscaler",
