@@ -184,12 +184,12 @@ def check_hires_upscaler(settings: DiffusionSettings, device: Any,
     if settings.hires_scale <= 1 or settings.init_image or \
             not is_model_upscaler(settings.hires_upscaler):
         return
-    from helpers.diffusion.tools.upscalers import FIELD, load_for_run
+    from helpers.diffusion.tools.upscalers import load_for_run, renamed
 
     try:
         load_for_run(settings.hires_upscaler, device, cache, log)
     except ValueError as e:
-        raise ValueError(f"hires_{e}" if str(e).startswith(f"{FIELD}: ") else str(e)) from None
+        raise ValueError(renamed(e, "hires_upscaler")) from None
 
 
 def check_sampler(name: str) -> None:

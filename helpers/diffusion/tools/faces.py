@@ -259,7 +259,8 @@ def _paste_face(canvas: np.ndarray, pixels: np.ndarray, restorer: FaceRestorer, 
     canvas[rows, cols] = canvas[rows, cols] * (1 - mask[inner]) + face[inner] * mask[inner]
 
 
-def _check(visibility: float, codeformer_weight: float) -> None:
+def check_weights(visibility: float, codeformer_weight: float) -> None:
+    """`ValueError` naming `face_visibility` or `codeformer_weight` outside 0 to 1."""
     if not 0 <= visibility <= 1:
         raise ValueError(f"face_visibility: {visibility!r} is outside 0..1")
     if not 0 <= codeformer_weight <= 1:
@@ -273,7 +274,7 @@ def restore_faces(restorer: FaceRestorer, image: Any, visibility: float = 1.0,
     No face: the image unchanged."""
     from PIL import Image
 
-    _check(visibility, codeformer_weight)
+    check_weights(visibility, codeformer_weight)
     boxes = detect_faces(image) if boxes is None else list(boxes)
     if not boxes or visibility == 0:
         return image.copy()
@@ -288,7 +289,21 @@ def restore_faces(restorer: FaceRestorer, image: Any, visibility: float = 1.0,
     return out
 
 
-__all__ = ["FIELD", "Box", "FaceRestorer", "catalogue_face_restorer", "detect_faces",
-           "face_model", "face_pass_bytes", "face_restorer_file", "face_square",
-           "feather_mask", "load_face_restorer", "require_detector", "require_face_libraries",
-           "restore_crop", "restore_faces"]
+__all__ = [
+    "FIELD",
+    "Box",
+    "FaceRestorer",
+    "catalogue_face_restorer",
+    "check_weights",
+    "detect_faces",
+    "face_model",
+    "face_pass_bytes",
+    "face_restorer_file",
+    "face_square",
+    "feather_mask",
+    "load_face_restorer",
+    "require_detector",
+    "require_face_libraries",
+    "restore_crop",
+    "restore_faces",
+]

@@ -179,37 +179,12 @@ def check_result(settings: DiffusionSettings, size: tuple[int, int],
 def check_upscaler(name: str) -> None:
     """The upscaler's name before anything loads: a PIL one, a catalogue upscaler, an
     existing file, a URL or a Hub file; a model upscaler needs spandrel."""
-    from helpers.diffusion.tools import upscalers
+    from helpers.diffusion.tools.upscalers import check_name, renamed
 
-    if upscalers.pil_upscaler(name) is not None:
-        return
     try:
-        if upscalers.catalogue_upscaler(name) is None:
-            _check_source(name)
-        upscalers.require_spandrel()
+        check_name(name)
     except ValueError as e:
-        raise ValueError(_renamed(e)) from None
-
-
-def _check_source(name: str) -> None:
-    """A file, URL or Hub file the upscaler names (a local file must exist)."""
-    from pathlib import Path
-
-    from helpers.diffusion.tools.upscalers import _known
-    from helpers.download.sources import resolve_user_source
-
-    try:
-        found = resolve_user_source(name)
-    except ValueError:
-        raise ValueError(f"upscaler: {name!r} is not {_known()}, an existing file, a URL or a "
-                         "Hub file") from None
-    if isinstance(found, Path) and not found.is_file():
-        raise ValueError(f"upscaler: file not found: {name!r}")
-
-
-def _renamed(error: Exception) -> str:
-    """An `upscalers` message, naming this run's setting."""
-    return f"sd_upscale_upscaler: {str(error).removeprefix('upscaler: ')}"
+        raise ValueError(renamed(e, "sd_upscale_upscaler")) from None
 
 
 def upscaling_of(settings: DiffusionSettings, init: Image.Image, device: Any = "cpu",
@@ -219,7 +194,7 @@ def upscaling_of(settings: DiffusionSettings, init: Image.Image, device: Any = "
     loaded on `device` and let go after), once the size and the RAM (`free` bytes, else
     measured) allow it; `ValueError` naming the setting when the picture cannot be made."""
     from helpers.diffusion.tools.upscale import upscale_by
-    from helpers.diffusion.tools.upscalers import load_upscaler
+    from helpers.diffusion.tools.upscalers import load_upscaler, renamed
     from helpers.memory import available_ram
 
     size = upscaled_size(init.size, settings.sd_upscale)
@@ -228,7 +203,7 @@ def upscaling_of(settings: DiffusionSettings, init: Image.Image, device: Any = "
     try:
         upscaler = load_upscaler(settings.sd_upscale_upscaler, device, cache, log)
     except ValueError as e:
-        raise ValueError(_renamed(e)) from None
+        raise ValueError(renamed(e, "sd_upscale_upscaler")) from None
     return Upscaling(upscale_by(upscaler, init.convert("RGB"), settings.sd_upscale))
 
 

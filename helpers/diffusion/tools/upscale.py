@@ -233,10 +233,10 @@ def upscale_path(source: str | os.PathLike, upscaler: str, scale: float,
     from helpers.inputs import read_rgb
 
     check_scale(scale)
-    for name, value in (("face_visibility", face_visibility),
-                        ("codeformer_weight", codeformer_weight)):
-        if restore_faces and not 0 <= value <= 1:
-            raise ValueError(f"{name}: {value:g} is out of range; give 0 to 1")
+    if restore_faces:
+        from helpers.diffusion.tools.faces import check_weights
+
+        check_weights(face_visibility, codeformer_weight)
     if tile is not None and tile < 0:
         raise ValueError(f"tile: {tile} is negative; give 0 (no tiles) or a side in pixels")
     source = Path(source).expanduser()

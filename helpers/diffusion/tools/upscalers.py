@@ -89,6 +89,31 @@ def weights_file(name: str, kind: str, field: str, known: str,
     return path
 
 
+def check_name(name: str) -> None:
+    """Before anything is fetched: `name` is a PIL upscaler, a catalogue upscaler, or a file
+    (which must exist), URL or Hub file; and a model upscaler has spandrel."""
+    if pil_upscaler(name) is not None:
+        return
+    if catalogue_upscaler(name) is None:
+        from helpers.download.sources import resolve_user_source
+
+        try:
+            found = resolve_user_source(name)
+        except ValueError:
+            raise ValueError(f"{FIELD}: {name!r} is not {_known()}, an existing file, a URL "
+                             "or a Hub file") from None
+        if isinstance(found, Path) and not found.is_file():
+            raise ValueError(f"{FIELD}: file not found: {name!r}")
+    require_spandrel()
+
+
+def renamed(error: Exception, field: str) -> str:
+    """An upscaler's error message naming `field`, the setting that named the upscaler."""
+    text = str(error)
+    return f"{field}: {text.removeprefix(f'{FIELD}: ')}" if text.startswith(f"{FIELD}: ") \
+        else text
+
+
 def _known() -> str:
     from helpers.catalog import list_models
 
@@ -224,10 +249,12 @@ __all__ = [
     "PIL_UPSCALERS",
     "Upscaler",
     "catalogue_upscaler",
+    "check_name",
     "load_for_run",
     "load_upscaler",
     "pil_upscaler",
     "read_weights",
+    "renamed",
     "require_spandrel",
     "run_upscaler",
     "spandrel_model",
